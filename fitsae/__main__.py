@@ -1,0 +1,5 @@
+import sys
+
+from fitsae.cli import main
+
+sys.exit(main())

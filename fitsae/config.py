@@ -1,0 +1,192 @@
+"""Strict, layered experiment configuration.
+
+Each layer of fitsae declares its own section as a dataclass (``fitsae.data.config``,
+``fitsae.models.config``, ``fitsae.train.config``); this module only knows how to turn a
+YAML mapping into such dataclasses and back. Precedence is dataclass defaults, then the
+``--config FILE.yaml``, then ``--set section.key=value`` overrides. Strictness is the point:
+an unknown or misspelled key is an error naming the key, never silently ignored, because a
+typo in a cluster job otherwise costs a whole allocation before anyone notices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load", "dump"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that fitsae cannot accept; the message names it."""
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, Sequence) or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp!r}")
+
+
+def from_dict(cls: type[T], mapping: dict, where: str = "") -> T:
+    """Build dataclass ``cls`` from ``mapping``, rejecting unknown keys and wrong types.
+
+    Missing keys keep their dataclass defaults, so a YAML file only states what differs.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(mapping) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys{' in ' + where if where else ''}: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for key, value in mapping.items():
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}" if where else key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{where or cls.__name__}: {err}") from err
+
+
+def to_dict(instance: Any) -> dict:
+    """Plain-YAML-friendly dict of a (nested) config dataclass; tuples become lists."""
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(instance)
+
+
+def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``section.key=value`` overrides to a nested mapping, in order.
+
+    Values are parsed with ``yaml.safe_load`` so ``--set train.steps=10`` is an int and
+    ``--set data.paths=[a.fits,b.fits]`` a list. Keys are validated later by :func:`from_dict`.
+    """
+    result = _deep_copy(mapping)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from err
+        parts = key.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(mapping: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in mapping.items()}
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping of sections")
+    return data
+
+
+def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults → ``path`` (YAML) → ``overrides``, validated strictly into ``cls``."""
+    mapping = read_yaml(path) if path else {}
+    mapping = apply_overrides(mapping, overrides)
+    try:
+        return from_dict(cls, mapping)
+    except ConfigError as err:
+        source = f" (from {path})" if path else ""
+        raise ConfigError(f"{err}{source}") from err
+
+
+def dump(instance: Any, path: str | Path) -> None:
+    """Write the full, resolved config so a run records every value it used."""
+    Path(path).write_text(yaml.safe_dump(to_dict(instance), sort_keys=False))
