@@ -1,0 +1,174 @@
+"""``report.json``, its CSV twin and the AE-vs-PCA table printed at the end of an evaluation.
+
+The report is the single source of truth of an evaluation: every plot is drawn from it alone
+(``fitsae evaluate --plot-only DIR``), like CompressAI's JSON results that one plotting tool reads.
+It is plain JSON; non-finite numbers (a PSNR of a perfect reconstruction, a metric with no pixels)
+are written as ``null`` so that strict JSON readers (jq, JavaScript) accept the file.
+
+Schema (DESIGN.md, keys required; more are added freely)::
+
+    {"model": {...}, "data": {...},
+     "results": [{"eta", "latent_values", "compression_ratio",
+                  "ae": {"mse", "rmse_over_noise", "psnr", "sigma_z_std", "coverage_1sigma"},
+                  "pca": {"mse", "rmse_over_noise", "psnr"}}, ...],
+     "baselines": {"fpack": [...]}}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+__all__ = [
+    "REPORT_NAME",
+    "CSV_NAME",
+    "SCHEMA",
+    "missing_keys",
+    "write_report",
+    "load_report",
+    "format_table",
+    "format_fpack_table",
+]
+
+REPORT_NAME = "report.json"
+CSV_NAME = "results.csv"
+
+# The keys DESIGN.md promises; :func:`missing_keys` checks a report against them.
+SCHEMA = {
+    "top": ("model", "data", "results", "baselines"),
+    "result": ("eta", "latent_values", "compression_ratio", "ae", "pca"),
+    "ae": ("mse", "rmse_over_noise", "psnr", "sigma_z_std", "coverage_1sigma"),
+    "pca": ("mse", "rmse_over_noise", "psnr"),
+    "baselines": ("fpack",),
+}
+
+_CSV_COLUMNS = (
+    "method", "eta", "setting", "latent_values", "compression_ratio", "bits_per_pixel", "mse",
+    "rmse_over_noise", "psnr", "nll", "sigma_z_std", "coverage_1sigma", "coverage_2sigma",
+)
+
+
+def missing_keys(report: dict) -> list[str]:
+    """Schema keys absent from ``report`` (empty when it is complete), as dotted paths."""
+    missing = [k for k in SCHEMA["top"] if k not in report]
+    for i, row in enumerate(report.get("results", [])):
+        missing += [f"results[{i}].{k}" for k in SCHEMA["result"] if k not in row]
+        for part in ("ae", "pca"):
+            missing += [f"results[{i}].{part}.{k}" for k in SCHEMA[part] if k not in row.get(part, {})]
+    if "baselines" in report:
+        missing += [f"baselines.{k}" for k in SCHEMA["baselines"] if k not in report["baselines"]]
+    return missing
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _csv_rows(report: dict):
+    for row in report.get("results", []):
+        for method in ("ae", "pca"):
+            m = row.get(method) or {}
+            yield {
+                "method": method, "eta": row["eta"], "setting": "",
+                "latent_values": row["latent_values"], "compression_ratio": row["compression_ratio"],
+                "bits_per_pixel": row.get("bits_per_pixel"),
+                **{k: m.get(k) for k in _CSV_COLUMNS[6:]},
+            }
+    for entry in report.get("baselines", {}).get("fpack", []):
+        yield {
+            "method": "fpack", "eta": "", "setting": entry.get("label", ""), "latent_values": "",
+            "compression_ratio": entry.get("compression_ratio"),
+            "bits_per_pixel": entry.get("bits_per_pixel"),
+            **{k: entry.get(k) for k in _CSV_COLUMNS[6:]},
+        }
+
+
+def write_report(report: dict, out_dir: str | Path) -> Path:
+    """Write ``report.json`` and ``results.csv`` into ``out_dir`` (created); returns the JSON path.
+
+    The JSON is written to a temporary name and renamed, so a reader (``--watch`` plots, a
+    dashboard) never sees half a file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite_or_none(report), indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+    with open(out / CSV_NAME, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in _csv_rows(report):
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return path
+
+
+def load_report(path: str | Path) -> dict:
+    """Read a report from ``report.json`` or the directory holding it; clear error otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / REPORT_NAME
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FileNotFoundError(f"no evaluation report at {path}: {err.strerror or err}") from err
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
+    missing = missing_keys(report)
+    if missing:
+        raise ValueError(f"{path} lacks report keys: {', '.join(missing[:10])}")
+    return report
+
+
+def _num(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def format_table(report: dict) -> str:
+    """The AE-vs-PCA table: one line per η, errors in units of the noise, and who wins."""
+    peak = report.get("data", {}).get("psnr_peak")
+    lines = [
+        f"AE vs PCA at equal kept values per tile (RMSE in units of σ_noise; PSNR peak = "
+        f"{_num(peak, '.4g')}, the physical data range)",
+        f"{'eta':>5} {'latents':>8} {'ratio':>8} {'AE rmse/σ':>10} {'PCA rmse/σ':>11} "
+        f"{'AE PSNR':>8} {'PCA PSNR':>9} {'σ_z std':>8} {'cov1σ':>6}  winner",
+    ]
+    for row in report.get("results", []):
+        ae, pca = row.get("ae") or {}, row.get("pca") or {}
+        a, p = ae.get("rmse_over_noise"), pca.get("rmse_over_noise")
+        winner = "—" if a is None or p is None else ("AE" if a < p else "PCA" if p < a else "tie")
+        lines.append(
+            f"{row['eta']:>5} {row['latent_values']:>8} {_num(row['compression_ratio'], '.2f'):>8} "
+            f"{_num(a, '.4f'):>10} {_num(p, '.4f'):>11} {_num(ae.get('psnr'), '.2f'):>8} "
+            f"{_num(pca.get('psnr'), '.2f'):>9} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
+            f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}  {winner}"
+        )
+    return "\n".join(lines)
+
+
+def format_fpack_table(report: dict) -> str:
+    """fpack settings with their payload bits per pixel and error, for the same tiles."""
+    entries = report.get("baselines", {}).get("fpack", [])
+    if not entries:
+        return "fpack baselines: not run"
+    lines = [
+        "fpack (astropy CompImageHDU) on the same tiles: payload = compressed heap",
+        f"{'setting':<28} {'bits/px':>8} {'ratio':>8} {'rmse/σ':>8} {'PSNR':>8}",
+    ]
+    for e in entries:
+        lines.append(
+            f"{e['label']:<28} {_num(e.get('bits_per_pixel'), '.3f'):>8} "
+            f"{_num(e.get('compression_ratio'), '.2f'):>8} {_num(e.get('rmse_over_noise'), '.4f'):>8} "
+            f"{_num(e.get('psnr'), '.2f'):>8}"
+        )
+    return "\n".join(lines)
