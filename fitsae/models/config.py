@@ -1,0 +1,116 @@
+"""The ``model:`` section of an experiment config.
+
+Kept free of TensorFlow imports so that reading, validating and printing a config is instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fitsae.models.bvae_config import BVAEConfig
+
+__all__ = ["ModelConfig"]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a tunable dual-decoder autoencoder and how its rate η is drawn.
+
+    Attributes
+    ----------
+    kind : {"dense", "conv", "bvae"}
+        ``dense``: the image is flattened and the latent is a vector of ``latent_channels`` units
+        (needs a fixed image size). ``conv``: fully convolutional; the latent is
+        (H/stride, W/stride, latent_channels), so one model compresses crops and whole mosaics.
+        ``bvae``: the β-VAE of ``fitsae.models.bvae``.
+    latent_channels : int
+        C: dense latent units or convolutional latent channels. η masks all but the first η.
+    hidden : list of int
+        Dense only: widths of the hidden layers of the encoder (decoders mirror them). Empty
+        with ``activation: linear`` is the linear autoencoder that should find the PCA subspace.
+    filters : list of int
+        Conv only: width of each down-sampling stage of the encoder (decoders mirror them).
+    strides : list of int
+        Conv only: stride of each stage; the total stride is their product and image sides must
+        be divisible by it. Defaults to 2 per stage.
+    kernel_size : int
+        Conv only: kernel of every convolution.
+    blocks_per_stage : int
+        Conv only: extra stride-1 convolutions after each down/up-sampling convolution (depth).
+    activation : str
+        Activation of hidden layers (any Keras name). Output heads are always linear (μ) and
+        clamped-linear (log σ²): the seed notebooks' ReLU heads could not represent negative
+        residuals and floored the error.
+    logvar_min, logvar_max : float
+        Soft bounds of the log-variance head in normalized units (noise ≈ 1 means log σ² ≈ 0).
+        They keep exp(-s) finite while the variance decoder is still untrained.
+    eta_distribution : {"uniform", "geometric", "log_uniform_ratio"}
+        How training draws η ∈ [eta_min, C]: uniform; geometric as in nested dropout (Rippel et
+        al. 2014), P(η=k) ∝ p(1-p)^(k-1); or log-uniform in the compression ratio (equivalently in
+        η), which spends more steps at high compression.
+    eta_geometric_p : float
+        p of the geometric distribution (mean ≈ 1/p kept units).
+    eta_min : int
+        Smallest η drawn in training.
+    eta_per : {"batch", "example"}
+        One η per worker batch (default; every rank draws its own) or one per example.
+    nll_to_encoder : bool
+        If true, the variance decoder's NLL also trains the encoder (optimizer 2 then updates the
+        encoder too). Default false: z and μ are held fixed (``tf.stop_gradient``) so the variance
+        head cannot trade reconstruction quality for a better-calibrated σ.
+    bvae : BVAEConfig
+        ``kind: bvae`` only: architecture (dense/conv), log β range, β_r, KL warm-up, free bits
+        (see ``fitsae.models.bvae_config``).
+    """
+
+    kind: Literal["dense", "conv", "bvae"] = "conv"
+    latent_channels: int = 8
+    hidden: list[int] = field(default_factory=list)
+    filters: list[int] = field(default_factory=lambda: [32, 64])
+    strides: list[int] = field(default_factory=list)
+    kernel_size: int = 3
+    blocks_per_stage: int = 0
+    activation: str = "gelu"
+    logvar_min: float = -10.0
+    logvar_max: float = 10.0
+    eta_distribution: Literal["uniform", "geometric", "log_uniform_ratio"] = "uniform"
+    eta_geometric_p: float = 0.2
+    eta_min: int = 1
+    eta_per: Literal["batch", "example"] = "batch"
+    nll_to_encoder: bool = False
+    bvae: BVAEConfig = field(default_factory=BVAEConfig)
+
+    def __post_init__(self):
+        if self.latent_channels < 1:
+            raise ValueError(f"latent_channels must be >= 1, got {self.latent_channels}")
+        if not 1 <= self.eta_min <= self.latent_channels:
+            raise ValueError(f"eta_min must be in 1..latent_channels={self.latent_channels}, got {self.eta_min}")
+        if not 0.0 < self.eta_geometric_p < 1.0:
+            raise ValueError(f"eta_geometric_p must be in (0, 1), got {self.eta_geometric_p}")
+        if self.logvar_min >= self.logvar_max:
+            raise ValueError(f"logvar_min ({self.logvar_min}) must be below logvar_max ({self.logvar_max})")
+        if self.kind == "conv":
+            if not self.filters:
+                raise ValueError("a conv model needs at least one stage in filters")
+            if self.strides and len(self.strides) != len(self.filters):
+                raise ValueError(f"strides {self.strides} must have one entry per stage of filters {self.filters}")
+            if any(s < 1 for s in self.strides):
+                raise ValueError(f"strides must be >= 1, got {self.strides}")
+        if any(w < 1 for w in self.hidden + self.filters):
+            raise ValueError("layer widths in hidden/filters must be >= 1")
+
+    @property
+    def stage_strides(self) -> list[int]:
+        """Per-stage strides of the conv model (2 per stage unless ``strides`` says otherwise)."""
+        return list(self.strides) if self.strides else [2] * len(self.filters)
+
+    @property
+    def total_stride(self) -> int:
+        """Factor by which a conv model shrinks each image side (1 for dense models)."""
+        if self.kind != "conv":
+            return 1
+        out = 1
+        for s in self.stage_strides:
+            out *= s
+        return out

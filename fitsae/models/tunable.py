@@ -1,0 +1,138 @@
+"""The dual-decoder tunable-rate autoencoder that dense and conv models share.
+
+An encoder f maps an image to latents z; a mask keeps the first η units (dense) or channels
+(conv); a mean decoder g_μ reconstructs the image and a variance decoder g_σ predicts log σ² per
+pixel. The training loop only sees the protocol below (``encode``/``decode_mean``/``decode_var``,
+``primary_variables``/``variance_variables``, ``compute_losses``), so the β-VAE and any future
+model plug into the same loop, checkpoints and export.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from fitsae import losses
+from fitsae.models import masking
+from fitsae.models.config import ModelConfig
+
+__all__ = ["LogVarianceHead", "TunableAutoencoder"]
+
+
+class LogVarianceHead(keras.layers.Layer):
+    """Linear log σ² output, softly clamped to [low, high] (see :func:`fitsae.losses.soft_clamp`)."""
+
+    def __init__(self, low: float, high: float, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = float(low), float(high)
+
+    def call(self, raw):
+        return losses.soft_clamp(raw, self.low, self.high)
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
+class TunableAutoencoder(keras.Model):
+    """Encoder + mean decoder + variance decoder, with η masking between them.
+
+    Parameters
+    ----------
+    encoder, mean_decoder, var_decoder : keras.Model
+        Built sub-models: image → z, z → μ, z → log σ².
+    model_config : ModelConfig
+    image_shape : tuple
+        (H, W, channels) the model was built for; H and W are None for a conv model, which takes
+        any size divisible by ``stride``.
+    """
+
+    def __init__(self, encoder, mean_decoder, var_decoder, model_config: ModelConfig, image_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.mean_decoder = mean_decoder
+        self.var_decoder = var_decoder
+        self.model_config = model_config
+        self.image_shape = tuple(image_shape)
+        self.latent_channels = int(model_config.latent_channels)
+        self.stride = int(model_config.total_stride)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of one example's latent for an image of (height, width)."""
+        if self.model_config.kind == "dense":
+            return (self.latent_channels,)
+        return (height // self.stride, width // self.stride, self.latent_channels)
+
+    def encode(self, x, eta, training: bool = False):
+        """Latents of ``x`` with all but the first ``eta`` (int32, (B,)) units/channels zeroed."""
+        return masking.apply_mask(self.encoder(x, training=training), eta)
+
+    def decode_mean(self, z, training: bool = False):
+        """Reconstruction μ (linear head) from (masked) latents."""
+        return self.mean_decoder(z, training=training)
+
+    def decode_var(self, z, training: bool = False):
+        """Per-pixel log σ² (clamped linear head) from (masked) latents."""
+        return self.var_decoder(z, training=training)
+
+    def call(self, x, eta, training: bool = False):
+        z = self.encode(x, eta, training=training)
+        return self.decode_mean(z, training=training), self.decode_var(z, training=training)
+
+    @property
+    def primary_variables(self) -> list:
+        """Trained by optimizer 1 on the MSE: encoder and mean decoder."""
+        return list(self.encoder.trainable_variables) + list(self.mean_decoder.trainable_variables)
+
+    @property
+    def variance_variables(self) -> list:
+        """Trained by optimizer 2 on the NLL: the variance decoder (and encoder if allowed)."""
+        own = list(self.var_decoder.trainable_variables)
+        if self.model_config.nll_to_encoder:
+            own += list(self.encoder.trainable_variables)
+        return own
+
+    def sample_eta(self, batch_size, step, seed, rank):
+        """η for one training batch, drawn in the graph (see :mod:`fitsae.models.masking`)."""
+        cfg = self.model_config
+        return masking.sample_eta(
+            masking.step_seed(seed, rank, step, "eta"), batch_size, self.latent_channels,
+            distribution=cfg.eta_distribution, per=cfg.eta_per, eta_min=cfg.eta_min,
+            geometric_p=cfg.eta_geometric_p,
+        )
+
+    def compute_losses(self, x, step, seed, rank, training: bool = True, eta=None) -> dict:
+        """Losses for both optimizers and per-example metrics for one batch.
+
+        Parameters
+        ----------
+        x : tf.Tensor
+            (B, H, W, 1) normalized images.
+        step, seed, rank : int or scalar tensors
+            Seed the in-graph η draw: different per step and rank, identical on resume.
+        training : bool
+        eta : tf.Tensor, optional
+            int32 (B,) to evaluate at a fixed rate instead of drawing η.
+
+        Returns
+        -------
+        dict
+            ``loss_primary`` (mean MSE, optimizer 1), ``loss_variance`` (mean Gaussian NLL,
+            optimizer 2), and per-example (B,) float32 ``mse``, ``nll``, ``eta``.
+        """
+        if eta is None:
+            eta = self.sample_eta(tf.shape(x)[0], step, seed, rank)
+        z = self.encode(x, eta, training=training)
+        mu = self.decode_mean(z, training=training)
+        # The variance decoder explains the error of a *given* reconstruction: without the
+        # stop_gradient the NLL would pull μ and z towards whatever makes σ easy to predict.
+        z_var = z if self.model_config.nll_to_encoder else tf.stop_gradient(z)
+        logvar = self.decode_var(z_var, training=training)
+        mse = losses.mse(x, mu)
+        nll = losses.gaussian_nll(x, tf.stop_gradient(mu), logvar)
+        return {
+            "loss_primary": tf.reduce_mean(mse),
+            "loss_variance": tf.reduce_mean(nll),
+            "mse": mse,
+            "nll": nll,
+            "eta": tf.cast(eta, tf.float32),
+        }
