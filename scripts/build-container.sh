@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Build the fitsae Apptainer image from containers/fitsae.def and run its %test.
+#
+#   scripts/build-container.sh [OUT.sif]     build (default: the cache path below), ~10 min on 2 cores
+#   scripts/build-container.sh --print-path  print where the image for this source tree goes
+#
+# The source tree (tracked and untracked, not ignored files) is staged to a temporary directory
+# and copied into the image, so uncommitted work is what gets built and .venv/.git are not.
+# The default output path carries a hash of everything the image is made from (recipe, pins,
+# package metadata, fitsae sources, train configs): tests use the image only when it was built
+# from the tree they test, and a rebuild is needed exactly when one of those changed.
+#
+# Environment:
+#   FITSAE_APPTAINER       apptainer command (default: scripts/apptainer.sh, which uses a real
+#                          apptainer when installed and a helper tree otherwise)
+#   FITSAE_IMAGE_CACHE     directory of the default output (default /var/tmp/fitsae-images)
+#   FITSAE_MIRROR          Debian mirror for the image (default: this machine's apt sources)
+#   FITSAE_BUILD_JOBS      parallel compile jobs for Horovod (default 2)
+#   FITSAE_TF_EXTRA        cpu (default) or gpu
+#   PIP_INDEX_URL          a PyPI mirror, passed to the build when set
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+APPTAINER="${FITSAE_APPTAINER:-$ROOT/scripts/apptainer.sh}"
+say() { printf '[build-container] %s\n' "$*" >&2; }
+
+source_files() {
+  git -C "$ROOT" ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -f "$ROOT/$f" ] && printf '%s\0' "$f"; done
+}
+
+source_key() {
+  (cd "$ROOT" && source_files | tr '\0' '\n' \
+    | grep -E '^(containers/fitsae\.def|constraints\.txt|setup\.cfg|pyproject\.toml|README\.md|fitsae/.*\.py|train/.*\.ya?ml)$' \
+    | LC_ALL=C sort | while read -r f; do printf '%s\n' "$f"; cat "$f"; done) | sha256sum | cut -c1-16
+}
+
+default_image() {
+  printf '%s/fitsae-%s.sif\n' "${FITSAE_IMAGE_CACHE:-/var/tmp/fitsae-images}" "$(source_key)"
+}
+
+if [ "${1:-}" = --print-path ]; then
+  default_image
+  exit 0
+fi
+
+OUT="${1:-$(default_image)}"
+OUT="$(cd "$(dirname "$OUT")" 2>/dev/null && pwd || { mkdir -p "$(dirname "$OUT")" && cd "$(dirname "$OUT")" && pwd; })/$(basename "$OUT")"
+[ -f "$ROOT/constraints.txt" ] || { say "constraints.txt missing in $ROOT"; exit 2; }
+
+stage="$(mktemp -d /var/tmp/fitsae-build.XXXXXX)"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/src"
+(cd "$ROOT" && source_files | tar --null -T - -cf -) | tar -xf - -C "$stage/src"
+source_id="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)+$(source_key)"
+mirror="$("$ROOT/scripts/host-mirror.sh")"
+
+args=(--build-arg "mirror=$mirror" --build-arg "src=$stage/src" --build-arg "source_id=$source_id"
+      --build-arg "jobs=${FITSAE_BUILD_JOBS:-2}" --build-arg "tf_extra=${FITSAE_TF_EXTRA:-cpu}")
+[ -n "${PIP_INDEX_URL:-}" ] && args+=(--build-arg "pip_index_url=$PIP_INDEX_URL")
+
+say "building $OUT from $ROOT ($source_id)"
+start=$SECONDS
+# --fakeroot: unprivileged-style build (also needed as root where CAP_SYS_RESOURCE is missing).
+# The build ends with the recipe's %test (doctor + a 2-rank run); a failing test fails the build.
+nice -n "${FITSAE_BUILD_NICE:-10}" "$APPTAINER" build --fakeroot --force "${args[@]}" "$OUT.partial" "$ROOT/containers/fitsae.def"
+mv -f "$OUT.partial" "$OUT"
+say "built $OUT in $((SECONDS - start)) s ($(du -h "$OUT" | cut -f1))"
+printf '%s\n' "$OUT"
