@@ -144,7 +144,7 @@ def _examples(report: dict, path: Path) -> None:
         ax.text(0.5, 0.5, "no example tiles in report", ha="center", va="center")
         ax.axis("off")
         fig.savefig(path, dpi=90)
-            return
+        return
     fig, axes = _subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)), squeeze=False)
     for (tile, eta_entry), ax_row in zip(rows, axes):
         x = np.asarray(tile["input"], dtype=float)

@@ -1,0 +1,143 @@
+"""``fitsae evaluate``: score a run's checkpoints on held-out images against PCA and fpack.
+
+Examples
+--------
+Score the latest checkpoint on held-out FITS files, writing ``RUN/eval/report.json`` + plots and
+printing the AE-vs-PCA table::
+
+    fitsae evaluate --run-dir RUN --data test/*.fits
+
+Every checkpoint, on 4 ranks (each scores a quarter of the tiles)::
+
+    mpirun -np 4 fitsae evaluate --run-dir RUN --data test/ --checkpoint all
+
+Follow a training run, scoring each new checkpoint into ``RUN/tb/eval``::
+
+    fitsae evaluate --run-dir RUN --data test/ --watch &
+
+Redraw the figures of an earlier evaluation (no model, no data, no TensorFlow)::
+
+    fitsae evaluate --plot-only RUN/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fitsae evaluate",
+        description="Score a run's checkpoints on held-out FITS images: per-η MSE, RMSE/σ_noise, "
+        "PSNR, NLL and σ calibration, against PCA (fitted on training data) at equal kept values "
+        "and fpack (RICE_1/HCOMPRESS_1) at measured bits per pixel. Writes report.json, "
+        "results.csv and PNG plots; prints the AE-vs-PCA table.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--run-dir", type=Path, help="run directory written by `fitsae train`")
+    p.add_argument("--data", nargs="+", metavar="PATH",
+                   help="held-out FITS files, directories, globs, or one .jsonl manifest")
+    p.add_argument("--out", type=Path, help="output directory (default: RUN/eval)")
+    p.add_argument("--etas", help="η values: '1,2,8', '1-16' or 'all' (default: every η for a "
+                   "dense model with ≤128 units, else a log-spaced spread including C)")
+    p.add_argument("--checkpoint", default="latest",
+                   help="'latest' (default), a step number, or 'all' (each in OUT/steps/step-N, "
+                   "the newest also in OUT)")
+    p.add_argument("--watch", action="store_true",
+                   help="keep polling RUN/checkpoints and score every new checkpoint; stops after "
+                   "scoring the run's final step (train.steps) or after --watch-timeout seconds "
+                   "without a new checkpoint")
+    p.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
+                   help="--watch: seconds between looks at RUN/checkpoints (default 30)")
+    p.add_argument("--watch-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="--watch: give up after this long without a new checkpoint (default 3600)")
+    p.add_argument("--batch-size", type=int, help="tiles per batch per rank (default: data.batch_size)")
+    p.add_argument("--max-tiles", type=int, help="score at most this many test tiles (all ranks together)")
+    p.add_argument("--pca-data", nargs="+", metavar="PATH",
+                   help="training images for the PCA fit (default: the run's data.paths)")
+    p.add_argument("--pca-tiles", type=int, default=2000,
+                   help="training tiles sampled for the PCA fit (default 2000)")
+    p.add_argument("--fpack-tiles", type=int, default=64,
+                   help="test tiles compressed with each fpack setting (default 64; 0 skips fpack)")
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write RUN/tb/eval scalars")
+    p.add_argument("--no-plots", action="store_true", help="write report.json/CSV only")
+    p.add_argument("--plot-only", type=Path, metavar="DIR",
+                   help="redraw every figure in DIR from DIR/report.json and print its tables; "
+                   "needs nothing else")
+    return p
+
+
+def _plot_only(directory: Path) -> int:
+    from fitsae.evaluate.plots import draw_all
+    from fitsae.evaluate.report import format_fpack_table, format_table, load_report
+
+    try:
+        report = load_report(directory)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"fitsae evaluate: {err}", file=sys.stderr)
+        return 2
+    target = directory if directory.is_dir() else directory.parent
+    for path in draw_all(report, target):
+        print(f"wrote {path}")
+    print(format_table(report))
+    print(format_fpack_table(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.plot_only:
+        return _plot_only(args.plot_only)
+    if args.run_dir is None or not args.data:
+        parser.print_usage(sys.stderr)
+        print("fitsae evaluate: --run-dir and --data are required (or --plot-only DIR)", file=sys.stderr)
+        return 2
+    if args.checkpoint not in ("latest", "all") and not args.checkpoint.isdigit():
+        print(f"fitsae evaluate: --checkpoint must be latest, all or a step number, got {args.checkpoint!r}",
+              file=sys.stderr)
+        return 2
+    for name in ("batch_size", "max_tiles"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"fitsae evaluate: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    if args.pca_tiles < 1 or args.fpack_tiles < 0:
+        print("fitsae evaluate: --pca-tiles must be >= 1 and --fpack-tiles >= 0", file=sys.stderr)
+        return 2
+
+    from fitsae.distributed import DistributedError
+    from fitsae.evaluate.runner import EvalOptions, EvaluationError, parse_etas, run
+
+    try:
+        etas = _etas(args.etas, args.run_dir, parse_etas)
+        options = EvalOptions(
+            run_dir=args.run_dir, data=list(args.data), out=args.out, etas=etas,
+            checkpoint=args.checkpoint, watch=args.watch, poll_seconds=args.poll,
+            watch_timeout=args.watch_timeout, batch_size=args.batch_size, max_tiles=args.max_tiles,
+            pca_data=args.pca_data, pca_tiles=args.pca_tiles, fpack_tiles=args.fpack_tiles,
+            fpack=args.fpack_tiles > 0, tensorboard=not args.no_tensorboard, plots=not args.no_plots,
+        )
+        run(options)
+    except (EvaluationError, DistributedError) as err:
+        print(f"fitsae evaluate: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _etas(text, run_dir, parse_etas):
+    """Parse ``--etas`` against the run's latent width, read from params.yaml (no model build)."""
+    if not text:
+        return None
+    from fitsae.evaluate.runner import EvaluationError
+    from fitsae.train.checkpoints import CheckpointError, load_config
+
+    try:
+        channels = load_config(run_dir).model.latent_channels
+    except CheckpointError as err:
+        raise EvaluationError(str(err)) from err
+    return parse_etas(text, channels)

@@ -1,0 +1,660 @@
+"""``fitsae evaluate``: score a run's checkpoints on held-out images against PCA and fpack.
+
+One evaluation of one checkpoint is a single pass over the test tiles. For every batch and every
+η the model encodes, masks, and decodes μ and log σ²; the PCA baseline reconstructs the same tiles
+with as many kept values; all errors go into exact sums (:mod:`fitsae.evaluate.metrics`). Under
+``mpirun`` every rank streams its own share of tiles (the data pipeline shards them so that each
+tile is scored exactly once) and one allreduce at the end combines the sums, so the numbers do not
+depend on the number of ranks.
+
+Things done once per invocation, not per checkpoint: indexing the test images, fitting PCA on a
+sample of the *training* images (``--pca-tiles``; never on the test images) and the fpack
+baselines (they do not depend on the model).
+
+Watch mode (``--watch``) polls ``RUN/checkpoints`` and evaluates every checkpoint it has not
+scored yet, writing ``eval/*`` scalars to ``RUN/tb/eval`` (rank 0) at the checkpoint's step. It
+stops when it has scored a checkpoint at or beyond ``train.steps`` of the run's params.yaml
+(training always writes a final checkpoint at its last step), or when no new checkpoint appeared
+for ``--watch-timeout`` seconds (training died or was preempted and not requeued).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fitsae import __version__, distributed
+from fitsae.config import to_dict
+from fitsae.evaluate import fpack as fpack_mod
+from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook
+from fitsae.evaluate.pca import PCAFit, StreamingPCA, from_patches, to_patches
+from fitsae.evaluate.plots import draw_all, pick_etas
+from fitsae.evaluate.report import format_fpack_table, format_table, write_report
+
+__all__ = ["EvalOptions", "EvaluationError", "run", "default_etas", "parse_etas"]
+
+log = logging.getLogger("fitsae")
+
+# Dense models are cheap per η (one small matmul each), so "every η" is the default up to this
+# many latent units; beyond it a log-spaced spread keeps an evaluation to minutes.
+_ALL_ETAS_UP_TO = 128
+_SPREAD = 16
+
+
+class EvaluationError(RuntimeError):
+    """Evaluation cannot proceed (bad run dir, checkpoint, data or option); the message says why."""
+
+
+@dataclass
+class EvalOptions:
+    """What ``fitsae evaluate`` was asked to do (see ``fitsae evaluate --help``)."""
+
+    run_dir: Path
+    data: list[str]
+    out: Path | None = None
+    etas: list[int] | None = None
+    checkpoint: str = "latest"
+    watch: bool = False
+    poll_seconds: float = 30.0
+    watch_timeout: float = 3600.0
+    batch_size: int | None = None
+    max_tiles: int | None = None
+    pca_data: list[str] | None = None
+    pca_tiles: int = 2000
+    fpack_tiles: int = 64
+    fpack: bool = True
+    tensorboard: bool = True
+    plots: bool = True
+    example_size: int = 128
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(self.run_dir) / "eval"
+
+
+def default_etas(kind: str, channels: int) -> list[int]:
+    """Every η for a small dense latent; otherwise a log-spaced spread over 1..C that includes C."""
+    if kind == "dense" and channels <= _ALL_ETAS_UP_TO:
+        return list(range(1, channels + 1))
+    spread = np.unique(np.round(np.geomspace(1, channels, min(_SPREAD, channels))).astype(int))
+    return [int(e) for e in spread]
+
+
+def parse_etas(text: str | None, channels: int) -> list[int] | None:
+    """``"1,2,8"``, ``"1-4,8"`` or ``"all"`` → sorted η list checked against 1..C (None = default)."""
+    if text is None or text == "":
+        return None
+    if text.strip() == "all":
+        return list(range(1, channels + 1))
+    etas = set()
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            values = range(int(lo), int(hi) + 1) if sep else [int(part)]
+        except ValueError:
+            raise EvaluationError(f"--etas {text!r}: {part!r} is not an integer or range a-b") from None
+        etas.update(values)
+    bad = sorted(e for e in etas if not 1 <= e <= channels)
+    if bad:
+        raise EvaluationError(f"--etas {text!r}: {bad} outside 1..{channels} (the model's latent channels)")
+    return sorted(etas)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def _manifest_for(paths: list[str], data_cfg, save_to: Path, what: str):
+    """Index ``paths`` (or load a ``.jsonl`` manifest) on rank 0, share the manifest with all ranks.
+
+    Rank 0 writes it beside the report (a record of what was evaluated); the other ranks read it
+    after a barrier, so headers are read once, not once per rank.
+    """
+    from fitsae.data.manifest import Manifest, index_paths
+
+    world = distributed.comm()
+    error = None
+    if distributed.is_root():
+        try:
+            if len(paths) == 1 and str(paths[0]).endswith(".jsonl"):
+                manifest = Manifest.load(paths[0])
+                rejected = []
+            else:
+                manifest, rejected = index_paths(list(paths), data_cfg)
+            for item in rejected:
+                log.warning("%s: skipped %s", what, _describe_rejected(item))
+            if len(manifest) == 0:
+                error = f"{what}: no usable images in {', '.join(map(str, paths))}"
+            else:
+                save_to.parent.mkdir(parents=True, exist_ok=True)
+                manifest.save(save_to)
+        except (OSError, ValueError) as err:
+            error = f"{what}: {err}"
+    error = world.bcast(error, root=0)
+    if error:
+        raise EvaluationError(error)
+    world.Barrier()
+    return Manifest.load(save_to)
+
+
+def _describe_rejected(item) -> str:
+    if isinstance(item, dict):
+        return f"{item.get('path')} HDU {item.get('hdu')}: {item.get('reason')}"
+    return str(item)
+
+
+def _batches(manifest, data_cfg, seed: int, batch_size: int, limit_total: int | None):
+    """Numpy batches of this rank's share of whole tiles, at most ~``limit_total / size`` tiles."""
+    from fitsae.data.pipeline import Pipeline
+
+    w = distributed.workers()
+    pipe = Pipeline(manifest, data_cfg, seed=seed, rank=w.rank, size=w.size)
+    budget = None
+    if limit_total is not None:
+        budget = limit_total // w.size + (1 if w.rank < limit_total % w.size else 0)
+    taken = 0
+    for batch in pipe.evaluation(batch_size).as_numpy_iterator():
+        if budget is not None:
+            if taken >= budget:
+                return
+            keep = min(len(batch["x"]), budget - taken)
+            batch = {k: v[:keep] for k, v in batch.items()}
+        taken += len(batch["x"])
+        yield batch
+
+
+class _Geometry:
+    """Which pixels of a tile every method scores, and the AE/PCA code sizes there.
+
+    Dense models see exactly the image size they were trained on, so larger tiles are
+    centre-cropped to it; conv models see the largest part of the tile divisible by their stride.
+    AE, PCA and fpack are all scored on this same region.
+    """
+
+    def __init__(self, model, tile_shape: tuple[int, int]):
+        self.kind = model.model_config.kind
+        self.channels = int(model.latent_channels)
+        self.stride = int(model.stride)
+        th, tw = tile_shape
+        if self.kind == "dense":
+            mh, mw = model.image_shape[:2]
+            if th < mh or tw < mw:
+                raise EvaluationError(
+                    f"test tiles are {th}×{tw} but the dense model was trained on {mh}×{mw} images; "
+                    "evaluate with data of at least that size (dense models are tied to their input size)"
+                )
+            self.shape = (int(mh), int(mw))
+            self.patch = self.shape
+        else:
+            self.shape = (th - th % self.stride, tw - tw % self.stride)
+            if min(self.shape) < self.stride:
+                raise EvaluationError(f"test tiles {th}×{tw} are smaller than the model's stride {self.stride}")
+            self.patch = (self.stride, self.stride)
+        self.tile_shape = (th, tw)
+        h, w = self.shape
+        self.y0, self.x0 = (th - h) // 2, (tw - w) // 2
+        self.pixels = h * w
+        self.positions = (h // self.patch[0]) * (w // self.patch[1])
+
+    def crop(self, x: np.ndarray) -> np.ndarray:
+        h, w = self.shape
+        return x[:, self.y0:self.y0 + h, self.x0:self.x0 + w]
+
+    def latent_values(self, eta: int) -> int:
+        return int(eta) * self.positions
+
+    @property
+    def pca_dim(self) -> int:
+        return self.patch[0] * self.patch[1]
+
+    def as_dict(self) -> dict:
+        return {"tile_shape": list(self.tile_shape), "eval_shape": list(self.shape),
+                "eval_offset": [self.y0, self.x0], "pca_patch": list(self.patch),
+                "latent_positions": self.positions}
+
+
+def _denormalize(x, batch, data_cfg) -> np.ndarray:
+    from fitsae.data.normalize import denormalize
+
+    return np.asarray(denormalize(x, batch["offset"], batch["scale"], data_cfg), dtype=np.float64)
+
+
+# --- baselines -----------------------------------------------------------------------------
+
+
+def fit_pca(manifest, data_cfg, geometry: _Geometry, seed: int, batch_size: int, tiles: int) -> PCAFit:
+    """Stream a sample of training tiles through :class:`StreamingPCA`; identical fit on all ranks."""
+    pca = StreamingPCA(geometry.pca_dim)
+    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles):
+        x = geometry.crop(np.asarray(batch["x"], dtype=np.float64))
+        pca.update(to_patches(x, geometry.patch))
+    pca.reduce()
+    return pca.fit()
+
+
+def _pca_reconstruct(fit: PCAFit, x: np.ndarray, geometry: _Geometry, eta: int) -> np.ndarray:
+    rows = to_patches(x, geometry.patch)
+    return from_patches(fit.reconstruct(rows, eta), geometry.shape, geometry.patch)[..., None]
+
+
+def fpack_baselines(manifest, data_cfg, geometry: _Geometry, seed: int, batch_size: int,
+                    tiles: int, peak: float) -> list[dict]:
+    """Every fpack setting on the first ``tiles`` test tiles (physical units), reduced over ranks."""
+    book = MetricBook()
+    settings = [s for s in fpack_mod.DEFAULT_SETTINGS if fpack_mod.applicable(s, geometry.shape) is None]
+    skipped = [fpack_mod.applicable(s, geometry.shape) for s in fpack_mod.DEFAULT_SETTINGS
+               if fpack_mod.applicable(s, geometry.shape) is not None]
+    for setting in settings:
+        book.codec(setting)
+    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles):
+        x_phys = geometry.crop(_denormalize(batch["x"], batch, data_cfg))[..., 0]
+        noise_phys = np.asarray(batch["noise"], np.float64) * np.asarray(batch["scale"], np.float64)
+        for i in range(len(x_phys)):
+            tile_id = int(batch["tile_id"][i])
+            for setting in settings:
+                out = fpack_mod.roundtrip(x_phys[i], setting, tile_id=tile_id)
+                entry = book.codec(setting)
+                entry.update(x_phys[i:i + 1], out.decoded[None], noise_phys[i:i + 1])
+                entry.add_bytes(out.heap_bytes, out.table_bytes)
+    book.reduce()
+    results = [{**s.as_dict(), **book[s].summary(peak)} for s in settings]
+    for reason in sorted(set(skipped)):
+        log.warning("fpack: %s", reason)
+    return results
+
+
+# --- one checkpoint ------------------------------------------------------------------------
+
+
+def _predictor(model):
+    """A traced ``(x, eta) → (μ, log σ²)``; retraced only for new tile shapes."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def predict(x, eta):
+        z = model.encode(x, eta)
+        return model.decode_mean(z), model.decode_var(z)
+
+    def run(x: np.ndarray, eta: int):
+        x = tf.convert_to_tensor(x, tf.float32)
+        etas = tf.fill([tf.shape(x)[0]], tf.constant(int(eta), tf.int32))
+        mu, log_var = predict(x, etas)
+        return mu.numpy().astype(np.float64), log_var.numpy().astype(np.float64)
+
+    return run
+
+
+def _example_entry(x, mu, log_var, noise, size: int) -> tuple[list, dict]:
+    h, w = x.shape[:2]
+    ch, cw = min(h, size), min(w, size)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    cut = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+
+    def plain(a):
+        return np.round(np.asarray(a, np.float64)[cut], 5).tolist()
+
+    return plain(x), {"mu": plain(mu), "sigma": plain(np.exp(0.5 * log_var)), "residual": plain(x - mu)}
+
+
+def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[int], pca: PCAFit,
+                     seed: int, batch_size: int, max_tiles: int | None, example_size: int):
+    """One pass over the test tiles: AE and PCA sums for every η, data range and example tiles.
+
+    Returns the reduced :class:`MetricBook`, the reduced :class:`DataRange`, the test tile count,
+    and (rank 0) example tiles in normalized units.
+    """
+    predict = _predictor(model)
+    book = MetricBook()
+    for eta in etas:  # same keys in the same order on every rank, before any data
+        book.gaussian(("ae", eta))
+        book.errors(("pca", eta))
+    data_range = DataRange()
+    example_etas = pick_etas(etas)
+    examples = []
+    tiles = 0
+    for batch in _batches(manifest, data_cfg, seed, batch_size, max_tiles):
+        x = geometry.crop(np.asarray(batch["x"], np.float32))
+        x64 = x.astype(np.float64)
+        x_phys = geometry.crop(_denormalize(batch["x"], batch, data_cfg))
+        noise = np.asarray(batch["noise"], np.float64)
+        noise_phys = noise * np.asarray(batch["scale"], np.float64)
+        data_range.update(x_phys)
+        tiles += len(x)
+        want_example = not examples and distributed.is_root()
+        example = None
+        for eta in etas:
+            mu, log_var = predict(x, eta)
+            mu_phys = _denormalize(mu.astype(np.float32), batch, data_cfg)
+            book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys)
+            rec = _pca_reconstruct(pca, x64, geometry, eta)
+            book.errors(("pca", eta)).update(x_phys, _denormalize(rec.astype(np.float32), batch, data_cfg), noise_phys)
+            if want_example and eta in example_etas:
+                tile_input, entry = _example_entry(x64[0, ..., 0], mu[0, ..., 0], log_var[0, ..., 0],
+                                                   noise[0], example_size)
+                if example is None:
+                    example = {"tile_id": int(batch["tile_id"][0]), "noise": float(noise[0]),
+                               "input": tile_input, "etas": []}
+                example["etas"].append({"eta": int(eta), **entry})
+        if example is not None:
+            examples.append(example)
+    book.reduce()
+    data_range.reduce()
+    tiles = int(distributed.allreduce_sum(tiles))
+    return book, data_range, tiles, examples
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def _results(book: MetricBook, geometry: _Geometry, etas: list[int], peak: float) -> list[dict]:
+    rows = []
+    for eta in etas:
+        values = geometry.latent_values(eta)
+        ae = book[("ae", eta)].summary(peak)
+        pca = book[("pca", eta)].summary(peak)
+        rows.append({
+            "eta": int(eta),
+            "latent_values": values,
+            "compression_ratio": geometry.pixels / values,
+            "bits_per_pixel": 32.0 * values / geometry.pixels,
+            "ae": ae,
+            "pca": pca,
+        })
+    return rows
+
+
+def _monotonic_note(rows: list[dict]) -> dict:
+    """Does the AE error fall (weakly) as η grows? Returned as a fact in the report, not hidden."""
+    errors = [r["ae"]["rmse_over_noise"] for r in rows]
+    rises = [
+        {"from_eta": a["eta"], "to_eta": b["eta"], "increase": eb - ea}
+        for a, b, ea, eb in zip(rows, rows[1:], errors, errors[1:])
+        if ea is not None and eb is not None and eb > ea * (1 + 1e-3)
+    ]
+    return {"ae_error_nonincreasing_in_eta": not rises, "ae_error_increases": rises}
+
+
+# --- driver --------------------------------------------------------------------------------
+
+
+def _load(run_dir, checkpoint):
+    from fitsae.train.checkpoints import CheckpointError, load_model
+
+    try:
+        cfg, model, step = load_model(run_dir, checkpoint)
+    except CheckpointError as err:
+        raise EvaluationError(str(err)) from err
+    if model.model_config.kind not in ("dense", "conv"):
+        raise EvaluationError(
+            f"{run_dir}: `fitsae evaluate` scores tunable-rate models (kind dense or conv); "
+            f"this run is kind {model.model_config.kind!r}"
+        )
+    return cfg, model, step
+
+
+def _checkpoint_steps(run_dir) -> list[int]:
+    from fitsae.train.checkpoints import list_checkpoints
+
+    return [step for step, _ in list_checkpoints(run_dir)]
+
+
+class _Context:
+    """Everything that does not depend on the checkpoint: data, PCA fit, fpack, TensorBoard."""
+
+    def __init__(self, options: EvalOptions, cfg, model):
+        from dataclasses import replace
+
+        self.options = options
+        self.cfg = cfg
+        out = options.out_dir
+        self.data_cfg = cfg.data
+        self.seed = int(cfg.train.seed)
+        self.batch_size = int(options.batch_size or cfg.data.batch_size)
+        self.test_manifest = _manifest_for(
+            options.data, replace(cfg.data, paths=list(options.data)), out / "test.manifest.jsonl", "test data"
+        )
+        train_paths = list(options.pca_data or cfg.data.paths)
+        self.train_manifest = _manifest_for(
+            train_paths, replace(cfg.data, paths=train_paths), out / "train.manifest.jsonl",
+            "PCA training sample (use --pca-data to point elsewhere)",
+        )
+        self._warn_overlap()
+        self.tile_shape = self._tile_shape()
+        self.geometry = _Geometry(model, self.tile_shape)
+        self.etas = options.etas or default_etas(self.geometry.kind, self.geometry.channels)
+        bad = [e for e in self.etas if not 1 <= e <= self.geometry.channels]
+        if bad:
+            raise EvaluationError(f"--etas {bad} outside 1..{self.geometry.channels} (the model's latent channels)")
+        log.info("fitting PCA (%s-dim %s) on up to %d training tiles",
+                 self.geometry.pca_dim, "patches" if self.geometry.kind == "conv" else "images", options.pca_tiles)
+        self.pca = fit_pca(self.train_manifest, self.data_cfg, self.geometry, self.seed, self.batch_size,
+                           options.pca_tiles)
+        self.fpack = None  # computed after the first pass, which provides the PSNR peak
+        self.writer = None
+        if options.tensorboard and distributed.is_root():
+            import tensorflow as tf
+
+            self.writer = tf.summary.create_file_writer(str(Path(options.run_dir) / "tb" / "eval"))
+
+    def _tile_shape(self) -> tuple[int, int]:
+        shape = None
+        for batch in _batches(self.test_manifest, self.data_cfg, self.seed, 1, 1):
+            shape = tuple(int(v) for v in batch["x"].shape[1:3])
+        # Every rank joins the allgather: one with no tiles (more ranks than tiles) learns the
+        # shape from the others.
+        shapes = [s for s in distributed.comm().allgather(shape) if s]
+        if not shapes:
+            raise EvaluationError("test data: the pipeline produced no tiles")
+        return shapes[0]
+
+    def _warn_overlap(self) -> None:
+        def files(m):
+            return {str(Path(getattr(r, "path", None) or r["path"]).resolve()) for r in _rows(m)}
+
+        try:
+            shared = files(self.test_manifest) & files(self.train_manifest)
+        except (TypeError, KeyError):
+            return
+        if shared:
+            log.warning("%d test file(s) are also in the training data (e.g. %s): scores are optimistic",
+                        len(shared), sorted(shared)[0])
+
+    def pca_summary(self) -> dict:
+        fit = self.pca
+        total = float(fit.eigenvalues.sum())
+        return {
+            "fit_on": "training data sample",
+            "paths": list(self.options.pca_data or self.cfg.data.paths),
+            "max_tiles": self.options.pca_tiles,
+            "n_vectors": fit.n,
+            "dim": fit.dim,
+            "patch_shape": list(self.geometry.patch),
+            "components_per": "patch" if self.geometry.kind == "conv" else "image",
+            "eigenvalues": [float(v) for v in fit.eigenvalues],
+            "explained_variance_ratio": [float(v) / total if total > 0 else math.nan for v in np.cumsum(fit.eigenvalues)],
+            "units": "normalized (noise ≈ 1)",
+        }
+
+
+def _rows(manifest):
+    rows = getattr(manifest, "rows", None)
+    if rows is None:
+        rows = list(manifest)
+    return rows
+
+
+def _evaluate_one(ctx: _Context, model, step: int, out_dir: Path) -> dict:
+    opts = ctx.options
+    log.info("evaluating checkpoint step %d at η = %s", step, ctx.etas)
+    book, data_range, tiles, examples = score_checkpoint(
+        model, ctx.test_manifest, ctx.data_cfg, ctx.geometry, ctx.etas, ctx.pca, ctx.seed,
+        ctx.batch_size, opts.max_tiles, opts.example_size,
+    )
+    peak = data_range.peak
+    if ctx.fpack is None:
+        ctx.fpack = (
+            fpack_baselines(ctx.test_manifest, ctx.data_cfg, ctx.geometry, ctx.seed, ctx.batch_size,
+                            opts.fpack_tiles, peak)
+            if opts.fpack and opts.fpack_tiles > 0 else []
+        )
+    results = _results(book, ctx.geometry, ctx.etas, peak)
+    report = {
+        "schema_version": 1,
+        "fitsae_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "run_dir": str(Path(opts.run_dir).resolve()),
+            "checkpoint_step": int(step),
+            "train_steps": int(ctx.cfg.train.steps),
+            "kind": ctx.geometry.kind,
+            "latent_channels": ctx.geometry.channels,
+            "stride": ctx.geometry.stride,
+            "config": to_dict(ctx.cfg.model),
+        },
+        "data": {
+            "paths": [str(p) for p in opts.data],
+            "manifest": str(opts.out_dir / "test.manifest.jsonl"),
+            "n_tiles": tiles,
+            **ctx.geometry.as_dict(),
+            "pixels_per_tile": ctx.geometry.pixels,
+            "normalization": getattr(ctx.data_cfg, "normalization", None),
+            "psnr_peak": peak,
+            "psnr_peak_definition": "max − min of all evaluated test pixels, physical units",
+            "data_min": data_range.lo,
+            "data_max": data_range.hi,
+            "units": {
+                "mse": "physical units² (after BSCALE/BZERO), pooled over pixels",
+                "rmse_over_noise": "sqrt(mean(((x − x̂)/σ_noise)²)), σ_noise per tile in physical units",
+                "psnr": "dB, 10 log10(psnr_peak² / mse)",
+                "nll": "nats per pixel, Gaussian, normalized units (noise ≈ 1)",
+                "sigma_z_std": "std of (x − μ)/σ, normalized units",
+            },
+            "ranks": distributed.workers().size,
+        },
+        "results": results,
+        "rate_note": "AE/PCA bits_per_pixel count 32-bit floats per kept latent value (no entropy coding yet)",
+        **_monotonic_note(results),
+        "baselines": {"fpack": ctx.fpack, "fpack_tiles": opts.fpack_tiles,
+                      "fpack_rate": "compressed heap bytes (PCOUNT) × 8 / pixels; FITS headers and block padding excluded"},
+        "pca": ctx.pca_summary(),
+        "calibration": {"bin_edges": [float(e) for e in Z_BIN_EDGES],
+                        "note": "ae.z_hist counts include an underflow (first) and overflow (last) bin"},
+        "examples": {"units": "normalized (noise ≈ 1)", "tiles": examples},
+    }
+    if distributed.is_root():
+        write_report(report, out_dir)
+        if opts.plots:
+            draw_all(report, out_dir)
+        if ctx.writer is not None:
+            _write_scalars(ctx.writer, step, results)
+    distributed.comm().Barrier()
+    return report
+
+
+def _write_scalars(writer, step: int, results: list[dict]) -> None:
+    import tensorflow as tf
+
+    with writer.as_default(step=int(step)):
+        for row in results:
+            tag = f"eta_{row['eta']:03d}"
+            for method, keys in (("ae", ("rmse_over_noise", "psnr", "nll", "sigma_z_std", "coverage_1sigma")),
+                                 ("pca", ("rmse_over_noise", "psnr"))):
+                for key in keys:
+                    value = row[method].get(key)
+                    if value is not None and math.isfinite(value):
+                        tf.summary.scalar(f"eval/{method}_{key}/{tag}", float(value))
+    writer.flush()
+
+
+def _announce(report: dict, out_dir: Path) -> None:
+    distributed.root_print(format_table(report))
+    distributed.root_print(format_fpack_table(report))
+    distributed.root_print(f"report: {out_dir / 'report.json'}")
+
+
+def run(options: EvalOptions) -> list[dict]:
+    """Evaluate the requested checkpoint(s); returns the reports (rank 0 also writes them).
+
+    Raises
+    ------
+    EvaluationError
+        Missing/corrupt checkpoint, no usable test or training images, bad η.
+    """
+    distributed.init_workers()
+    run_dir = Path(options.run_dir)
+    if not run_dir.is_dir():
+        raise EvaluationError(f"run directory {run_dir} does not exist")
+    out = options.out_dir
+    if options.watch:
+        return _watch(options)
+    if options.checkpoint == "all":
+        steps = _checkpoint_steps(run_dir)
+        if not steps:
+            raise EvaluationError(f"{run_dir}: no checkpoints in {run_dir / 'checkpoints'} (has this run trained?)")
+    else:
+        steps = [options.checkpoint]
+    reports = []
+    ctx = None
+    for i, wanted in enumerate(steps):
+        cfg, model, step = _load(run_dir, wanted)
+        if ctx is None:
+            ctx = _Context(options, cfg, model)
+        last = i == len(steps) - 1
+        target = out if last else out / "steps" / f"step-{step}"
+        report = _evaluate_one(ctx, model, step, target)
+        if len(steps) > 1 and last and distributed.is_root():
+            write_report(report, out / "steps" / f"step-{step}")
+        reports.append(report)
+    _announce(reports[-1], out)
+    return reports
+
+
+def _watch(options: EvalOptions) -> list[dict]:
+    """Poll for checkpoints until the run's final step is scored or nothing new came for a while."""
+    run_dir, out = Path(options.run_dir), options.out_dir
+    world = distributed.comm()
+    done: set[int] = set()
+    reports = []
+    ctx = None
+    last_new = time.monotonic()
+    log.info("watching %s for checkpoints (poll %gs, give up after %gs without a new one)",
+             run_dir / "checkpoints", options.poll_seconds, options.watch_timeout)
+    while True:
+        # Rank 0 decides what to evaluate so every rank loads the same checkpoints in step.
+        pending = world.bcast(
+            [s for s in _checkpoint_steps(run_dir) if s not in done] if distributed.is_root() else None, root=0
+        )
+        for step in pending:
+            try:
+                cfg, model, step = _load(run_dir, step)
+            except EvaluationError as err:
+                # The CheckpointManager may be deleting an old checkpoint as we look: skip it.
+                log.warning("skipping checkpoint %s: %s", step, err)
+                done.add(step)
+                continue
+            if ctx is None:
+                ctx = _Context(options, cfg, model)
+            report = _evaluate_one(ctx, model, step, out)
+            if distributed.is_root():
+                write_report(report, out / "steps" / f"step-{step}")
+            _announce(report, out)
+            reports.append(report)
+            done.add(step)
+            last_new = time.monotonic()
+            if step >= int(cfg.train.steps):
+                log.info("scored the final checkpoint (step %d = train.steps); watch ends", step)
+                return reports
+        idle = time.monotonic() - last_new
+        stop = world.bcast(idle >= options.watch_timeout, root=0)
+        if stop:
+            log.info("no new checkpoint for %.0f s; watch ends", idle)
+            if not reports:
+                raise EvaluationError(f"{run_dir}: no checkpoint appeared within --watch-timeout {options.watch_timeout:g}s")
+            return reports
+        time.sleep(options.poll_seconds)

@@ -1,0 +1,137 @@
+"""report.json / CSV writing, schema check, table, and ``--plot-only`` without model or data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fitsae.cli import evaluate as cli
+from fitsae.evaluate import fpack
+from fitsae.evaluate.metrics import Z_BIN_EDGES, MetricBook
+from fitsae.evaluate.pca import StreamingPCA, from_patches, to_patches
+from fitsae.evaluate.report import format_table, load_report, missing_keys, write_report
+
+
+def _report_from_real_sums(tmp_path: Path) -> dict:
+    """A schema-complete report whose numbers come from real PCA/fpack runs on random fields.
+
+    The "AE" rows are PCA reconstructions with a constant σ: enough to exercise every field the
+    plots and tables read, without TensorFlow.
+    """
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+    tiles = np.stack([
+        5 * np.exp(-((xx - rng.uniform(4, 12)) ** 2 + (yy - rng.uniform(4, 12)) ** 2) / 6.0)
+        + rng.normal(size=(16, 16))
+        for _ in range(40)
+    ])[..., None]
+    pca = StreamingPCA(16)
+    pca.update(to_patches(tiles[:30], (4, 4)))
+    pca.reduce()
+    fit = pca.fit()
+    test = tiles[30:]
+    book = MetricBook()
+    noise = np.ones(len(test))
+    results = []
+    for eta in (1, 2, 4, 8):
+        rec = from_patches(fit.reconstruct(to_patches(test, (4, 4)), eta), (16, 16), (4, 4))[..., None]
+        book.gaussian(("ae", eta)).update(test, rec, np.zeros_like(test), test, rec, noise)
+        book.errors(("pca", eta)).update(test, rec, noise)
+    book.reduce()
+    peak = float(test.max() - test.min())
+    for eta in (1, 2, 4, 8):
+        results.append({"eta": eta, "latent_values": eta * 16, "compression_ratio": 256 / (eta * 16),
+                        "bits_per_pixel": 32 * eta * 16 / 256,
+                        "ae": book[("ae", eta)].summary(peak), "pca": book[("pca", eta)].summary(peak)})
+    fp = []
+    for setting in fpack.DEFAULT_SETTINGS[:3]:
+        entry = MetricBook().codec(setting)
+        for tile in test[..., 0]:
+            out = fpack.roundtrip(tile, setting)
+            entry.update(tile[None], out.decoded[None], [1.0])
+            entry.add_bytes(out.heap_bytes, out.table_bytes)
+        fp.append({**setting.as_dict(), **entry.summary(peak)})
+    x = test[0, ..., 0]
+    return {
+        "model": {"kind": "conv", "checkpoint_step": 7},
+        "data": {"psnr_peak": peak},
+        "results": results,
+        "baselines": {"fpack": fp},
+        "pca": {"eigenvalues": fit.eigenvalues.tolist(), "dim": 16, "n_vectors": fit.n},
+        "calibration": {"bin_edges": Z_BIN_EDGES.tolist()},
+        "examples": {"units": "normalized", "tiles": [{
+            "tile_id": 0, "noise": 1.0, "input": x.tolist(),
+            "etas": [{"eta": 1, "mu": x.tolist(), "sigma": np.ones_like(x).tolist(),
+                      "residual": np.zeros_like(x).tolist()}]}]},
+    }
+
+
+def test_report_round_trip_csv_and_schema(tmp_path: Path):
+    report = _report_from_real_sums(tmp_path)
+    report["results"][0]["ae"]["psnr"] = math.inf  # a perfect reconstruction must stay valid JSON
+    path = write_report(report, tmp_path / "eval")
+    text = path.read_text()
+    json.loads(text)  # strict JSON: no NaN/Infinity tokens
+    assert "Infinity" not in text and "NaN" not in text
+    loaded = load_report(tmp_path / "eval")
+    assert missing_keys(loaded) == []
+    assert loaded["results"][0]["ae"]["psnr"] is None
+    with open(tmp_path / "eval" / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["method"] for r in rows} == {"ae", "pca", "fpack"}
+    assert len(rows) == 2 * len(report["results"]) + len(report["baselines"]["fpack"])
+    table = format_table(loaded)
+    assert "winner" in table and len(table.splitlines()) == 2 + len(report["results"])
+
+    del loaded["results"][1]["pca"]["psnr"]
+    assert missing_keys(loaded) == ["results[1].pca.psnr"]
+
+
+def test_load_report_errors_are_clear(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no evaluation report"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"model": {}}))
+    with pytest.raises(ValueError, match="lacks report keys: data"):
+        load_report(tmp_path)
+
+
+def test_plot_only_redraws_every_figure_from_report_alone(tmp_path: Path):
+    out = tmp_path / "copied"
+    write_report(_report_from_real_sums(tmp_path), out)
+    # A fresh interpreter with no network and no run directory: only report.json is there.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("http", "HTTP", "OMPI_", "PMIX_"))}
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", no_proxy="")
+    code = (
+        "import sys; from fitsae.cli import main; rc = main(['evaluate', '--plot-only', sys.argv[1]]);"
+        "assert 'tensorflow' not in sys.modules, 'plot-only must not load TensorFlow'; sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("error_vs_ratio.png", "error_vs_bpp.png", "calibration.png", "examples.png", "pca_spectrum.png"):
+        png = out / name
+        assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert "AE vs PCA" in proc.stdout and "RICE_1 q=1" in proc.stdout
+
+
+def test_plot_only_without_report_exits_2(tmp_path: Path, capsys):
+    assert cli.main(["--plot-only", str(tmp_path)]) == 2
+    assert "no evaluation report" in capsys.readouterr().err
+
+
+def test_cli_usage_errors_exit_2(tmp_path: Path, capsys):
+    assert cli.main(["--run-dir", str(tmp_path)]) == 2
+    assert "--data are required" in capsys.readouterr().err
+    assert cli.main(["--run-dir", str(tmp_path), "--data", "x.fits", "--checkpoint", "newest"]) == 2
+    assert "--checkpoint must be" in capsys.readouterr().err
