@@ -56,11 +56,12 @@ class TunableAutoencoder(keras.Model):
         self.latent_channels = int(model_config.latent_channels)
         self.stride = int(model_config.total_stride)
 
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
-        """Shape of one example's latent for an image of (height, width)."""
+    def latent_shape(self, height, width) -> tuple:
+        """Shape of one example's latent for an image of (height, width); None stays None."""
         if self.model_config.kind == "dense":
             return (self.latent_channels,)
-        return (height // self.stride, width // self.stride, self.latent_channels)
+        rows, cols = (None if n is None else n // self.stride for n in (height, width))
+        return (rows, cols, self.latent_channels)
 
     def encode(self, x, eta, training: bool = False):
         """Latents of ``x`` with all but the first ``eta`` (int32, (B,)) units/channels zeroed."""

@@ -1,0 +1,435 @@
+"""The generic training loop: any model of the ``fitsae.models`` protocol, 1 to N ranks.
+
+One step = each rank draws a batch and (in the graph) its own η, computes the model's
+``compute_losses``, and two optimizers apply rank-averaged gradients: optimizer 1 on
+``loss_primary`` over ``primary_variables``, optimizer 2 on ``loss_variance`` over
+``variance_variables``. The loop knows nothing else about the model: per-example (B,) tensors
+in the returned dict are averaged exactly over ranks and logged under their own names, and when
+``eta`` and ``mse`` are present the MSE is also logged per η bucket.
+
+Distributed choices (see also :mod:`fitsae.distributed`):
+
+- All ranks build the model from the same global seed, and rank 0's model and both optimizers'
+  states are then broadcast *before* the first step. Horovod's examples broadcast after the
+  first step because Keras creates optimizer slots lazily; we build the optimizers explicitly
+  (``optimizer.build``), so the very first update is already identical on every rank.
+- Rank 0 alone writes checkpoints, TensorBoard events and progress; it restores a checkpoint
+  when resuming and broadcasts it.
+- After every step, one tiny allreduce (max) of a status flag makes all ranks agree to go on,
+  to stop for a signal (checkpoint, exit 75) or to stop on a non-finite loss (no checkpoint,
+  exit 3). Checks never diverge between ranks, so nobody is left waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from fitsae import config as fconfig
+from fitsae import distributed
+from fitsae.models import build_model
+from fitsae.train import checkpoints
+from fitsae.train.config import ExperimentConfig, OptimizerConfig, training_image_shape
+from fitsae.train.export import export_model
+from fitsae.train.signals import EXIT_DIVERGED, EXIT_OK, EXIT_REQUEUE, StopSignals
+from fitsae.train.summaries import Summaries
+
+__all__ = ["TrainResult", "WarmupDecay", "build_optimizers", "train"]
+
+log = logging.getLogger("fitsae")
+
+# A resumed run must be the same experiment: these keys may not change between sessions.
+_FROZEN_SECTIONS = ("model",)
+_FROZEN_KEYS = (("train", "seed"),)
+
+_GO, _STOP, _DIVERGED = 0.0, 1.0, 2.0
+
+
+@dataclass
+class TrainResult:
+    """How a training session ended."""
+
+    exit_code: int
+    step: int
+    reason: str
+    metrics: dict = field(default_factory=dict)
+
+
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``peak``, then constant, cosine or exponential decay."""
+
+    def __init__(self, peak: float, warmup_steps: int, schedule: str, decay_steps: int, final_fraction: float):
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.schedule = schedule
+        self.decay_steps = int(decay_steps)
+        self.final_fraction = float(final_fraction)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        rate = tf.constant(self.peak, tf.float32)
+        if self.warmup_steps:
+            rate = rate * tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+        t = tf.maximum(step - self.warmup_steps, 0.0) / self.decay_steps
+        if self.schedule == "cosine":
+            cosine = 0.5 * (1.0 + tf.cos(math.pi * tf.minimum(t, 1.0)))
+            rate = rate * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
+        elif self.schedule == "exponential":
+            rate = rate * tf.pow(self.final_fraction, t)
+        return rate
+
+    def get_config(self):
+        return {
+            "peak": self.peak, "warmup_steps": self.warmup_steps, "schedule": self.schedule,
+            "decay_steps": self.decay_steps, "final_fraction": self.final_fraction,
+        }
+
+
+def build_optimizers(ocfg: OptimizerConfig, total_steps: int, world_size: int = 1):
+    """(optimizer 1, optimizer 2) as configured, peak rates scaled for ``world_size`` if asked."""
+    factor = {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[ocfg.scale_with_world_size]
+
+    def make(peak: float, name: str):
+        rate = WarmupDecay(peak * factor, ocfg.warmup_steps, ocfg.schedule, ocfg.decay_steps or total_steps,
+                           ocfg.final_fraction)
+        kwargs = {"learning_rate": rate, "name": name}
+        if ocfg.clipnorm:
+            kwargs["global_clipnorm"] = ocfg.clipnorm
+        if ocfg.name == "adam":
+            return keras.optimizers.Adam(**kwargs)
+        if ocfg.name == "adamw":
+            return keras.optimizers.AdamW(weight_decay=ocfg.weight_decay, **kwargs)
+        return keras.optimizers.SGD(momentum=ocfg.momentum, **kwargs)
+
+    variance_rate = ocfg.variance_learning_rate or ocfg.learning_rate
+    return make(ocfg.learning_rate, "optimizer_primary"), make(variance_rate, "optimizer_variance")
+
+
+def _current_rate(optimizer) -> float:
+    return float(optimizer.learning_rate)
+
+
+class _Window:
+    """Sums and counts of per-example metrics since the last log, reduced exactly over ranks."""
+
+    def __init__(self, channels: int, buckets: int):
+        edges = np.unique(np.round(np.geomspace(1, channels + 1, buckets + 1)).astype(int))
+        self.edges = edges
+        self.reset()
+
+    def reset(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.bucket_sum = np.zeros(len(self.edges) - 1)
+        self.bucket_count = np.zeros(len(self.edges) - 1)
+        self.images = 0
+
+    def add(self, out: dict) -> None:
+        arrays = {k: v.numpy() for k, v in out.items() if not k.startswith("loss_") and len(v.shape) == 1}
+        for key, value in arrays.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(np.sum(value, dtype=np.float64))
+            self.counts[key] = self.counts.get(key, 0) + value.size
+        if "eta" in arrays and "mse" in arrays:
+            index = np.clip(np.searchsorted(self.edges, arrays["eta"], side="right") - 1, 0, len(self.edges) - 2)
+            np.add.at(self.bucket_sum, index, arrays["mse"])
+            np.add.at(self.bucket_count, index, 1)
+        self.images += len(next(iter(arrays.values()))) if arrays else 0
+
+    def reduce(self, keys: list[str]) -> dict:
+        """Global means over all ranks; ``keys`` must be the same list on every rank."""
+        local = np.concatenate([
+            [self.sums.get(k, 0.0) for k in keys], [self.counts.get(k, 0) for k in keys],
+            self.bucket_sum, self.bucket_count, [self.images],
+        ])
+        total = distributed.allreduce_sum(local)
+        n = len(keys)
+        sums, counts = total[:n], total[n:2 * n]
+        nb = len(self.bucket_sum)
+        bsum, bcount = total[2 * n:2 * n + nb], total[2 * n + nb:2 * n + 2 * nb]
+        means = {k: s / c for k, s, c in zip(keys, sums, counts) if c}
+        for i in range(nb):
+            if bcount[i]:
+                lo, hi = self.edges[i], self.edges[i + 1] - 1
+                means[f"mse_eta/{lo:03d}-{hi:03d}"] = bsum[i] / bcount[i]
+        means["images"] = total[-1]
+        return means
+
+
+def _resume_problems(saved: ExperimentConfig, new: ExperimentConfig) -> tuple[list[str], list[str]]:
+    """(changes that make resuming impossible, harmless changes) between two configs."""
+    old_d, new_d = fconfig.to_dict(saved), fconfig.to_dict(new)
+    frozen, changed = [], []
+    for section in old_d:
+        for key in old_d[section]:
+            a, b = old_d[section][key], new_d[section][key]
+            if a != b:
+                text = f"{section}.{key}: {a!r} -> {b!r}"
+                is_frozen = section in _FROZEN_SECTIONS or (section, key) in _FROZEN_KEYS
+                (frozen if is_frozen else changed).append(text)
+    return frozen, changed
+
+
+def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path):
+    """Rank 0: find a checkpoint to resume from, check compatibility, write params.yaml."""
+    latest = None
+    available = checkpoints.list_checkpoints(run_dir)
+    if available:
+        latest = available[-1]
+        saved = checkpoints.load_config(run_dir)
+        frozen, changed = _resume_problems(saved, cfg)
+        if frozen:
+            raise fconfig.ConfigError(
+                f"{run_dir} holds checkpoints of a different experiment ({'; '.join(frozen)}); "
+                "use a new --run-dir, or the run's own params.yaml to resume it"
+            )
+        for text in changed:
+            log.warning("resuming with a changed setting: %s", text)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fconfig.dump(cfg, run_dir / "params.yaml")
+    return latest
+
+
+def _record_session(run_dir: Path, entry: dict) -> None:
+    """Append/refresh this session in ``RUN/run.yaml`` (world size, steps, seeds, outcome)."""
+    path = run_dir / "run.yaml"
+    sessions = []
+    if path.is_file():
+        sessions = (yaml.safe_load(path.read_text()) or {}).get("sessions", [])
+    if sessions and sessions[-1].get("started") == entry["started"]:
+        sessions[-1] = entry
+    else:
+        sessions.append(entry)
+    path.write_text(yaml.safe_dump({"sessions": sessions}, sort_keys=False))
+
+
+def _all_finite(variables) -> bool:
+    floats = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in floats])) if floats else True
+
+
+def _fits_data(cfg: ExperimentConfig, run_dir: Path, workers):
+    """The FITS pipeline for this rank: rank 0 indexes ``data.paths`` into RUN/manifest.jsonl."""
+    from fitsae.data.manifest import Manifest, index_paths
+    from fitsae.data.pipeline import Pipeline
+
+    comm = distributed.comm()
+    manifest_path = run_dir / "manifest.jsonl"
+    error = None
+    if workers.is_root:
+        try:
+            if not manifest_path.is_file():
+                manifest, rejected = index_paths(cfg.data.paths, cfg.data)
+                for row in rejected:
+                    log.warning("skipping %s", row)
+                if not len(manifest):
+                    raise fconfig.ConfigError(f"data.paths {cfg.data.paths}: no usable FITS images")
+                manifest.save(manifest_path)
+        except Exception as err:  # reported on every rank below, so none is left waiting
+            error = f"{type(err).__name__}: {err}"
+    error = comm.bcast(error, root=0)
+    if error:
+        raise fconfig.ConfigError(f"cannot index training data: {error}")
+    manifest = Manifest.load(manifest_path)
+    return Pipeline(manifest, cfg.data, seed=cfg.train.seed, rank=workers.rank, size=workers.size)
+
+
+def _image_etas(cfg: ExperimentConfig, channels: int) -> list[int]:
+    if cfg.train.image_etas:
+        return [min(max(1, e), channels) for e in cfg.train.image_etas]
+    return sorted({1, max(1, channels // 4), max(1, channels // 2), channels})
+
+
+def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
+    """Train (or resume) the run in ``run_dir`` on every rank of the job.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+    run_dir : str or Path
+        Created if needed; if it holds checkpoints, training resumes from the newest.
+    data : object, optional
+        Anything with ``.training(start_step) -> tf.data.Dataset`` of batch dicts (``"x"``
+        (B, H, W, 1)), e.g. :class:`fitsae.train.memory.ArrayData`. Default: the FITS pipeline
+        over ``cfg.data.paths``.
+
+    Returns
+    -------
+    TrainResult
+        ``exit_code`` 0 (done), 75 (stopped by SIGTERM/SIGUSR1 after checkpointing: requeue) or
+        3 (non-finite loss: stopped without checkpointing the bad state).
+    """
+    workers = distributed.init_workers()
+    comm = distributed.comm()
+    root = workers.is_root
+    run_dir = Path(run_dir)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    payload = {"error": None, "latest": None}
+    if root:
+        try:
+            latest = _prepare_run_dir(cfg, run_dir)
+            payload["latest"] = str(latest[1]) if latest else None
+        except (fconfig.ConfigError, checkpoints.CheckpointError, OSError) as err:
+            payload["error"] = str(err)
+    payload = comm.bcast(payload, root=0)
+    if payload["error"]:
+        raise fconfig.ConfigError(payload["error"])
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    if data is None:
+        data = _fits_data(cfg, run_dir, workers)
+    image_shape = training_image_shape(cfg)
+    model = build_model(cfg.model, image_shape)
+    opt1, opt2 = build_optimizers(cfg.optimizer, cfg.train.steps, workers.size)
+    primary, variance = model.primary_variables, model.variance_variables
+    opt1.build(primary)
+    opt2.build(variance)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    ckpt = checkpoints.training_checkpoint(model, opt1, opt2, step_var)
+    manager = None
+    if root:
+        manager = tf.train.CheckpointManager(
+            ckpt, str(checkpoints.checkpoint_dir(run_dir)), max_to_keep=cfg.train.keep_checkpoints,
+            checkpoint_name="ckpt",
+        )
+    start = 0
+    if root and payload["latest"]:
+        ckpt.read(payload["latest"]).assert_existing_objects_matched()
+        start = int(step_var.numpy())
+        log.info("resuming %s from step %d", run_dir, start)
+    start = int(comm.bcast(start, root=0))
+    distributed.broadcast(model, opt1, opt2)
+    step_var.assign(start)
+
+    summaries = Summaries(run_dir, enabled=root)
+    total = cfg.train.steps
+    session = {
+        "started": started, "host": socket.gethostname(), "world_size": workers.size,
+        "backend": workers.backend, "start_step": start, "seed": cfg.train.seed,
+        "data_seed": "pipeline(seed, rank)", "eta_seed": "stateless(seed, rank, step)",
+    }
+    if root:
+        _record_session(run_dir, session)
+        summaries.text(start, "config", "    " + yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False).replace("\n", "\n    "))
+
+    dataset = data.training(start_step=start)
+    spec = dataset.element_spec["x"]
+    if image_shape[0] is not None and tuple(spec.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"the data give images of shape {tuple(spec.shape[1:])}, the model was built for {image_shape}")
+    seed, rank = cfg.train.seed, workers.rank
+
+    @tf.function
+    def train_step(x, step):
+        with tf.GradientTape(persistent=True) as tape:
+            out = model.compute_losses(x, step, seed, rank, training=True)
+        grads1 = distributed.gradient(tape, out["loss_primary"], primary)
+        grads2 = distributed.gradient(tape, out["loss_variance"], variance) if variance else []
+        opt1.apply_gradients(zip(grads1, primary))
+        if variance:
+            opt2.apply_gradients(zip(grads2, variance))
+        return out
+
+    window = _Window(model.latent_channels, cfg.train.eta_buckets)
+    all_variables = model.variables + opt1.variables + opt2.variables
+    image_batch = None
+    keys: list[str] | None = None
+    eta_trace: list = []
+    last_saved = start if payload["latest"] else -1
+    metrics: dict = {}
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        if root and step != last_saved:
+            if not _all_finite(all_variables):
+                raise FloatingPointError(f"refusing to checkpoint non-finite weights at step {step}")
+            step_var.assign(step)
+            manager.save(checkpoint_number=step)
+            last_saved = step
+
+    def log_window(step: int, t_last: float) -> tuple[dict, float]:
+        now = time.perf_counter()
+        means = window.reduce(keys)
+        images = means.pop("images")
+        means["lr/primary"] = _current_rate(opt1)
+        if variance:
+            means["lr/variance"] = _current_rate(opt2)
+        means["perf/images_per_sec"] = images / max(now - t_last, 1e-9)
+        summaries.scalars(step, means)
+        if root and cfg.train.progress:
+            rate = means["perf/images_per_sec"]
+            text = "  ".join(f"{k} {means[k]:.4g}" for k in ("mse", "nll") if k in means)
+            log.info("step %d/%d  %s  %.0f img/s", step, total, text, rate)
+        window.reset()
+        if cfg.train.trace_eta:
+            gathered = comm.gather(eta_trace, root=0)
+            if root:
+                with open(run_dir / "eta_trace.jsonl", "a") as fh:
+                    for r, rows in enumerate(gathered):
+                        for s, etas in rows:
+                            fh.write(json.dumps({"step": s, "rank": r, "eta": etas}) + "\n")
+            eta_trace.clear()
+        return means, now
+
+    reason, code = "finished", EXIT_OK
+    step = start
+    t_last = time.perf_counter()
+    with StopSignals() as stop:
+        iterator = iter(dataset)
+        while step < total:
+            batch = next(iterator)
+            x = batch["x"]
+            if image_batch is None:
+                image_batch = x[: cfg.train.image_count]
+            out = train_step(x, tf.constant(step, tf.int64))
+            finite = math.isfinite(float(out["loss_primary"])) and math.isfinite(float(out["loss_variance"]))
+            if finite:
+                window.add(out)
+                if keys is None:
+                    keys = sorted(k for k, v in out.items() if not k.startswith("loss_") and len(v.shape) == 1)
+                if cfg.train.trace_eta and "eta" in out:
+                    eta_trace.append((step, [int(e) for e in out["eta"].numpy()]))
+            step += 1
+            flag = _DIVERGED if not finite else (_STOP if stop.requested else _GO)
+            flag = distributed.allreduce_max(flag)
+            if flag >= _DIVERGED:
+                reason, code = f"non-finite loss at step {step}", EXIT_DIVERGED
+                log.error("stopping: %s; no checkpoint written for it (last good: %s). Lower the "
+                          "learning rate or check the data, then rerun to resume.", reason,
+                          last_saved if last_saved >= 0 else "none")
+                break
+            if keys is not None and (step % cfg.train.log_every == 0 or step == total or flag >= _STOP):
+                metrics, t_last = log_window(step, t_last)
+            if cfg.train.image_every and step % cfg.train.image_every == 0:
+                summaries.images(step, model, image_batch, _image_etas(cfg, model.latent_channels))
+            if step % cfg.train.checkpoint_every == 0:
+                save(step)
+            if flag >= _STOP:
+                save(step)
+                reason, code = f"stopped by {stop.received or 'a signal on another rank'} at step {step}", EXIT_REQUEUE
+                log.warning("%s; checkpoint saved, exit %d: please requeue (rerun resumes)", reason, code)
+                break
+
+    if code == EXIT_OK:
+        save(step)
+        if image_batch is not None:
+            summaries.images(step, model, image_batch, _image_etas(cfg, model.latent_channels))
+        if root and cfg.train.export:
+            export_model(model, run_dir / "export", yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False))
+    summaries.flush()
+    summaries.close()
+    if root:
+        session.update({"end_step": step, "exit_code": code, "reason": reason})
+        _record_session(run_dir, session)
+    comm.Barrier()  # nobody exits (and makes mpirun kill the job) before rank 0 has saved
+    return TrainResult(code, step, reason, {k: float(v) for k, v in metrics.items()})
