@@ -1,0 +1,89 @@
+"""The ``data:`` section of an experiment config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+__all__ = ["DataConfig"]
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they are cut, normalized and batched.
+
+    Attributes
+    ----------
+    paths : list of str
+        FITS files, directories (searched recursively for ``*.fits``, ``*.fit``, ``*.fts``,
+        ``*.fz`` and their ``.gz``), glob patterns, or a single ``.jsonl`` manifest written by
+        ``fitsae index`` (fastest: headers are not read again).
+    tile : int
+        Side of the square tiles images are cut into. Evaluation batches are whole tiles.
+    stride : int or None
+        Distance between tile origins; None means ``tile`` (no overlap).
+    edge : {"shift", "pad", "drop"}
+        What to do where the grid does not fit the image: ``shift`` moves the last tile of a row
+        or column back so it ends at the image edge (covers everything, no invented pixels);
+        ``pad`` fills the part outside the image by the ``fill`` rule (also lets images smaller
+        than the tile through); ``drop`` leaves the incomplete border out. With ``shift`` and
+        ``drop`` an image smaller than the tile is rejected.
+    crop : int or None
+        Training batches are random ``crop × crop`` windows of the tiles (None: whole tiles).
+    batch_size : int
+        Examples per batch per rank.
+    shuffle_buffer : int
+        0 (default): each epoch is one exact seeded permutation of all tiles (8 bytes per tile).
+        N > 0: a bounded-memory permutation instead: blocks of N consecutive tiles are visited in
+        shuffled order, each block shuffled inside, which also keeps reads of one file close
+        together. Either way every tile appears exactly once per epoch.
+    normalization : {"robust", "asinh", "none"}
+        ``robust``: ``(x - median) / noise`` with the per-image median and noise σ from the
+        manifest, so background ≈ 0 and noise ≈ 1. ``asinh``: the same followed by
+        ``a·asinh(x/a)`` with ``a = asinh_softening`` (linear within a few σ, logarithmic for
+        bright sources). ``none``: physical units.
+    asinh_softening : float
+        ``a`` above, in noise units.
+    fill : {"offset", "zero"}
+        Value given to NaN/Inf/BLANK pixels and ``pad`` margins: the image's robust offset
+        (normalized 0, i.e. background) or physical 0. How many pixels were filled is in the
+        manifest (``n_masked``).
+    parallel_reads : int or None
+        Concurrent tile reads/decodes per rank (None: tf.data AUTOTUNE).
+    whole_file_max_ratio : float
+        Read a file whole with ``tf.io.read_file`` when it is at most this many times larger
+        than the pixels needed; otherwise read just those bytes (cube planes, mosaic tiles).
+    """
+
+    paths: list[str] = field(default_factory=list)
+    tile: int = 256
+    stride: Optional[int] = None
+    edge: Literal["shift", "pad", "drop"] = "shift"
+    crop: Optional[int] = None
+    batch_size: int = 16
+    shuffle_buffer: int = 0
+    normalization: Literal["robust", "asinh", "none"] = "robust"
+    asinh_softening: float = 3.0
+    fill: Literal["offset", "zero"] = "offset"
+    parallel_reads: Optional[int] = None
+    whole_file_max_ratio: float = 4.0
+
+    def __post_init__(self):
+        if self.tile < 1:
+            raise ValueError(f"data.tile={self.tile} must be positive")
+        if self.stride is not None and self.stride < 1:
+            raise ValueError(f"data.stride={self.stride} must be positive")
+        if self.crop is not None and not 1 <= self.crop <= self.tile:
+            raise ValueError(f"data.crop={self.crop} must be between 1 and data.tile={self.tile}")
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size={self.batch_size} must be positive")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"data.shuffle_buffer={self.shuffle_buffer} must be >= 0")
+        if self.asinh_softening <= 0:
+            raise ValueError(f"data.asinh_softening={self.asinh_softening} must be positive")
+        if self.parallel_reads is not None and self.parallel_reads < 1:
+            raise ValueError(f"data.parallel_reads={self.parallel_reads} must be positive")
+
+    @property
+    def tile_stride(self) -> int:
+        return self.stride or self.tile

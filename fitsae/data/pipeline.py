@@ -1,0 +1,400 @@
+"""The tf.data pipeline: rank-sharded, deterministic, native FITS decode, normalized batches.
+
+Flow per rank (nothing is decoded before it is known to belong to this rank)::
+
+    epoch e ─ seeded permutation of all tiles ─ drop remainder ─ this rank's share ─ skip (resume)
+            ─ parallel read + decode + crop + normalize ─ skip unreadable ─ batch ─ prefetch
+
+- **Sharding.** Every rank computes the same global order of tiles for epoch ``e`` (stateless
+  random ops seeded by ``(seed, e)``), keeps the first ``steps_per_epoch × batch_size × size``
+  and takes every ``size``-th tile from position ``rank``. So within an epoch no two ranks see
+  the same tile, all ranks run the same number of steps (Horovod collectives would hang
+  otherwise), and the ``N mod (batch_size × size)`` tiles left out differ from epoch to epoch
+  (rule: *drop*). Evaluation instead gives rank ``r`` tiles ``r, r+size, ...`` in index order:
+  every tile exactly once, shares differing by at most one tile.
+- **Exact resume.** ``training(start_step)`` starts at epoch ``start_step // steps_per_epoch`` and
+  skips the first ``start_step % steps_per_epoch`` batches' worth of tile *indices* (no decoding),
+  so a resumed run sees the batches an uninterrupted run would. Random crops are drawn with
+  stateless ops seeded by ``(seed, epoch, position)``, independent of what ran before.
+- **Reading.** Small files are read whole by ``tf.io.read_file``; planes of cubes and tiles of
+  mosaics are read with a ranged ``os.pread`` of just their rows (``data.whole_file_max_ratio``);
+  both are decoded natively (:func:`fitsae.io.native.decode_tf`, bit-exact with astropy).
+  Tile-compressed HDUs and gzip files go through astropy in ``tf.numpy_function``. Per-rank
+  memory is the prefetch depth plus a few tiles per reader thread, independent of the dataset.
+- **Bad files at run time.** A file deleted, truncated or made unreadable after indexing does not
+  stop training: its tiles are dropped from the stream (the infinite training stream just pulls
+  the next tile), counted in :attr:`Pipeline.skipped`, and logged once per file on the
+  ``fitsae`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+
+import numpy as np
+
+from fitsae.data.config import DataConfig
+from fitsae.data.manifest import Manifest, tile_origins
+from fitsae.data.normalize import image_parameters, normalize
+from fitsae.io.native import FLOAT32_EXACT, decode_tf
+from fitsae.io.read import read_raw_region, read_region_astropy
+
+__all__ = ["Pipeline", "PipelineError"]
+
+log = logging.getLogger("fitsae")
+
+WHOLE, RANGED, ASTROPY = 0, 1, 2
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+class PipelineError(ValueError):
+    """The manifest and config cannot make the requested batches; the message says why."""
+
+
+def _ranged_read(path, offset, width, itemsize, y0, y1, x0, x1):
+    data = read_raw_region(path.decode(), int(offset), int(width), int(itemsize),
+                           int(y0), int(y1), int(x0), int(x1))
+    # A 0-d object array keeps trailing NUL bytes, which numpy's fixed-width bytes would strip.
+    return np.array(data, dtype=object)
+
+
+class Pipeline:
+    """Training and evaluation datasets over a manifest, for one rank of ``size``.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        From ``fitsae index`` / :func:`fitsae.data.manifest.index_paths`.
+    data_cfg : DataConfig
+        Tiling, crop, batch size, normalization.
+    seed : int
+        The experiment seed; the tile order and crops depend on it (and on the epoch), never on
+        the number of previous iterations.
+    rank, size : int
+        This worker and the number of workers (``fitsae.distributed.workers()``).
+
+    Attributes
+    ----------
+    steps_per_epoch : int
+        Batches per rank per epoch, identical on every rank.
+    n_tiles : int
+        Tiles in the dataset under this config.
+    skipped : int
+        Tiles dropped so far because their file could not be read.
+    """
+
+    def __init__(self, manifest: Manifest, data_cfg: DataConfig, seed: int = 0, rank: int = 0, size: int = 1):
+        if not 0 <= rank < size:
+            raise PipelineError(f"rank {rank} is outside 0..{size - 1}")
+        self.manifest, self.cfg, self.seed, self.rank, self.size = manifest, data_cfg, int(seed), rank, size
+        self.skipped = 0
+        self._warned: set[str] = set()
+        self._order_cache: tuple = (None, None)
+        self._lock = threading.Lock()
+        cfg = data_cfg
+        stride = cfg.tile_stride
+        tile_row, tile_y, tile_x, too_small = [], [], [], []
+        for i, row in enumerate(manifest):
+            oy = tile_origins(row.height, cfg.tile, stride, cfg.edge)
+            ox = tile_origins(row.width, cfg.tile, stride, cfg.edge)
+            if not oy or not ox:
+                too_small.append(row)
+                continue
+            grid_y, grid_x = np.meshgrid(oy, ox, indexing="ij")
+            tile_row.append(np.full(grid_y.size, i, np.int64))
+            tile_y.append(grid_y.ravel())
+            tile_x.append(grid_x.ravel())
+        if too_small:
+            log.warning("%d image plane(s) smaller than the %dx%d tile are left out (set data.tile smaller or "
+                        "data.edge=pad), e.g. %s HDU %d (%dx%d)", len(too_small), cfg.tile, cfg.tile,
+                        too_small[0].path, too_small[0].hdu, too_small[0].height, too_small[0].width)
+        if not tile_row:
+            raise PipelineError(f"no tiles: the manifest has {len(manifest)} image planes, none at least "
+                                f"{cfg.tile}x{cfg.tile} pixels")
+        self.tile_row = np.concatenate(tile_row)
+        self.tile_y = np.concatenate(tile_y).astype(np.int64)
+        self.tile_x = np.concatenate(tile_x).astype(np.int64)
+        self.n_tiles = int(self.tile_row.size)
+        per_step = cfg.batch_size * size
+        self.steps_per_epoch = self.n_tiles // per_step
+        self._per_rank = self.steps_per_epoch * cfg.batch_size
+        self._dtype = "float32" if all(r.dtype in FLOAT32_EXACT for r in manifest) else "float64"
+        self._build_tables()
+
+    # -- tables ---------------------------------------------------------------------------------
+    def _strategy(self, row) -> int:
+        if row.compressed or row.data_offset is None:
+            return ASTROPY
+        needed = row.height * row.width * abs(row.bitpix) // 8
+        if self.cfg.tile < row.height or self.cfg.tile < row.width or row.file_size > self.cfg.whole_file_max_ratio * needed:
+            # A tile of a larger plane, or a plane of a larger file (cube, multi-extension file).
+            tile_bytes = min(row.height, self.cfg.tile) * min(row.width, self.cfg.tile) * abs(row.bitpix) // 8
+            if row.file_size > self.cfg.whole_file_max_ratio * tile_bytes:
+                return RANGED
+        return WHOLE
+
+    def _build_tables(self):
+        import tensorflow as tf
+
+        rows = self.manifest.rows
+        branches, branch_of_row = [], []
+        for row in rows:
+            strategy = self._strategy(row)
+            key = (strategy, None) if strategy == ASTROPY else (strategy, row.spec.key)
+            if key not in branches:
+                branches.append(key)
+            branch_of_row.append(branches.index(key))
+        self._branches = [(s, None if s == ASTROPY else next(r.spec for r in rows if r.spec.key == k))
+                          for s, k in branches]
+        params = [image_parameters(r.offset, r.noise, self.cfg.normalization) for r in rows]
+        fill = [r.offset if self.cfg.fill == "offset" else 0.0 for r in rows]
+        self._t = {
+            "path": tf.constant([r.path for r in rows]),
+            "branch": tf.constant(branch_of_row, tf.int32),
+            "data_offset": tf.constant([r.data_offset if r.data_offset is not None else -1 for r in rows], tf.int64),
+            "height": tf.constant([r.height for r in rows], tf.int64),
+            "width": tf.constant([r.width for r in rows], tf.int64),
+            "hdu": tf.constant([r.hdu for r in rows], tf.int64),
+            "plane": tf.constant([r.plane for r in rows], tf.int64),
+            "naxis": tf.constant([r.naxis for r in rows], tf.int64),
+            "bscale": tf.constant([r.bscale for r in rows], tf.float64),
+            "bzero": tf.constant([r.bzero for r in rows], tf.float64),
+            "blank": tf.constant([r.blank if r.blank is not None else 0 for r in rows], tf.int64),
+            "offset": tf.constant([p[0] for p in params], tf.float32),
+            "scale": tf.constant([p[1] for p in params], tf.float32),
+            "noise": tf.constant([p[2] for p in params], tf.float32),
+            "fill": tf.constant(fill, tf.float64),
+            "tile_row": tf.constant(self.tile_row, tf.int64),
+            "tile_y": tf.constant(self.tile_y, tf.int64),
+            "tile_x": tf.constant(self.tile_x, tf.int64),
+        }
+
+    def tile_info(self, tile_id: int) -> dict:
+        """Where tile ``tile_id`` (a batch's ``"tile_id"``) comes from: path, HDU, plane, y0, x0, size."""
+        row = self.manifest[int(self.tile_row[tile_id])]
+        return {"path": row.path, "hdu": row.hdu, "plane": row.plane, "y0": int(self.tile_y[tile_id]),
+                "x0": int(self.tile_x[tile_id]), "size": self.cfg.tile, "row": int(self.tile_row[tile_id])}
+
+    # -- order ----------------------------------------------------------------------------------
+    def _seed(self, stream: int, a, b):
+        import tensorflow as tf
+
+        # (experiment seed, stream) picks the random stream; (a, b) = (epoch, position) the draw.
+        return tf.stack([tf.constant(self.seed * 4 + stream, tf.int64),
+                         tf.cast(a, tf.int64) * (1 << 32) + tf.cast(b, tf.int64)])
+
+    def _permutation(self, n, stream, a, b):
+        import tensorflow as tf
+
+        keys = tf.random.stateless_uniform([n], seed=self._seed(stream, a, b), minval=None, maxval=None, dtype=tf.int64)
+        return tf.argsort(keys, stable=True)
+
+    def _epoch_order(self, epoch):
+        """Dataset of the epoch's global tile order (identical on every rank)."""
+        import tensorflow as tf
+
+        n, block = self.n_tiles, self.cfg.shuffle_buffer
+        if block == 0 or block >= n:
+            return tf.data.Dataset.from_tensor_slices(tf.cast(self._permutation(n, 0, epoch, 0), tf.int64))
+        n_blocks = math.ceil(n / block)
+
+        def block_tiles(b):
+            start = b * block
+            length = tf.minimum(tf.constant(n, tf.int64) - start, block)
+            inner = tf.cast(self._permutation(tf.cast(length, tf.int32), 2, epoch, b + 1), tf.int64)
+            return tf.data.Dataset.from_tensor_slices(start + inner)
+
+        blocks = tf.cast(self._permutation(n_blocks, 1, epoch, 0), tf.int64)
+        return tf.data.Dataset.from_tensor_slices(blocks).flat_map(block_tiles)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The global tile order of ``epoch`` (all tiles, before dropping the remainder), eagerly."""
+        return np.fromiter(self._epoch_order(epoch).as_numpy_iterator(), np.int64, self.n_tiles)
+
+    def shard(self, epoch: int) -> np.ndarray:
+        """Tile ids this rank trains on in ``epoch``, in order (for inspection and tests)."""
+        return self.epoch_order(epoch)[: self._per_rank * self.size][self.rank::self.size]
+
+    # -- reading --------------------------------------------------------------------------------
+    def _read_region(self, row, y0, y1, x0, x1):
+        """Physical pixels ``[y0:y1, x0:x1]`` (inside the image) of manifest row ``row``."""
+        import tensorflow as tf
+
+        t = self._t
+        g = lambda name: tf.gather(t[name], row)  # noqa: E731 - a local shorthand
+        path, width, offset = g("path"), g("width"), g("data_offset")
+        dtype = tf.as_dtype(self._dtype)
+
+        def make_branch(strategy, spec):
+            def whole():
+                content = tf.io.read_file(path)
+                nb = spec.itemsize
+                raw = tf.strings.substr(content, offset + y0 * width * nb, (y1 - y0) * width * nb)
+                values = decode_tf(raw, spec, g("bscale"), g("bzero"), g("blank"))
+                return tf.cast(tf.reshape(values, tf.stack([y1 - y0, width]))[:, x0:x1], dtype)
+
+            def ranged():
+                raw = tf.numpy_function(_ranged_read, [path, offset, width, tf.constant(spec.itemsize, tf.int64),
+                                                       y0, y1, x0, x1], tf.string, stateful=False)
+                values = decode_tf(raw, spec, g("bscale"), g("bzero"), g("blank"))
+                return tf.cast(tf.reshape(values, tf.stack([y1 - y0, x1 - x0])), dtype)
+
+            def fallback():
+                values = tf.numpy_function(self._astropy_read, [path, g("hdu"), g("plane"), g("naxis"), y0, y1, x0, x1],
+                                           dtype, stateful=False)
+                return tf.reshape(values, tf.stack([y1 - y0, x1 - x0]))
+
+            return {WHOLE: whole, RANGED: ranged, ASTROPY: fallback}[strategy]
+
+        fns = [make_branch(s, spec) for s, spec in self._branches]
+        if len(fns) == 1:
+            return fns[0]()
+        return tf.switch_case(g("branch"), fns)
+
+    def _astropy_read(self, path, hdu, plane, naxis, y0, y1, x0, x1):
+        data = read_region_astropy(path.decode(), int(hdu), int(plane), int(naxis), int(y0), int(y1), int(x0), int(x1))
+        return np.asarray(data, dtype=self._dtype)
+
+    def _example(self, tile, ry, rx, size, seq):
+        """One normalized ``size × size`` window at (ry, rx) of tile ``tile`` (pad rule outside the image)."""
+        import tensorflow as tf
+
+        t = self._t
+        row = tf.gather(t["tile_row"], tile)
+        height, width = tf.gather(t["height"], row), tf.gather(t["width"], row)
+        y0, x0 = tf.clip_by_value(ry, 0, height), tf.clip_by_value(rx, 0, width)
+        y1, x1 = tf.clip_by_value(ry + size, 0, height), tf.clip_by_value(rx + size, 0, width)
+        phys = self._read_region(row, y0, y1, x0, x1)
+        dtype = phys.dtype
+        if self.cfg.edge == "pad":
+            phys = tf.pad(phys, [[y0 - ry, ry + size - y1], [x0 - rx, rx + size - x1]],
+                          constant_values=tf.constant(np.nan, dtype))
+        phys = tf.ensure_shape(phys, [size, size])
+        fill = tf.cast(tf.gather(t["fill"], row), dtype)
+        phys = tf.where(tf.math.is_finite(phys), phys, fill)
+        offset, scale = tf.gather(t["offset"], row), tf.gather(t["scale"], row)
+        x = tf.cast(normalize(phys, offset, scale, self.cfg), tf.float32)
+        return {"x": x[:, :, None], "offset": offset, "scale": scale, "noise": tf.gather(t["noise"], row),
+                "tile_id": tf.cast(tile, tf.int64), "_seq": seq}
+
+    # -- skipping unreadable files --------------------------------------------------------------
+    def _guard(self, dataset, batch_size, drop_remainder, first_seq, locate):
+        """Drop elements that failed to read, then, per batch, count and report the gaps they left."""
+        import tensorflow as tf
+
+        dataset = dataset.ignore_errors().batch(batch_size, drop_remainder=drop_remainder)
+
+        def report(prev, seqs):
+            missing = np.setdiff1d(np.arange(int(prev) + 1, int(seqs[-1]) + 1), seqs)
+            self._report_skipped([locate(int(s)) for s in missing])
+            return np.int64(len(missing))
+
+        def scan(prev, batch):
+            seqs = batch.pop("_seq")
+            gap = seqs[-1] - prev - tf.cast(tf.size(seqs), tf.int64)
+            done = tf.cond(gap > 0,
+                           lambda: tf.py_function(lambda p, s: report(p.numpy(), s.numpy()), [prev, seqs], tf.int64),
+                           lambda: tf.constant(0, tf.int64))
+            with tf.control_dependencies([done]):
+                batch = {k: tf.identity(v) for k, v in batch.items()}
+            return seqs[-1], batch
+
+        return dataset.scan(tf.constant(first_seq - 1, tf.int64), scan)
+
+    def _eval_tile(self, seq: int) -> int:
+        return int(seq) * self.size + self.rank
+
+    def _train_tile(self, seq: int) -> int:
+        epoch, local = divmod(int(seq), self._per_rank)
+        if self._order_cache[0] != epoch:
+            self._order_cache = (epoch, self.epoch_order(epoch))
+        return int(self._order_cache[1][local * self.size + self.rank])
+
+    def _report_skipped(self, tiles) -> None:
+        with self._lock:
+            self.skipped += len(tiles)
+            for tile in tiles:
+                row = self.manifest[int(self.tile_row[tile])]
+                if row.path in self._warned:
+                    continue
+                self._warned.add(row.path)
+                log.warning("skipping unreadable input %s HDU %d: %s; its tiles are skipped whenever they come "
+                            "up (%d tile(s) skipped so far, see Pipeline.skipped)",
+                            row.path, row.hdu, _diagnose(row), self.skipped)
+
+    # -- public datasets ------------------------------------------------------------------------
+    def training(self, start_step: int = 0):
+        """Infinite dataset of training batches for this rank, starting at global step ``start_step``.
+
+        Batches are dicts ``x`` (B, S, S, 1) float32, ``offset``/``scale``/``noise`` (B,) float32,
+        ``tile_id`` (B,) int64, where S is ``data.crop`` or ``data.tile``.
+        """
+        import tensorflow as tf
+
+        if self.steps_per_epoch == 0:
+            raise PipelineError(
+                f"{self.n_tiles} tiles cannot fill one batch of {self.cfg.batch_size} on each of {self.size} "
+                f"rank(s): lower data.batch_size or add data")
+        B, size, rank, per_rank = self.cfg.batch_size, self.size, self.rank, self._per_rank
+        used = per_rank * size
+        epoch0, skip_steps = divmod(int(start_step), self.steps_per_epoch)
+        crop = self.cfg.crop or self.cfg.tile
+        margin = self.cfg.tile - crop
+
+        def epoch_elements(epoch):
+            order = self._epoch_order(epoch).take(used).enumerate().shard(size, rank)
+            return order.map(lambda pos, tile: (epoch, pos, tile))
+
+        def element(epoch, pos, tile):
+            if margin:
+                shift = tf.random.stateless_uniform([2], seed=self._seed(3, epoch, pos), minval=0,
+                                                    maxval=margin + 1, dtype=tf.int64)
+            else:
+                shift = tf.zeros([2], tf.int64)
+            ry = tf.gather(self._t["tile_y"], tile) + shift[0]
+            rx = tf.gather(self._t["tile_x"], tile) + shift[1]
+            return self._example(tile, ry, rx, crop, epoch * per_rank + pos // size)
+
+        ds = tf.data.Dataset.range(epoch0, _INT64_MAX).flat_map(epoch_elements).skip(skip_steps * B)
+        ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
+        ds = self._guard(ds, B, True, int(start_step) * B, self._train_tile)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def evaluation(self, batch_size: int | None = None):
+        """Finite dataset of whole tiles for this rank: tiles ``rank, rank+size, ...`` in index order.
+
+        The last batch may be smaller; over all ranks every tile appears exactly once.
+        """
+        import tensorflow as tf
+
+        B = int(batch_size or self.cfg.batch_size)
+        tiles = np.arange(self.rank, self.n_tiles, self.size, dtype=np.int64)
+        seqs = np.arange(tiles.size, dtype=np.int64)
+        tile_size = self.cfg.tile
+
+        def element(tile, seq):
+            return self._example(tile, tf.gather(self._t["tile_y"], tile), tf.gather(self._t["tile_x"], tile),
+                                 tile_size, seq)
+
+        ds = tf.data.Dataset.from_tensor_slices((tiles, seqs))
+        ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
+        ds = self._guard(ds, B, False, 0, self._eval_tile)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _diagnose(row) -> str:
+    """Best guess at why a manifest row cannot be read now (it could when it was indexed)."""
+    try:
+        size = os.stat(row.path).st_size
+    except FileNotFoundError:
+        return "the file no longer exists"
+    except OSError as err:
+        return f"cannot stat the file: {err.strerror or err}"
+    if not os.access(row.path, os.R_OK):
+        return "the file is not readable (permissions)"
+    if size != row.file_size:
+        return f"the file changed size since indexing ({row.file_size} → {size} bytes)"
+    return "reading or decoding failed (the file changed since indexing?)"
