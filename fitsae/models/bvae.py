@@ -1,0 +1,394 @@
+"""β-conditioned variational autoencoder: one network for a whole rate–distortion curve.
+
+Following Huang et al., "Machine-Learning Compression for Particle Physics Discoveries" (arXiv
+2210.11489, code erichuangyf/EMD_VAE), the encoder q(z | x, log β) and the decoder g(z, log β) both
+receive log10 β, and each training sample draws its own log β ~ U(a, b). The objective is
+
+    L = mean_i [ recon_i + β_r · 10**logβ_i · KL_i ],
+
+with ``recon_i`` the Gaussian NLL of sample i summed over pixels at that image's noise σ (so β = 1
+is the negative ELBO and log β reads "nats of distortion per nat of rate") and ``KL_i`` the KL of
+its diagonal-Gaussian posterior to N(0, 1), summed over latent values. Trained this way, fixing
+log β at inference picks one operating point: larger β → fewer nats in the latent → worse
+reconstruction.
+
+Why it is built like this -- the seed notebook's β-VAE carried no β signal because of two bugs:
+
+1. **β averaged before it met the KL.** It computed mean_batch(β) · mean_batch(KL), so every sample
+   was penalised by the same average β whatever log β it had been conditioned on, and the network
+   learned to ignore its log β input. Here β_i multiplies KL_i per sample
+   (:func:`fitsae.models.bvae_losses.beta_objective`, which also refuses a ``(B, 1)`` log β that
+   would broadcast against a ``(B,)`` KL into the same batch average).
+2. **10**logβ written as exp(logβ)·ln 10.** The weight was on the wrong scale and range; here
+   :func:`fitsae.models.bvae_losses.beta_weight` computes exp(logβ · ln 10).
+
+The rest follows the tunable AEs so the generic training loop runs it unchanged: the mean decoder
+and encoder are trained by optimizer 1 on L; a variance decoder (log σ² per pixel) is trained by
+optimizer 2 on the Gaussian NLL with z and μ held fixed (``tf.stop_gradient``). All randomness (log β
+and the reparameterisation noise) is drawn in the graph with stateless ops seeded by
+(seed, rank, step), so a resumed run is exact and ranks differ. Conditioning is FiLM (a per-layer
+scale and shift computed from log β); there is no BatchNorm anywhere, because batch statistics would
+mix samples conditioned on different β.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from fitsae import losses
+from fitsae.models.bvae_losses import beta_objective, diag_gaussian_kl, gaussian_nll_sum, kl_per_sample
+from fitsae.models.masking import step_seed
+
+__all__ = ["BetaVAE", "FiLM", "build_bvae", "ACTIVE_NATS"]
+
+# A latent channel is "active" for an image when it carries more than this many nats per latent
+# position (Burda et al. 2016 use a 0.01 variance threshold; in nats it is the same order).
+ACTIVE_NATS = 0.01
+
+# Reparameterisation, β draws and KL must stay finite; the encoder's log-variance is clipped to a
+# range (σ from ~2e-9 to ~2e4) far outside anything a sensible posterior uses.
+_LOGVAR_LIMIT = 40.0
+
+
+@keras.saving.register_keras_serializable(package="fitsae")
+class FiLM(layers.Layer):
+    """Feature-wise linear modulation ``h · (1 + γ(c)) + δ(c)`` by a conditioning vector ``c``.
+
+    γ and δ start at zero, so an untrained network is the unconditioned one and learns how much to
+    listen to log β. Works on dense ``(B, N)`` and conv ``(B, H, W, N)`` activations.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.project = None
+
+    def build(self, input_shape):
+        h_shape, _ = input_shape
+        self.project = layers.Dense(2 * h_shape[-1], kernel_initializer="zeros", name="project")
+        self.project.build(input_shape[1])
+
+    def call(self, inputs):
+        h, c = inputs
+        gamma, delta = ops.split(self.project(c), 2, axis=-1)
+        for _ in range(len(h.shape) - 2):
+            gamma = ops.expand_dims(gamma, 1)
+            delta = ops.expand_dims(delta, 1)
+        return h * (1.0 + gamma) + delta
+
+
+def _embed_logbeta(logbeta_in, mc, name: str):
+    """Map log β (B, 1) to a small conditioning vector; the fixed rescaling maps U(a, b) to [-1, 1]."""
+    a, b = mc.bvae.logbeta_range
+    half = 0.5 * (b - a)
+    u = layers.Rescaling(1.0 / half, offset=-(0.5 * (a + b)) / half, name=f"{name}_unit")(logbeta_in)
+    return layers.Dense(mc.bvae.conditioning_units, activation=mc.activation, name=f"{name}_embed")(u)
+
+
+def _dense_encoder(mc, image_shape):
+    x_in = keras.Input(image_shape, name="x")
+    lb_in = keras.Input((1,), name="logbeta")
+    c = _embed_logbeta(lb_in, mc, "enc")
+    h = layers.Flatten()(x_in)
+    for i, width in enumerate(mc.hidden):
+        h = layers.Dense(width, activation=mc.activation, name=f"enc_dense{i}")(h)
+        h = FiLM(name=f"enc_film{i}")([h, c])
+    stats = layers.Dense(2 * mc.latent_channels, name="enc_head")(h)
+    return keras.Model([x_in, lb_in], stats, name="encoder")
+
+
+def _dense_decoder(mc, image_shape, name):
+    z_in = keras.Input((mc.latent_channels,), name="z")
+    lb_in = keras.Input((1,), name="logbeta")
+    c = _embed_logbeta(lb_in, mc, name)
+    h = z_in
+    for i, width in enumerate(reversed(mc.hidden)):
+        h = layers.Dense(width, activation=mc.activation, name=f"{name}_dense{i}")(h)
+        h = FiLM(name=f"{name}_film{i}")([h, c])
+    out = layers.Dense(math.prod(image_shape), name=f"{name}_head")(h)
+    out = layers.Reshape(image_shape)(out)
+    return keras.Model([z_in, lb_in], out, name=name)
+
+
+def _conv_stage(h, c, mc, filters, stride, name, transpose=False):
+    """One resolution change (stride ``stride``) plus ``blocks_per_stage`` stride-1 convolutions,
+    each followed by FiLM so every layer knows the β it is working for."""
+    conv = layers.Conv2DTranspose if transpose else layers.Conv2D
+    h = conv(filters, mc.kernel_size, strides=stride, padding="same", activation=mc.activation, name=f"{name}")(h)
+    h = FiLM(name=f"{name}_film")([h, c])
+    for j in range(mc.blocks_per_stage):
+        h = layers.Conv2D(filters, mc.kernel_size, padding="same", activation=mc.activation, name=f"{name}_b{j}")(h)
+        h = FiLM(name=f"{name}_b{j}_film")([h, c])
+    return h
+
+
+def _conv_encoder(mc, image_shape):
+    x_in = keras.Input((None, None, image_shape[-1]), name="x")
+    lb_in = keras.Input((1,), name="logbeta")
+    c = _embed_logbeta(lb_in, mc, "enc")
+    h = x_in
+    for i, (filters, stride) in enumerate(zip(mc.filters, mc.stage_strides)):
+        h = _conv_stage(h, c, mc, filters, stride, f"enc_conv{i}")
+    stats = layers.Conv2D(2 * mc.latent_channels, mc.kernel_size, padding="same", name="enc_head")(h)
+    return keras.Model([x_in, lb_in], stats, name="encoder")
+
+
+def _conv_decoder(mc, image_shape, name):
+    z_in = keras.Input((None, None, mc.latent_channels), name="z")
+    lb_in = keras.Input((1,), name="logbeta")
+    c = _embed_logbeta(lb_in, mc, name)
+    h = z_in
+    stages = list(zip(mc.filters, mc.stage_strides))[::-1]
+    for i, (filters, stride) in enumerate(stages):
+        h = _conv_stage(h, c, mc, filters, stride, f"{name}_deconv{i}", transpose=True)
+    out = layers.Conv2D(image_shape[-1], mc.kernel_size, padding="same", name=f"{name}_head")(h)
+    return keras.Model([z_in, lb_in], out, name=name)
+
+
+def _as_column(logbeta: tf.Tensor) -> tf.Tensor:
+    """(B,) log β → the (B, 1) input of the sub-models; refuses anything but a vector."""
+    logbeta = tf.convert_to_tensor(logbeta, tf.float32)
+    if logbeta.shape.rank != 1:
+        raise ValueError(f"logbeta must have shape (B,), got {logbeta.shape}")
+    return logbeta[:, None]
+
+
+class BetaVAE(keras.Model):
+    """The β-VAE with the fitsae model protocol (see module docstring).
+
+    Parameters
+    ----------
+    model_cfg
+        The ``model:`` section (:class:`fitsae.models.config.ModelConfig`, ``kind: bvae``): layer sizes
+        from it, β-VAE specifics from its ``bvae`` sub-section.
+    image_shape
+        ``(H, W, 1)`` of training crops. The conv architecture accepts any H, W divisible by
+        :attr:`stride`; the dense one only ``image_shape``.
+
+    Notes
+    -----
+    Where the tunable AEs take the mask size ``eta``, this model takes ``logbeta`` (float32 ``(B,)``,
+    log10 β): ``encode(x, logbeta)`` returns the posterior mean, ``decode_mean(z, logbeta)`` and
+    ``decode_var(z, logbeta)`` the mean image and log σ² map.
+    """
+
+    def __init__(self, model_cfg, image_shape=(256, 256, 1), **kwargs):
+        super().__init__(**kwargs)
+        self.model_config = model_cfg
+        self.cfg = model_cfg.bvae
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (H, W, channels), got {image_shape}")
+        self.image_shape = tuple(None if s is None else int(s) for s in image_shape)
+        self.latent_channels = model_cfg.latent_channels
+        h, w, _ = self.image_shape
+        if self.cfg.architecture == "dense":
+            if h is None or w is None:
+                raise ValueError(f"a dense β-VAE needs a fixed image size, got image_shape {image_shape}")
+            if not model_cfg.hidden:
+                raise ValueError("model.kind=bvae with bvae.architecture=dense needs at least one width in model.hidden")
+            self.stride = 1
+            self.encoder = _dense_encoder(model_cfg, self.image_shape)
+            self.mean_decoder = _dense_decoder(model_cfg, self.image_shape, "mean_decoder")
+            self.var_decoder = _dense_decoder(model_cfg, self.image_shape, "var_decoder")
+        else:
+            if not model_cfg.filters:
+                raise ValueError("model.kind=bvae with bvae.architecture=conv needs at least one stage in model.filters")
+            if model_cfg.strides and len(model_cfg.strides) != len(model_cfg.filters):
+                raise ValueError(f"model.strides {model_cfg.strides} must have one entry per stage of model.filters")
+            self.stride = math.prod(model_cfg.stage_strides)
+            if any(side is not None and side % self.stride for side in (h, w)):
+                raise ValueError(
+                    f"bvae conv: image {h}x{w} is not divisible by the total stride {self.stride} "
+                    f"(product of model.strides); choose a tile/crop that is a multiple of {self.stride}"
+                )
+            self.encoder = _conv_encoder(model_cfg, self.image_shape)
+            self.mean_decoder = _conv_decoder(model_cfg, self.image_shape, "mean_decoder")
+            self.var_decoder = _conv_decoder(model_cfg, self.image_shape, "var_decoder")
+
+    # ------------------------------------------------------------------ shapes and variables
+    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of one image's latent: ``(C,)`` for dense, ``(H/s, W/s, C)`` for conv."""
+        if self.cfg.architecture == "dense":
+            return (self.latent_channels,)
+        return (height // self.stride, width // self.stride, self.latent_channels)
+
+    @property
+    def primary_variables(self) -> list:
+        """Optimizer 1: encoder and mean decoder, trained on the β-weighted objective."""
+        return self.encoder.trainable_variables + self.mean_decoder.trainable_variables
+
+    @property
+    def variance_variables(self) -> list:
+        """Optimizer 2: the variance decoder (and the encoder when ``nll_to_encoder``)."""
+        extra = self.encoder.trainable_variables if self.model_config.nll_to_encoder else []
+        return self.var_decoder.trainable_variables + extra
+
+    # ------------------------------------------------------------------ inference
+    def posterior(self, x, logbeta, training: bool = False):
+        """Mean and log-variance of q(z | x, log β), each of :meth:`latent_shape`."""
+        stats = self.encoder([x, _as_column(logbeta)], training=training)
+        mu, logvar = tf.split(stats, 2, axis=-1)
+        return mu, tf.clip_by_value(logvar, -_LOGVAR_LIMIT, _LOGVAR_LIMIT)
+
+    def encode(self, x, logbeta):
+        """The latent to store: the posterior mean at this log β."""
+        return self.posterior(x, logbeta)[0]
+
+    def decode_mean(self, z, logbeta, training: bool = False):
+        return self.mean_decoder([z, _as_column(logbeta)], training=training)
+
+    def decode_var(self, z, logbeta, training: bool = False):
+        """log σ² per pixel, softly clamped to [logvar_min, logvar_max] as in the tunable AEs."""
+        raw = self.var_decoder([z, _as_column(logbeta)], training=training)
+        return losses.soft_clamp(raw, self.model_config.logvar_min, self.model_config.logvar_max)
+
+    def call(self, x, logbeta, training: bool = False):
+        """Reconstruction from the posterior mean at the given log β (B,)."""
+        return self.decode_mean(self.encode(x, logbeta), logbeta, training=training)
+
+    # ------------------------------------------------------------------ randomness
+    def sample_logbeta(self, batch: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+        """log β ~ U(a, b), one per sample, shape ``(B,)``."""
+        a, b = self.cfg.logbeta_range
+        return tf.random.stateless_uniform([batch], seed=key, minval=a, maxval=b, dtype=tf.float32)
+
+    # ------------------------------------------------------------------ losses
+    def per_sample_terms(self, x, logbeta, eps, noise, training: bool = False) -> dict:
+        """Everything the objective and the metrics need, per sample, for given log β and noise ε.
+
+        Kept separate from :meth:`compute_losses` so tests and evaluation can fix log β and ε.
+        """
+        mu_z, logvar_z = self.posterior(x, logbeta, training=training)
+        z = mu_z + tf.exp(0.5 * logvar_z) * eps
+        mean = self.decode_mean(z, logbeta, training=training)
+        kl_values = diag_gaussian_kl(mu_z, logvar_z)
+        return {
+            "mu_z": mu_z,
+            "z": z,
+            "mean": mean,
+            "kl_values": kl_values,
+            "recon": gaussian_nll_sum(x, mean, noise),
+            "kl": kl_per_sample(kl_values),
+            "kl_penalised": kl_per_sample(kl_values, self.cfg.free_bits),
+        }
+
+    def kl_warmup(self, step) -> tf.Tensor:
+        """KL weight multiplier at this step: a linear ramp to 1 over ``kl_warmup_steps``."""
+        if self.cfg.kl_warmup_steps <= 0:
+            return tf.constant(1.0)
+        ramp = (tf.cast(step, tf.float32) + 1.0) / float(self.cfg.kl_warmup_steps)
+        return tf.minimum(1.0, ramp)
+
+    def compute_losses(self, x, step, seed, rank, training: bool = True, noise=None, logbeta=None) -> dict:
+        """Both optimizers' losses and per-sample metrics for one batch.
+
+        Parameters
+        ----------
+        x
+            ``(B, H, W, 1)`` normalized images.
+        step, seed, rank
+            Seed the in-graph draws of log β and ε.
+        noise
+            ``(B,)`` noise σ per image in normalized units (the batch's ``"noise"``). ``None`` means
+            1, which is what fitsae's normalization aims for.
+        logbeta
+            ``(B,)`` to evaluate at fixed log β instead of drawing it.
+
+        Returns
+        -------
+        dict
+            Scalars ``loss_primary`` (β-weighted objective) and ``loss_variance`` (variance head NLL);
+            per-sample ``(B,)``: ``mse``, ``nll``, ``recon``, ``kl`` (nats per image), ``rate`` (bits
+            per pixel), ``logbeta``, ``active_units``, and ``kl_dim_XX`` (nats in latent channel XX).
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        batch = tf.shape(x)[0]
+        if logbeta is None:
+            logbeta = self.sample_logbeta(batch, step_seed(seed, rank, step, "beta"))
+        if noise is None:
+            noise = tf.ones([batch], tf.float32)
+        mu_shape = tf.concat([[batch], tf.shape(x)[1:-1] // self.stride, [self.latent_channels]], 0)
+        if self.cfg.architecture == "dense":
+            mu_shape = tf.stack([batch, self.latent_channels])
+        eps = tf.random.stateless_normal(mu_shape, seed=step_seed(seed, rank, step, "noise"))
+
+        terms = self.per_sample_terms(x, logbeta, eps, noise, training=training)
+        loss_primary = beta_objective(
+            terms["recon"], terms["kl_penalised"], logbeta, self.cfg.beta_ref, self.kl_warmup(step)
+        )
+
+        z_var = terms["z"] if self.model_config.nll_to_encoder else tf.stop_gradient(terms["z"])
+        log_var = self.decode_var(z_var, logbeta, training=training)
+        nll = losses.gaussian_nll(x, tf.stop_gradient(terms["mean"]), log_var)
+
+        pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        positions = tf.cast(tf.reduce_prod(tf.shape(terms["mu_z"])[1:-1]), tf.float32)
+        kl_channel = tf.reduce_sum(
+            tf.reshape(terms["kl_values"], [batch, -1, self.latent_channels]), axis=1
+        )  # (B, C): nats carried by each latent channel, all positions together
+        metrics = {
+            "loss_primary": loss_primary,
+            "loss_variance": tf.reduce_mean(nll),
+            "mse": losses.mse(x, terms["mean"]),
+            "nll": nll,
+            "recon": terms["recon"],
+            "kl": terms["kl"],
+            "rate": terms["kl"] / (math.log(2.0) * pixels),
+            "logbeta": logbeta,
+            "active_units": tf.reduce_sum(tf.cast(kl_channel / positions > ACTIVE_NATS, tf.float32), axis=1),
+        }
+        for c in range(self.latent_channels):
+            metrics[f"kl_dim_{c:02d}"] = kl_channel[:, c]
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+    def rate_distortion_terms(self, x, logbeta, noise=None, seed=0) -> dict:
+        """Rate and distortion of each image when operated at the given log β, per sample ``(B,)``.
+
+        The rate is the posterior's KL to the prior (what bits-back / relative-entropy coding of a
+        sample z ~ q costs, in nats); the matching distortion is that of the sampled z. The
+        reconstruction from the posterior mean (what storing ``encode(x)`` gives) is reported too.
+
+        Parameters
+        ----------
+        x
+            ``(B, H, W, 1)`` normalized images.
+        logbeta
+            ``(B,)`` log10 β per image (a constant vector for one point of the RD curve).
+        noise
+            ``(B,)`` noise σ per image in normalized units; ``None`` means 1.
+        seed
+            Seeds the posterior sample, so an evaluation is repeatable.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        batch = tf.shape(x)[0]
+        noise = tf.ones([batch], tf.float32) if noise is None else tf.convert_to_tensor(noise, tf.float32)
+        mu_z, logvar_z = self.posterior(x, logbeta)
+        key = tf.random.experimental.stateless_fold_in(tf.constant([0, 0], tf.int64), tf.cast(seed, tf.int64))
+        eps = tf.random.stateless_normal(tf.shape(mu_z), seed=key)
+        sampled = self.decode_mean(mu_z + tf.exp(0.5 * logvar_z) * eps, logbeta)
+        from_mean = self.decode_mean(mu_z, logbeta)
+        kl = kl_per_sample(diag_gaussian_kl(mu_z, logvar_z))
+        pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+
+        def mse(recon):
+            return tf.reduce_mean(tf.reshape(tf.square(x - recon), [batch, -1]), axis=1)
+
+        mse_sampled = mse(sampled)
+        return {
+            "kl": kl,
+            "rate_bpp": kl / (math.log(2.0) * pixels),
+            "mse": mse_sampled,
+            "mse_over_noise2": mse_sampled / tf.square(noise),
+            "mse_mean_z": mse(from_mean),
+            "recon": sampled,
+            "recon_mean_z": from_mean,
+        }
+
+
+def build_bvae(model_cfg, image_shape=(256, 256, 1)) -> BetaVAE:
+    """The β-VAE for ``image_shape``; :func:`fitsae.models.build_model` calls this for ``kind: bvae``."""
+    return BetaVAE(model_cfg, image_shape)
