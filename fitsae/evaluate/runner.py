@@ -111,36 +111,28 @@ def parse_etas(text: str | None, channels: int) -> list[int] | None:
 
 
 def _manifest_for(paths: list[str], data_cfg, save_to: Path, what: str):
-    """Index ``paths`` (or load a ``.jsonl`` manifest) on rank 0, share the manifest with all ranks.
+    """Index ``paths`` (or load a ``.jsonl`` manifest) and record it beside the report.
 
-    Rank 0 writes it beside the report (a record of what was evaluated); the other ranks read it
-    after a barrier, so headers are read once, not once per rank.
+    Under MPI the files are scanned by all ranks in parallel and every rank gets the whole
+    manifest; rank 0 writes it to ``save_to`` as a record of exactly what was evaluated.
     """
     from fitsae.data.manifest import Manifest, index_paths
 
-    world = distributed.comm()
-    error = None
+    try:
+        if len(paths) == 1 and str(paths[0]).endswith(".jsonl"):
+            manifest, rejected = Manifest.load(paths[0]), []
+        else:
+            manifest, rejected = index_paths(list(paths), data_cfg, comm=distributed.comm())
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"{what}: {err}") from err
+    if rejected:
+        log.warning("%s: %d input(s) rejected:\n%s", what, len(rejected),
+                    "\n".join(f"  {_describe_rejected(r)}" for r in rejected))
+    if len(manifest) == 0:
+        raise EvaluationError(f"{what}: no usable images in {', '.join(map(str, paths))}")
     if distributed.is_root():
-        try:
-            if len(paths) == 1 and str(paths[0]).endswith(".jsonl"):
-                manifest = Manifest.load(paths[0])
-                rejected = []
-            else:
-                manifest, rejected = index_paths(list(paths), data_cfg)
-            for item in rejected:
-                log.warning("%s: skipped %s", what, _describe_rejected(item))
-            if len(manifest) == 0:
-                error = f"{what}: no usable images in {', '.join(map(str, paths))}"
-            else:
-                save_to.parent.mkdir(parents=True, exist_ok=True)
-                manifest.save(save_to)
-        except (OSError, ValueError) as err:
-            error = f"{what}: {err}"
-    error = world.bcast(error, root=0)
-    if error:
-        raise EvaluationError(error)
-    world.Barrier()
-    return Manifest.load(save_to)
+        manifest.save(save_to)
+    return manifest
 
 
 def _describe_rejected(item) -> str:
@@ -419,7 +411,7 @@ class _Context:
         self.test_manifest = _manifest_for(
             options.data, replace(cfg.data, paths=list(options.data)), out / "test.manifest.jsonl", "test data"
         )
-        train_paths = list(options.pca_data or cfg.data.paths)
+        train_paths = self.pca_paths = self._pca_paths()
         self.train_manifest = _manifest_for(
             train_paths, replace(cfg.data, paths=train_paths), out / "train.manifest.jsonl",
             "PCA training sample (use --pca-data to point elsewhere)",
@@ -442,6 +434,20 @@ class _Context:
 
             self.writer = tf.summary.create_file_writer(str(Path(options.run_dir) / "tb" / "eval"))
 
+    def _pca_paths(self) -> list[str]:
+        """``--pca-data``, else the exact manifest training used (RUN/manifest.jsonl), else data.paths."""
+        if self.options.pca_data:
+            return list(self.options.pca_data)
+        recorded = Path(self.options.run_dir) / "manifest.jsonl"
+        if recorded.is_file():
+            return [str(recorded)]
+        if not self.cfg.data.paths:
+            raise EvaluationError(
+                f"{self.options.run_dir}: no RUN/manifest.jsonl and no data.paths in params.yaml to fit "
+                "the PCA baseline on; give training images with --pca-data"
+            )
+        return list(self.cfg.data.paths)
+
     def _tile_shape(self) -> tuple[int, int]:
         shape = None
         for batch in _batches(self.test_manifest, self.data_cfg, self.seed, 1, 1):
@@ -454,13 +460,10 @@ class _Context:
         return shapes[0]
 
     def _warn_overlap(self) -> None:
-        def files(m):
-            return {str(Path(getattr(r, "path", None) or r["path"]).resolve()) for r in _rows(m)}
+        def files(manifest):
+            return {str(Path(row.path).resolve()) for row in manifest}
 
-        try:
-            shared = files(self.test_manifest) & files(self.train_manifest)
-        except (TypeError, KeyError):
-            return
+        shared = files(self.test_manifest) & files(self.train_manifest)
         if shared:
             log.warning("%d test file(s) are also in the training data (e.g. %s): scores are optimistic",
                         len(shared), sorted(shared)[0])
@@ -470,7 +473,7 @@ class _Context:
         total = float(fit.eigenvalues.sum())
         return {
             "fit_on": "training data sample",
-            "paths": list(self.options.pca_data or self.cfg.data.paths),
+            "paths": self.pca_paths,
             "max_tiles": self.options.pca_tiles,
             "n_vectors": fit.n,
             "dim": fit.dim,
@@ -480,13 +483,6 @@ class _Context:
             "explained_variance_ratio": [float(v) / total if total > 0 else math.nan for v in np.cumsum(fit.eigenvalues)],
             "units": "normalized (noise ≈ 1)",
         }
-
-
-def _rows(manifest):
-    rows = getattr(manifest, "rows", None)
-    if rows is None:
-        rows = list(manifest)
-    return rows
 
 
 def _evaluate_one(ctx: _Context, model, step: int, out_dir: Path) -> dict:
