@@ -1,0 +1,63 @@
+"""``fitsae index``: scan FITS files once, write the manifest and the list of rejected inputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fitsae import config as fconfig
+from fitsae.data.config import DataConfig
+from fitsae.data.manifest import index_paths, rejected_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fitsae index",
+        description="Read every FITS header once (files, directories searched recursively, or globs), "
+        "measure each image plane's median and noise, and write one JSON line per usable plane to "
+        "MANIFEST; rejected inputs (path, HDU, reason) are printed and written to "
+        "MANIFEST_STEM.rejected.jsonl beside it. Under mpirun the files are split over the ranks. "
+        "Exit 0 when at least one image is usable (with --strict: and nothing was rejected), 2 otherwise.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    parser.add_argument("--out", required=True, metavar="MANIFEST", help="manifest to write (.jsonl)")
+    parser.add_argument("--config", help="experiment YAML whose data: section sets tile/stride/edge")
+    parser.add_argument("--tile", type=int, help="tile side (overrides the config; default 256)")
+    parser.add_argument("--stride", type=int, help="tile stride (default: the tile side)")
+    parser.add_argument("--edge", choices=("shift", "pad", "drop"), help="edge policy (default shift)")
+    parser.add_argument("--strict", action="store_true", help="exit 2 if any input was rejected")
+    return parser
+
+
+def _data_config(args) -> DataConfig:
+    section = fconfig.read_yaml(args.config).get("data", {}) if args.config else {}
+    overrides = {k: v for k, v in (("tile", args.tile), ("stride", args.stride), ("edge", args.edge)) if v is not None}
+    return fconfig.from_dict(DataConfig, {**section, **overrides}, "data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = _data_config(args)
+    except fconfig.ConfigError as err:
+        print(f"fitsae index: {err}", file=sys.stderr)
+        return 2
+    from fitsae import distributed
+
+    workers = distributed.init_workers(configure_tensorflow=False)
+    manifest, rejected = index_paths(args.paths, cfg, distributed.comm() if workers.size > 1 else None)
+    if workers.is_root:
+        manifest.save(args.out)
+        bad = rejected_path(args.out)
+        bad.write_text("".join(json.dumps(r) + "\n" for r in rejected))
+        print(f"{args.out}: {manifest.summary()}")
+        if rejected:
+            print(f"{len(rejected)} rejected (also in {bad}):")
+            for r in rejected:
+                hdu = "-" if r["hdu"] is None else r["hdu"]
+                print(f"  {r['path']}  HDU {hdu}: {r['reason']}")
+    if not len(manifest):
+        print("fitsae index: no usable image", file=sys.stderr)
+        return 2
+    return 2 if args.strict and rejected else 0
