@@ -128,7 +128,7 @@ def _describe(path, index, hdu, fileinfo, file_size, gzipped) -> ImageHDUInfo | 
     if len(shape) == 3 and shape[0] == 1:
         shape = shape[1:]
     if isinstance(hdu, fits.CompImageHDU):
-        compressed, offset = str(header.get("ZCMPTYPE", hdu._header.get("ZCMPTYPE", "tile"))), None
+        compressed, offset = str(getattr(hdu, "compression_type", None) or "tile-compressed"), None
     elif gzipped:
         compressed, offset = "gzip-file", None
     else:
