@@ -41,6 +41,8 @@ def soft_clamp(raw: tf.Tensor, low: float, high: float) -> tf.Tensor:
 
     Used for the log-variance head: a hard clip would cut the gradient of every pixel outside the
     range, so an untrained head could stay stuck there; softplus keeps a gradient everywhere.
+    The final clip only trims the ~log(1 + e^(low-high)) the two softplus overshoot the lower
+    bound by, where the gradient is already negligible.
     """
     above_low = low + tf.nn.softplus(raw - low)
-    return high - tf.nn.softplus(high - above_low)
+    return tf.clip_by_value(high - tf.nn.softplus(high - above_low), low, high)

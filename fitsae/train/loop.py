@@ -219,28 +219,13 @@ def _all_finite(variables) -> bool:
 
 
 def _fits_data(cfg: ExperimentConfig, run_dir: Path, workers):
-    """The FITS pipeline for this rank: rank 0 indexes ``data.paths`` into RUN/manifest.jsonl."""
-    from fitsae.data.manifest import Manifest, index_paths
+    """The FITS pipeline for this rank; the manifest it trains on is kept as RUN/manifest.jsonl."""
+    from fitsae.data.manifest import load_or_index
     from fitsae.data.pipeline import Pipeline
 
-    comm = distributed.comm()
-    manifest_path = run_dir / "manifest.jsonl"
-    error = None
+    manifest = load_or_index(cfg.data, distributed.comm())
     if workers.is_root:
-        try:
-            if not manifest_path.is_file():
-                manifest, rejected = index_paths(cfg.data.paths, cfg.data)
-                for row in rejected:
-                    log.warning("skipping %s", row)
-                if not len(manifest):
-                    raise fconfig.ConfigError(f"data.paths {cfg.data.paths}: no usable FITS images")
-                manifest.save(manifest_path)
-        except Exception as err:  # reported on every rank below, so none is left waiting
-            error = f"{type(err).__name__}: {err}"
-    error = comm.bcast(error, root=0)
-    if error:
-        raise fconfig.ConfigError(f"cannot index training data: {error}")
-    manifest = Manifest.load(manifest_path)
+        manifest.save(run_dir / "manifest.jsonl")
     return Pipeline(manifest, cfg.data, seed=cfg.train.seed, rank=workers.rank, size=workers.size)
 
 
@@ -289,8 +274,11 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     keras.utils.set_random_seed(cfg.train.seed)
     if data is None:
         data = _fits_data(cfg, run_dir, workers)
-    image_shape = training_image_shape(cfg)
-    model = build_model(cfg.model, image_shape)
+    try:
+        image_shape = training_image_shape(cfg)
+        model = build_model(cfg.model, image_shape)
+    except ValueError as err:
+        raise fconfig.ConfigError(f"model: {err}") from err
     opt1, opt2 = build_optimizers(cfg.optimizer, cfg.train.steps, workers.size)
     primary, variance = model.primary_variables, model.variance_variables
     opt1.build(primary)
@@ -326,7 +314,9 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     dataset = data.training(start_step=start)
     spec = dataset.element_spec["x"]
     if image_shape[0] is not None and tuple(spec.shape[1:]) != tuple(image_shape):
-        raise ValueError(f"the data give images of shape {tuple(spec.shape[1:])}, the model was built for {image_shape}")
+        raise fconfig.ConfigError(
+            f"the data give images of shape {tuple(spec.shape[1:])}, the model was built for {image_shape}"
+        )
     seed, rank = cfg.train.seed, workers.rank
 
     @tf.function

@@ -1,0 +1,78 @@
+"""``fitsae train``: train or resume a tunable autoencoder, alone or under mpirun/srun."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from fitsae import config as fconfig
+from fitsae.train.signals import EXIT_DIVERGED, EXIT_REQUEUE, EXIT_USAGE
+
+EPILOG = f"""\
+configs: section defaults <- --config FILE.yaml <- --set section.key=value (strict: unknown keys
+are errors). The resolved config is saved as RUN/params.yaml. Named configs live in train/.
+
+resume: if RUN already has checkpoints, training continues from the newest (the model section and
+train.seed must match; --config may then be omitted and RUN/params.yaml is used).
+
+exit codes: 0 finished; 2 bad config or data; {EXIT_DIVERGED} non-finite loss (nothing saved for it;
+lower the learning rate, rerun resumes from the last good checkpoint); {EXIT_REQUEUE} stopped by
+SIGTERM/SIGUSR1 after checkpointing -- please requeue, the same command resumes exactly.
+
+TensorBoard: tensorboard --logdir RUN/tb
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fitsae train",
+        description="Train (or resume) a tunable-rate autoencoder on FITS images. Run it alone, "
+        "or as `mpirun -np N fitsae train ...` / `srun fitsae train ...` for data-parallel training "
+        "with Horovod (data.batch_size is per rank).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="experiment YAML (e.g. train/smoke.yaml)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="run directory (created; resumed if it has checkpoints)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable), e.g. --set train.steps=100")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from fitsae.train.config import ExperimentConfig
+
+    config_path = args.config
+    if config_path is None:
+        saved = args.run_dir / "params.yaml"
+        if not saved.is_file():
+            print(f"fitsae train: give --config FILE (no {saved} to resume from)", file=sys.stderr)
+            return EXIT_USAGE
+        config_path = saved
+    try:
+        cfg = fconfig.load(ExperimentConfig, config_path, args.overrides)
+    except fconfig.ConfigError as err:
+        print(f"fitsae train: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from fitsae import distributed
+    from fitsae.data.manifest import ManifestError
+    from fitsae.io.errors import FitsInputError
+    from fitsae.train.checkpoints import CheckpointError
+    from fitsae.train.loop import train
+
+    try:
+        distributed.init_workers()
+        result = train(cfg, args.run_dir)
+    except (fconfig.ConfigError, distributed.DistributedError, ManifestError, FitsInputError, CheckpointError) as err:
+        logging.getLogger("fitsae").error("%s", err)
+        print(f"fitsae train: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Dense and fully-convolutional tunable autoencoders: shapes, heads, the two gradient paths."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fitsae.models import build_model
+from fitsae.models.config import ModelConfig
+
+
+def conv_cfg(**kw):
+    return ModelConfig(kind="conv", latent_channels=4, filters=[4, 8], **kw)
+
+
+def test_conv_model_takes_any_size_divisible_by_stride():
+    model = build_model(conv_cfg(strides=[2, 4]), (None, None, 1))
+    assert model.stride == 8 and model.latent_channels == 4
+    for h, w in [(16, 24), (64, 8)]:
+        x = tf.zeros([2, h, w, 1])
+        z = model.encode(x, tf.constant([1, 4]))
+        assert tuple(z.shape) == (2, *model.latent_shape(h, w))
+        assert model.decode_mean(z).shape == x.shape and model.decode_var(z).shape == x.shape
+    with pytest.raises(ValueError, match="divisible"):
+        build_model(conv_cfg(), (30, 32, 1))
+
+
+def test_dense_model_shapes_and_fixed_size():
+    model = build_model(ModelConfig(kind="dense", latent_channels=5, hidden=[16]), (8, 8, 1))
+    z = model.encode(tf.zeros([3, 8, 8, 1]), tf.constant([5, 2, 1]))
+    assert z.shape == (3, 5) and model.stride == 1
+    np.testing.assert_array_equal(z.numpy()[2, 1:], 0)
+    with pytest.raises(ValueError, match="fixed image size"):
+        build_model(ModelConfig(kind="dense"), (None, None, 1))
+
+
+def test_heads_are_linear_mean_and_clamped_log_variance():
+    cfg = conv_cfg(logvar_min=-3.0, logvar_max=2.0)
+    model = build_model(cfg, (None, None, 1))
+    z = 50.0 * tf.random.stateless_normal([4, 4, 4, 4], seed=[0, 1])
+    mu, logvar = model.decode_mean(z).numpy(), model.decode_var(z).numpy()
+    # A linear head reaches negative values (the notebooks' ReLU head could not).
+    assert mu.min() < 0 < mu.max()
+    assert logvar.min() >= -3.0 and logvar.max() <= 2.0
+    assert logvar.min() < -2.5 and logvar.max() > 1.5
+
+
+@pytest.mark.parametrize("nll_to_encoder", [False, True])
+def test_nll_reaches_only_the_variance_decoder_unless_allowed(nll_to_encoder):
+    model = build_model(conv_cfg(nll_to_encoder=nll_to_encoder), (None, None, 1))
+    x = tf.random.stateless_normal([2, 8, 8, 1], seed=[1, 1])
+    with tf.GradientTape(persistent=True) as tape:
+        out = model.compute_losses(x, 0, 0, 0)
+    encoder_grads = tape.gradient(out["loss_variance"], model.encoder.trainable_variables)
+    mean_grads = tape.gradient(out["loss_variance"], model.mean_decoder.trainable_variables)
+    var_grads = tape.gradient(out["loss_primary"], model.var_decoder.trainable_variables)
+    assert all(g is None for g in mean_grads)
+    assert all(g is None for g in var_grads)
+    assert all((g is not None) == nll_to_encoder for g in encoder_grads)
+    encoder_ids = {id(v) for v in model.encoder.trainable_variables}
+    assert bool(encoder_ids & {id(v) for v in model.variance_variables}) == nll_to_encoder
+    assert not {id(v) for v in model.var_decoder.trainable_variables} & {id(v) for v in model.primary_variables}
+
+
+def test_compute_losses_returns_the_protocol():
+    model = build_model(conv_cfg(eta_per="example"), (None, None, 1))
+    out = model.compute_losses(tf.zeros([5, 8, 8, 1]), 3, 0, 1)
+    assert out["loss_primary"].shape == () and out["loss_variance"].shape == ()
+    for key in ("mse", "nll", "eta"):
+        assert out[key].shape == (5,) and out[key].dtype == tf.float32
+    np.testing.assert_allclose(out["loss_primary"].numpy(), out["mse"].numpy().mean(), rtol=1e-6)
+    fixed = model.compute_losses(tf.zeros([2, 8, 8, 1]), 0, 0, 0, eta=tf.constant([2, 2]))
+    np.testing.assert_array_equal(fixed["eta"].numpy(), [2, 2])
