@@ -43,7 +43,7 @@ from fitsae import losses
 from fitsae.models.bvae_losses import beta_objective, diag_gaussian_kl, gaussian_nll_sum, kl_per_sample
 from fitsae.models.masking import step_seed
 
-__all__ = ["BetaVAE", "FiLM", "build_bvae", "ACTIVE_NATS"]
+__all__ = ["BetaVAE", "BVAEInference", "FiLM", "build_bvae", "ACTIVE_NATS"]
 
 # A latent channel is "active" for an image when it carries more than this many nats per latent
 # position (Burda et al. 2016 use a 0.01 variance threshold; in nats it is the same order).
@@ -209,11 +209,12 @@ class BetaVAE(keras.Model):
             self.var_decoder = _conv_decoder(model_cfg, self.image_shape, "var_decoder")
 
     # ------------------------------------------------------------------ shapes and variables
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
-        """Shape of one image's latent: ``(C,)`` for dense, ``(H/s, W/s, C)`` for conv."""
+    def latent_shape(self, height, width) -> tuple:
+        """Shape of one image's latent: ``(C,)`` for dense, ``(H/s, W/s, C)`` for conv; None stays None."""
         if self.cfg.architecture == "dense":
             return (self.latent_channels,)
-        return (height // self.stride, width // self.stride, self.latent_channels)
+        rows, cols = (None if n is None else n // self.stride for n in (height, width))
+        return (rows, cols, self.latent_channels)
 
     @property
     def primary_variables(self) -> list:
@@ -387,6 +388,65 @@ class BetaVAE(keras.Model):
             "recon": sampled,
             "recon_mean_z": from_mean,
         }
+
+    # ------------------------------------------------------------------ summaries and export
+    def image_logbetas(self) -> list[float]:
+        """The log β of TensorBoard image panels: both ends and the middle of the trained range."""
+        a, b = self.cfg.logbeta_range
+        return [a, 0.5 * (a + b), b]
+
+    def image_predictions(self, x) -> dict:
+        """``{"logbeta_<v>": (μ, log σ²)}`` from the posterior mean at each of :meth:`image_logbetas`.
+
+        The training loop's image panels call this instead of ``encode(x, eta)`` because this
+        model's rate knob is log β, not a mask size.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        out = {}
+        for value in self.image_logbetas():
+            logbeta = tf.fill([tf.shape(x)[0]], tf.constant(value, tf.float32))
+            z = self.encode(x, logbeta)
+            out[f"logbeta_{value:+.2f}"] = (self.decode_mean(z, logbeta), self.decode_var(z, logbeta))
+        return out
+
+    def inference_module(self, params_yaml: str = "") -> "BVAEInference":
+        """The SavedModel-ready inference half (see :class:`BVAEInference`)."""
+        return BVAEInference(self, params_yaml)
+
+
+class BVAEInference(tf.Module):
+    """Encoder and decoders of a trained β-VAE with fixed input signatures, for ``tf.saved_model``.
+
+    Loads with ``tf.saved_model.load`` in plain TensorFlow (no fitsae, no Keras objects):
+    ``encode(x, logbeta)`` → posterior mean, ``decode_mean(z, logbeta)`` → μ,
+    ``decode_var(z, logbeta)`` → log σ², with x float32 (B, H, W, 1) normalized and logbeta float32
+    (B,) log10 β; ``logbeta_range`` says which β the model was trained for. Conv models take any
+    H, W divisible by ``stride``.
+    """
+
+    def __init__(self, model: BetaVAE, params_yaml: str = ""):
+        super().__init__(name="fitsae_bvae_inference")
+        self.model = model
+        self.latent_channels = tf.Variable(int(model.latent_channels), trainable=False, dtype=tf.int64)
+        self.stride = tf.Variable(int(model.stride), trainable=False, dtype=tf.int64)
+        self.logbeta_range = tf.Variable(list(model.cfg.logbeta_range), trainable=False, dtype=tf.float32)
+        self.params_yaml = tf.Variable(params_yaml, trainable=False, dtype=tf.string)
+        if model.cfg.architecture == "dense":
+            height, width, channels = model.image_shape
+        else:
+            height, width, channels = None, None, model.image_shape[-1]
+        x_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="x")
+        lb_spec = tf.TensorSpec([None], tf.float32, name="logbeta")
+        z_spec = tf.TensorSpec([None, *model.latent_shape(height, width)], tf.float32, name="z")
+        self.encode = tf.function(lambda x, logbeta: model.encode(x, logbeta), input_signature=[x_spec, lb_spec])
+        self.decode_mean = tf.function(lambda z, logbeta: model.decode_mean(z, logbeta),
+                                       input_signature=[z_spec, lb_spec])
+        self.decode_var = tf.function(lambda z, logbeta: model.decode_var(z, logbeta),
+                                      input_signature=[z_spec, lb_spec])
+
+    def signatures(self) -> dict:
+        """The concrete functions to pass as ``signatures=`` to ``tf.saved_model.save``."""
+        return {name: getattr(self, name).get_concrete_function() for name in ("encode", "decode_mean", "decode_var")}
 
 
 def build_bvae(model_cfg, image_shape=(256, 256, 1)) -> BetaVAE:

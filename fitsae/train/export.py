@@ -55,6 +55,10 @@ class InferenceModule(tf.Module):
 def export_model(model, path, params_yaml: str = "") -> Path:
     """Write ``model`` as a SavedModel at ``path`` (replacing an older export there)."""
     path = Path(path)
+    if hasattr(model, "inference_module"):  # β-VAE: encode/decode also take log β
+        module = model.inference_module(params_yaml)
+        tf.saved_model.save(module, str(path), signatures=module.signatures())
+        return path
     module = InferenceModule(model, params_yaml)
     tf.saved_model.save(
         module, str(path),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-__all__ = ["Summaries", "asinh_stretch", "panel"]
+__all__ = ["Summaries", "asinh_stretch", "panel", "render"]
 
 # Residuals are shown over ±RESIDUAL_RANGE noise σ (normalized data have noise ≈ 1).
 RESIDUAL_RANGE = 5.0
@@ -33,8 +33,13 @@ def panel(model, x: tf.Tensor, eta: int) -> tf.Tensor:
     x = tf.convert_to_tensor(x, tf.float32)
     etas = tf.fill([tf.shape(x)[0]], tf.constant(eta, tf.int32))
     z = model.encode(x, etas)
-    mu = model.decode_mean(z)
-    sigma = tf.exp(0.5 * model.decode_var(z))
+    return render(x, model.decode_mean(z), model.decode_var(z))
+
+
+def render(x: tf.Tensor, mu: tf.Tensor, log_var: tf.Tensor) -> tf.Tensor:
+    """[input | μ | σ | residual] per example from a prediction (μ, log σ²) of ``x``."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    sigma = tf.exp(0.5 * log_var)
     axes = [1, 2, 3]
     low, high = tf.reduce_min(x, axis=axes), tf.reduce_max(x, axis=axes)
     columns = [
@@ -77,6 +82,10 @@ class Summaries:
         if not self.enabled:
             return
         with self._writer.as_default(step=step):
+            if hasattr(model, "image_predictions"):  # β-VAE: its rate knob is log β, not η
+                for tag, (mu, log_var) in model.image_predictions(x).items():
+                    tf.summary.image(f"images/{tag}", render(x, mu, log_var), max_outputs=int(x.shape[0]))
+                return
             for eta in etas:
                 tf.summary.image(f"images/eta_{int(eta):03d}", panel(model, x, int(eta)), max_outputs=int(x.shape[0]))
 
