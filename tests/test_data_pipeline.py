@@ -1,0 +1,239 @@
+"""The tf.data pipeline: batch contract, determinism, exact resume, sharding, bad files at run time."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from astropy.io import fits
+
+from fitsae.data.config import DataConfig
+from fitsae.data.manifest import Manifest, ManifestError, index_paths, tile_origins
+from fitsae.data.normalize import denormalize
+from fitsae.data.pipeline import Pipeline, PipelineError
+from data_helpers import gaussian_field, write_raw_fits
+
+COMPRESSED = os.path.join(os.path.dirname(fits.__file__), "hdu", "compressed", "tests", "data")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """13 images of 16x24 (2 tiles of 16 with edge=shift... plus a 3-plane cube) → 32 tiles."""
+    d = tmp_path_factory.mktemp("pipe")
+    rng = np.random.default_rng(3)
+    for i in range(13):
+        fits.PrimaryHDU(gaussian_field(rng, (16, 24), background=50.0 + i, sigma=2.0)).writeto(d / f"im{i:02d}.fits")
+    cube = np.stack([gaussian_field(rng, (16, 24), sigma=3.0) for _ in range(3)]).round().astype(np.int16)
+    fits.PrimaryHDU(cube).writeto(d / "cube.fits")
+    cfg = DataConfig(tile=16, batch_size=3)
+    manifest, rejected = index_paths([str(d)], cfg)
+    assert not rejected and len(manifest) == 16
+    return d, manifest
+
+
+def _take(ds, n):
+    return [{k: v.numpy() for k, v in b.items()} for b in ds.take(n)]
+
+
+def _equal(a, b):
+    return all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x) and len(a) == len(b)
+
+
+def test_batch_contract(dataset):
+    _, manifest = dataset
+    cfg = DataConfig(tile=16, crop=8, batch_size=3)
+    pipe = Pipeline(manifest, cfg, seed=1)
+    assert pipe.n_tiles == 32 and pipe.steps_per_epoch == 10
+    batch = _take(pipe.training(), 1)[0]
+    assert set(batch) == {"x", "offset", "scale", "noise", "tile_id"}
+    assert batch["x"].shape == (3, 8, 8, 1) and batch["x"].dtype == np.float32
+    for key in ("offset", "scale", "noise"):
+        assert batch[key].shape == (3,) and batch[key].dtype == np.float32
+    assert batch["tile_id"].dtype == np.int64
+    np.testing.assert_array_equal(batch["noise"], 1.0)
+    tiles = np.concatenate([b["x"] for b in _take(pipe.evaluation(8), 10)])
+    assert abs(float(np.median(tiles))) < 0.3  # background ≈ 0 in noise units
+    assert 0.7 < float(np.median(np.abs(np.diff(tiles, axis=2)))) * 1.4826 / np.sqrt(2) < 1.3  # noise ≈ 1
+
+
+def test_same_seed_same_batches_other_seed_others(dataset):
+    _, manifest = dataset
+    cfg = DataConfig(tile=16, crop=12, batch_size=3)
+    a = _take(Pipeline(manifest, cfg, seed=5).training(), 4)
+    b = _take(Pipeline(manifest, cfg, seed=5).training(), 4)
+    c = _take(Pipeline(manifest, cfg, seed=6).training(), 4)
+    assert _equal(a, b)
+    assert not _equal(a, c)
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 5])
+def test_resume_reproduces_the_uninterrupted_stream(dataset, shuffle_buffer):
+    _, manifest = dataset
+    cfg = DataConfig(tile=16, crop=12, batch_size=3, shuffle_buffer=shuffle_buffer)
+    pipe = Pipeline(manifest, cfg, seed=2)
+    spe = pipe.steps_per_epoch
+    full = _take(pipe.training(0), 2 * spe + 3)
+    for start in (1, spe - 1, spe, spe + 4, 2 * spe + 1):
+        resumed = _take(Pipeline(manifest, cfg, seed=2).training(start), 2)
+        assert _equal(resumed, full[start:start + 2]), start
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 7])
+def test_ranks_get_disjoint_equal_shards_covering_all_but_the_remainder(dataset, shuffle_buffer):
+    _, manifest = dataset
+    cfg = DataConfig(tile=16, batch_size=2, shuffle_buffer=shuffle_buffer)
+    size = 3
+    pipes = [Pipeline(manifest, cfg, seed=4, rank=r, size=size) for r in range(size)]
+    assert {p.steps_per_epoch for p in pipes} == {32 // (2 * size)}
+    used = pipes[0].steps_per_epoch * 2 * size
+    left_out = []
+    for epoch in range(3):
+        shards = [set(p.shard(epoch)) for p in pipes]
+        assert all(len(s) == used // size for s in shards)
+        assert not (shards[0] & shards[1] or shards[0] & shards[2] or shards[1] & shards[2])
+        union = set().union(*shards)
+        assert len(union) == used
+        left_out.append(set(range(32)) - union)
+        # The shard is what the training stream yields, in order.
+        streamed = np.concatenate([b["tile_id"] for b in _take(pipes[1].training(epoch * pipes[1].steps_per_epoch),
+                                                                 pipes[1].steps_per_epoch)])
+        np.testing.assert_array_equal(streamed, pipes[1].shard(epoch))
+    assert len({frozenset(s) for s in left_out}) > 1  # the dropped remainder changes per epoch
+    assert sorted(pipes[0].epoch_order(0)) == list(range(32))
+
+
+def test_evaluation_covers_every_tile_once_and_denormalizes_to_astropy(dataset):
+    _, manifest = dataset
+    for normalization in ("robust", "asinh", "none"):
+        cfg = DataConfig(tile=16, batch_size=4, normalization=normalization)
+        seen = []
+        for rank in range(3):
+            pipe = Pipeline(manifest, cfg, rank=rank, size=3)
+            for batch in _take(pipe.evaluation(5), 100):
+                assert batch["x"].shape[1:] == (16, 16, 1)
+                physical = denormalize(batch["x"], batch["offset"], batch["scale"], cfg)
+                for tile, values in zip(batch["tile_id"], physical):
+                    info = pipe.tile_info(tile)
+                    data = fits.getdata(info["path"])
+                    plane = data[info["plane"]] if data.ndim == 3 else data
+                    ref = plane[info["y0"]:info["y0"] + 16, info["x0"]:info["x0"] + 16].astype(np.float64)
+                    scale = float(batch["scale"][0]) if normalization != "none" else 1.0
+                    np.testing.assert_allclose(values[..., 0], ref, rtol=2e-6, atol=1e-4 * scale)
+                seen.extend(batch["tile_id"].tolist())
+        assert sorted(seen) == list(range(32))
+    # edge=shift: the second tile of a 24-wide image starts at 8 (ends at the edge).
+    assert tile_origins(24, 16, 16, "shift") == [0, 8]
+
+
+def test_masked_pixels_are_filled_with_the_background(tmp_path):
+    data = gaussian_field(np.random.default_rng(0), (16, 16))
+    data[3, 4] = np.nan
+    data[7, 7] = np.inf
+    fits.PrimaryHDU(data).writeto(tmp_path / "a.fits")
+    raw = np.random.default_rng(1).integers(0, 100, (16, 16)).astype(np.int16)
+    raw[5, 6] = -1
+    write_raw_fits(tmp_path / "b.fits", raw, 16, BLANK=-1)
+    cfg = DataConfig(tile=16, batch_size=2)
+    manifest, _ = index_paths([str(tmp_path)], cfg)
+    batch = _take(Pipeline(manifest, cfg).evaluation(2), 1)[0]
+    x = batch["x"][..., 0]
+    assert np.isfinite(x).all()
+    assert x[0, 3, 4] == 0.0 and x[0, 7, 7] == 0.0 and x[1, 5, 6] == 0.0
+
+
+def test_edge_pad_pads_small_images(tmp_path):
+    fits.PrimaryHDU(np.arange(80, dtype=np.float32).reshape(8, 10)).writeto(tmp_path / "a.fits")
+    cfg = DataConfig(tile=16, batch_size=1, edge="pad", normalization="none", fill="zero")
+    manifest, _ = index_paths([str(tmp_path)], cfg)
+    x = _take(Pipeline(manifest, cfg).evaluation(1), 1)[0]["x"][0, ..., 0]
+    np.testing.assert_array_equal(x[:8, :10], np.arange(80).reshape(8, 10))
+    assert not x[8:].any() and not x[:, 10:].any()
+
+
+@pytest.mark.parametrize("name", ["m13_rice.fits", "m13_gzip.fits", "m13_hcomp.fits", "compressed_with_nan.fits"])
+def test_tile_compressed_hdus_go_through_astropy(name):
+    path = os.path.join(COMPRESSED, name)
+    tile = 12 if "nan" in name else 64
+    cfg = DataConfig(tile=tile, batch_size=4, normalization="none", fill="zero")
+    manifest, rejected = index_paths([path], cfg)
+    assert not rejected and manifest[0].compressed
+    pipe = Pipeline(manifest, cfg)
+    data = fits.getdata(path)
+    for batch in _take(pipe.evaluation(4), 2):
+        for tile_id, x in zip(batch["tile_id"], batch["x"]):
+            info = pipe.tile_info(tile_id)
+            ref = data[info["y0"]:info["y0"] + tile, info["x0"]:info["x0"] + tile].astype(np.float32)
+            ref[~np.isfinite(ref)] = 0
+            np.testing.assert_array_equal(x[..., 0], ref)
+
+
+def test_multi_extension_file_gives_one_row_per_image_hdu(tmp_path):
+    rng = np.random.default_rng(0)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(gaussian_field(rng, (16, 16)), name="SCI"),
+                  fits.BinTableHDU.from_columns([fits.Column("A", "J", array=[1])]),
+                  fits.ImageHDU(gaussian_field(rng, (16, 16)).astype(np.float64), name="ERR")]).writeto(tmp_path / "m.fits")
+    manifest, rejected = index_paths([str(tmp_path / "m.fits")], DataConfig(tile=16))
+    assert not rejected
+    assert [(r.hdu, r.extname) for r in manifest] == [(1, "SCI"), (3, "ERR")]
+    cfg = DataConfig(tile=16, batch_size=2, normalization="none")
+    x = _take(Pipeline(manifest, cfg).evaluation(2), 1)[0]["x"][..., 0]
+    with fits.open(tmp_path / "m.fits") as hdul:
+        np.testing.assert_array_equal(x[0], hdul[1].data)
+        np.testing.assert_array_equal(x[1], hdul[3].data.astype(np.float32))
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_files_lost_after_indexing_are_skipped_counted_and_reported_once(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        fits.PrimaryHDU(gaussian_field(rng, (16, 16))).writeto(tmp_path / f"im{i}.fits")
+    cfg = DataConfig(tile=16, batch_size=2)
+    manifest, _ = index_paths([str(tmp_path)], cfg)
+    os.remove(tmp_path / "im1.fits")
+    (tmp_path / "im4.fits").write_bytes((tmp_path / "im4.fits").read_bytes()[:3000])  # truncated
+    pipe = Pipeline(manifest, cfg, seed=0)
+    handler = _Records()
+    logger = logging.getLogger("fitsae")
+    logger.addHandler(handler)
+    try:
+        batches = _take(pipe.training(), 3 * pipe.steps_per_epoch)  # three epochs, no crash
+        evaluated = _take(pipe.evaluation(4), 10)
+    finally:
+        logger.removeHandler(handler)
+    assert len(batches) == 3 * pipe.steps_per_epoch
+    tiles = np.concatenate([b["tile_id"] for b in batches])
+    assert not {1, 4} & set(tiles.tolist())
+    assert sorted(np.concatenate([b["tile_id"] for b in evaluated]).tolist()) == [0, 2, 3, 5]
+    assert pipe.skipped >= 2 * 3 + 2
+    assert len(handler.messages) == 2, handler.messages  # once per file
+    joined = "\n".join(handler.messages)
+    assert "im1.fits" in joined and "no longer exists" in joined
+    assert "im4.fits" in joined and "changed size" in joined
+
+
+def test_too_few_tiles_for_the_ranks_is_a_clear_error(dataset):
+    _, manifest = dataset
+    pipe = Pipeline(manifest, DataConfig(tile=16, batch_size=8), size=5)
+    with pytest.raises(PipelineError, match="cannot fill one batch"):
+        pipe.training()
+
+
+def test_manifest_round_trip_and_corrupt_line(dataset, tmp_path):
+    _, manifest = dataset
+    manifest.save(tmp_path / "m.jsonl")
+    assert Manifest.load(tmp_path / "m.jsonl") == manifest
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]))
+    with pytest.raises(ManifestError, match="line 3"):
+        Manifest.load(tmp_path / "bad.jsonl")
