@@ -1,0 +1,202 @@
+"""Rate–distortion of a trained β-VAE across a grid of log β, on held-out tiles.
+
+One β-conditioned network is one whole RD curve: each log β is an operating point. For each point
+this module measures
+
+- **rate**: the posterior's KL to the prior, in nats per image and in bits per pixel. It is what
+  coding a posterior sample costs with bits-back / relative-entropy coding, the standard rate of a
+  VAE; no quantizer is involved, so it is a bound a practical codec approaches, not bytes on disk.
+- **distortion** of the reconstruction from a posterior sample (the one that rate pays for):
+  ``mse`` and ``rmse_over_noise`` exactly as the tunable AE rows of ``report.json`` define them
+  (:class:`fitsae.evaluate.metrics.ErrorSums`, physical units when a DataConfig is given), plus the
+  same for the reconstruction from the posterior mean (``mean_z``), which is what storing
+  ``encode(x)`` as floats gives.
+
+Sums and counts are reduced over ranks once at the end, so under ``mpirun`` every rank scores its
+own share of tiles and all ranks return the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fitsae import distributed
+from fitsae.evaluate.metrics import DataRange, ErrorSums
+
+__all__ = ["default_logbetas", "rate_distortion", "plot_rate_distortion"]
+
+
+def default_logbetas(model, n: int = 7) -> list[float]:
+    """``n`` log β evenly spanning the range the model was trained on (it has seen nothing outside)."""
+    a, b = model.model_config.bvae.logbeta_range
+    return [round(float(v), 6) for v in np.linspace(a, b, n)]
+
+
+def _crop(model, x: np.ndarray) -> np.ndarray:
+    """The part of each tile the model scores: the trained size (dense) or a multiple of the stride."""
+    th, tw = x.shape[1:3]
+    if model.model_config.bvae.architecture == "dense":
+        h, w = model.image_shape[:2]
+        if th < h or tw < w:
+            raise ValueError(
+                f"test tiles are {th}×{tw} but the dense β-VAE was trained on {h}×{w} images; "
+                "evaluate with data of at least that size"
+            )
+    else:
+        h, w = th - th % model.stride, tw - tw % model.stride
+        if min(h, w) < model.stride:
+            raise ValueError(f"test tiles {th}×{tw} are smaller than the model's stride {model.stride}")
+    y0, x0 = (th - h) // 2, (tw - w) // 2
+    return x[:, y0:y0 + h, x0:x0 + w]
+
+
+def rate_distortion(
+    model,
+    batches: Iterable[dict],
+    logbetas: Sequence[float],
+    data_cfg=None,
+    seed: int = 0,
+) -> list[dict]:
+    """Score ``model`` at each log β on every batch.
+
+    Parameters
+    ----------
+    model
+        A :class:`fitsae.models.bvae.BetaVAE`.
+    batches
+        Evaluation batches as produced by ``Pipeline.evaluation``: dicts with ``"x"`` (B, H, W, 1)
+        normalized, ``"noise"`` (B,) in normalized units and, for physical units, ``"offset"`` and
+        ``"scale"``.
+    logbetas
+        The log10 β grid.
+    data_cfg
+        The run's DataConfig. Given, errors are in physical units (as the AE rows of report.json);
+        ``None`` keeps normalized units.
+    seed
+        Seeds the posterior samples so an evaluation is repeatable.
+
+    Returns
+    -------
+    list of dict
+        One row per log β, sorted by log β: ``logbeta``, ``beta``, ``rate_nats_per_image``,
+        ``bits_per_pixel``, ``mse``, ``rmse_over_noise``, ``psnr``, ``mean_z`` (same errors from
+        the posterior mean), ``n_images``.
+    """
+    import tensorflow as tf
+
+    logbetas = sorted(float(v) for v in logbetas)
+    if not logbetas:
+        raise ValueError("rate_distortion needs at least one log β")
+
+    @tf.function(reduce_retracing=True)
+    def score(x, logbeta, noise):
+        return model.rate_distortion_terms(x, logbeta, noise, seed)
+
+    def physical(values, batch):
+        if data_cfg is None:
+            return np.asarray(values, np.float64)
+        from fitsae.data.normalize import denormalize
+
+        return np.asarray(denormalize(values, batch["offset"], batch["scale"], data_cfg), np.float64)
+
+    kl_sums = np.zeros(len(logbetas))
+    sampled = [ErrorSums() for _ in logbetas]
+    mean_z = [ErrorSums() for _ in logbetas]
+    data_range = DataRange()
+    images = 0.0
+    pixels_per_image = 0.0
+    for batch in batches:
+        x = _crop(model, np.asarray(batch["x"], np.float32))
+        noise = np.asarray(batch["noise"], np.float32).reshape(-1)
+        noise_phys = noise.astype(np.float64)
+        if data_cfg is not None:
+            noise_phys = noise_phys * np.asarray(batch["scale"], np.float64).reshape(-1)
+        x_phys = physical(x, batch)
+        data_range.update(x_phys)
+        images += len(x)
+        pixels_per_image = float(np.prod(x.shape[1:]))
+        for k, logbeta in enumerate(logbetas):
+            out = score(tf.constant(x), tf.fill([len(x)], tf.constant(logbeta, tf.float32)), tf.constant(noise))
+            kl_sums[k] += float(np.sum(out["kl"].numpy(), dtype=np.float64))
+            sampled[k].update(x_phys, physical(out["recon"].numpy(), batch), noise_phys)
+            mean_z[k].update(x_phys, physical(out["recon_mean_z"].numpy(), batch), noise_phys)
+
+    # One collective for everything; pixels_per_image is reduced as a max (tiles share one size).
+    totals = distributed.allreduce_sum(
+        np.concatenate([[images], kl_sums, *[e.vector() for e in sampled], *[e.vector() for e in mean_z]])
+    )
+    pixels_per_image = distributed.allreduce_max(pixels_per_image)
+    data_range.reduce()
+    images, kl_sums = float(totals[0]), totals[1:1 + len(logbetas)]
+    width = len(ErrorSums().vector())
+    offset = 1 + len(logbetas)
+    for k in range(len(logbetas)):
+        sampled[k].load(totals[offset + k * width: offset + (k + 1) * width])
+        start = offset + (len(logbetas) + k) * width
+        mean_z[k].load(totals[start:start + width])
+    if images == 0:
+        raise ValueError("rate_distortion: no evaluation images on any rank")
+
+    rows = []
+    for k, logbeta in enumerate(logbetas):
+        nats = kl_sums[k] / images
+        rows.append({
+            "logbeta": logbeta,
+            "beta": 10.0 ** logbeta * model.model_config.bvae.beta_ref,
+            "rate_nats_per_image": nats,
+            "bits_per_pixel": nats / (math.log(2.0) * pixels_per_image),
+            **sampled[k].summary(data_range.peak),
+            "mean_z": mean_z[k].summary(data_range.peak),
+            "n_images": int(images),
+        })
+    return rows
+
+
+def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None = None) -> Path:
+    """RMSE/σ_noise against bits per pixel: the β-VAE curve, and the AE, PCA and fpack of ``report``.
+
+    The β-VAE's rate is its KL (bits-back), the AE's and PCA's are their kept latent values at
+    32 bits each (``bits_per_pixel`` of the report rows), fpack's its compressed heap: the honest
+    rate of each method as it stands.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    rows = sorted(rows, key=lambda r: r["logbeta"])
+    bpp = [r["bits_per_pixel"] for r in rows]
+    err = [r["rmse_over_noise"] for r in rows]
+    ax.plot(bpp, err, "D-", label="β-VAE (KL rate, sampled z)")
+    for r in rows:
+        ax.annotate(f"{r['logbeta']:+.1f}", (r["bits_per_pixel"], r["rmse_over_noise"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if report:
+        results = sorted(report.get("results", []), key=lambda r: r.get("bits_per_pixel") or 0)
+        for method, style in (("ae", "o-"), ("pca", "s--")):
+            pts = [(r.get("bits_per_pixel"), (r.get(method) or {}).get("rmse_over_noise")) for r in results]
+            pts = [p for p in pts if p[0] is not None and p[1] is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=f"{method.upper()} (32-bit latents)")
+        for ctype, marker in (("RICE_1", "^"), ("HCOMPRESS_1", "v")):
+            entries = sorted((e for e in report.get("baselines", {}).get("fpack", [])
+                              if e.get("compression_type") == ctype), key=lambda e: e.get("bits_per_pixel") or 0)
+            if entries:
+                ax.plot([e["bits_per_pixel"] for e in entries], [e["rmse_over_noise"] for e in entries],
+                        marker + ":", label=f"fpack {ctype}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("RMSE / σ_noise")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("rate–distortion (labels: log10 β)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
