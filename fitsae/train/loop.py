@@ -22,6 +22,7 @@ Distributed choices (see also :mod:`fitsae.distributed`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -213,6 +214,14 @@ def _record_session(run_dir: Path, entry: dict) -> None:
     path.write_text(yaml.safe_dump({"sessions": sessions}, sort_keys=False))
 
 
+def _weights_digest(variables) -> str:
+    """SHA-256 of the weights' bytes; equal on every rank exactly when the ranks are in sync."""
+    digest = hashlib.sha256()
+    for v in variables:
+        digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return digest.hexdigest()
+
+
 def _all_finite(variables) -> bool:
     floats = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
     return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in floats])) if floats else True
@@ -318,6 +327,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             f"the data give images of shape {tuple(spec.shape[1:])}, the model was built for {image_shape}"
         )
     seed, rank = cfg.train.seed, workers.rank
+    trained = list({id(v): v for v in primary + variance}.values())
 
     @tf.function
     def train_step(x, step):
@@ -328,7 +338,12 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
         opt1.apply_gradients(zip(grads1, primary))
         if variance:
             opt2.apply_gradients(zip(grads2, variance))
-        return out
+        # A finite loss can still come with an overflowing update; checked here, in the graph,
+        # so a non-finite state is caught at the step that produced it, before any save.
+        finite = tf.math.is_finite(out["loss_primary"]) & tf.math.is_finite(out["loss_variance"])
+        for v in trained:
+            finite &= tf.reduce_all(tf.math.is_finite(v))
+        return out, finite
 
     window = _Window(model.latent_channels, cfg.train.eta_buckets)
     all_variables = model.variables + opt1.variables + opt2.variables
@@ -381,8 +396,8 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             x = batch["x"]
             if image_batch is None:
                 image_batch = x[: cfg.train.image_count]
-            out = train_step(x, tf.constant(step, tf.int64))
-            finite = math.isfinite(float(out["loss_primary"])) and math.isfinite(float(out["loss_variance"]))
+            out, finite = train_step(x, tf.constant(step, tf.int64))
+            finite = bool(finite)
             if finite:
                 window.add(out)
                 if keys is None:
@@ -393,7 +408,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             flag = _DIVERGED if not finite else (_STOP if stop.requested else _GO)
             flag = distributed.allreduce_max(flag)
             if flag >= _DIVERGED:
-                reason, code = f"non-finite loss at step {step}", EXIT_DIVERGED
+                reason, code = f"non-finite loss or weights at step {step}", EXIT_DIVERGED
                 log.error("stopping: %s; no checkpoint written for it (last good: %s). Lower the "
                           "learning rate or check the data, then rerun to resume.", reason,
                           last_saved if last_saved >= 0 else "none")
@@ -418,8 +433,13 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             export_model(model, run_dir / "export", yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False))
     summaries.flush()
     summaries.close()
+    # Cheap end-of-session check that gradient averaging really kept the ranks identical (the
+    # failure mode of Horovod's Keras-3 wrappers is silent divergence, not an error).
+    digests = comm.gather(_weights_digest(model.variables), root=0)
     if root:
-        session.update({"end_step": step, "exit_code": code, "reason": reason})
+        if len(set(digests)) > 1:
+            log.error("model weights differ between ranks at step %d: data-parallel training is broken", step)
+        session.update({"end_step": step, "exit_code": code, "reason": reason, "weight_digests": digests})
         _record_session(run_dir, session)
     comm.Barrier()  # nobody exits (and makes mpirun kill the job) before rank 0 has saved
     return TrainResult(code, step, reason, {k: float(v) for k, v in metrics.items()})
