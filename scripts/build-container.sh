@@ -54,8 +54,14 @@ mkdir -p "$stage/src"
 (cd "$ROOT" && source_files | tar --null -T - -cf -) | tar -xf - -C "$stage/src"
 source_id="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)+$(source_key)"
 mirror="$("$ROOT/scripts/host-mirror.sh")"
+# pip inside the build trusts what pip on this host trusts (a site proxy's CA, say).
+ca="${PIP_CERT:-$(pip config get global.cert 2>/dev/null || true)}"
+[ -n "$ca" ] && [ -f "$ca" ] || ca=/etc/ssl/certs/ca-certificates.crt
+[ -f "$ca" ] || { ca="$stage/empty-ca.pem"; : >"$ca"; }
+cp "$ca" "$stage/build-ca.pem"
 
-args=(--build-arg "mirror=$mirror" --build-arg "src=$stage/src" --build-arg "source_id=$source_id"
+args=(--build-arg "mirror=$mirror" --build-arg "src=$stage/src" --build-arg "ca=$stage/build-ca.pem"
+      --build-arg "source_id=$source_id"
       --build-arg "jobs=${FITSAE_BUILD_JOBS:-2}" --build-arg "tf_extra=${FITSAE_TF_EXTRA:-cpu}")
 [ -n "${PIP_INDEX_URL:-}" ] && args+=(--build-arg "pip_index_url=$PIP_INDEX_URL")
 

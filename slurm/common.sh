@@ -26,9 +26,9 @@ apptainer_command() {
 # PATH... are files/directories the step reads or writes; their directories are bound into the image.
 setup_launcher() {
   local cpus="${SLURM_CPUS_PER_TASK:-1}"
+  # fitsae.distributed sizes TensorFlow's thread pools from FITSAE_THREADS.
+  export FITSAE_THREADS="${FITSAE_THREADS:-$cpus}"
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$cpus}"
-  export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-$cpus}"
-  export TF_NUM_INTEROP_THREADS="${TF_NUM_INTEROP_THREADS:-$cpus}"
   export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
   if [ -n "${FITSAE_IMAGE:-}" ]; then
     [ -f "$FITSAE_IMAGE" ] || die "FITSAE_IMAGE=$FITSAE_IMAGE does not exist"
