@@ -376,12 +376,18 @@ def _monotonic_note(rows: list[dict]) -> dict:
 
 
 def _load(run_dir, checkpoint):
-    from fitsae.train.checkpoints import CheckpointError, load_model
+    from fitsae.train.checkpoints import CheckpointError, load_model, resolve_checkpoint
 
     try:
         cfg, model, step = load_model(run_dir, checkpoint)
     except CheckpointError as err:
         raise EvaluationError(str(err)) from err
+    except (OSError, ValueError, IndexError) as err:
+        # TensorFlow's checkpoint reader reports some truncated files this way (IndexError:
+        # "Read less bytes than requested") rather than as an OpError.
+        _, prefix = resolve_checkpoint(run_dir, checkpoint)
+        raise EvaluationError(f"{prefix}: cannot restore the model from this checkpoint "
+                              f"(corrupt or truncated file?): {err}") from err
     if model.model_config.kind not in ("dense", "conv"):
         raise EvaluationError(
             f"{run_dir}: `fitsae evaluate` scores tunable-rate models (kind dense or conv); "
@@ -433,6 +439,10 @@ class _Context:
             import tensorflow as tf
 
             self.writer = tf.summary.create_file_writer(str(Path(options.run_dir) / "tb" / "eval"))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
     def _pca_paths(self) -> list[str]:
         """``--pca-data``, else the exact manifest training used (RUN/manifest.jsonl), else data.paths."""
@@ -607,6 +617,7 @@ def run(options: EvalOptions) -> list[dict]:
         if len(steps) > 1 and last and distributed.is_root():
             write_report(report, out / "steps" / f"step-{step}")
         reports.append(report)
+    ctx.close()
     _announce(reports[-1], out)
     return reports
 
@@ -645,11 +656,14 @@ def _watch(options: EvalOptions) -> list[dict]:
             last_new = time.monotonic()
             if step >= int(cfg.train.steps):
                 log.info("scored the final checkpoint (step %d = train.steps); watch ends", step)
+                ctx.close()
                 return reports
         idle = time.monotonic() - last_new
         stop = world.bcast(idle >= options.watch_timeout, root=0)
         if stop:
             log.info("no new checkpoint for %.0f s; watch ends", idle)
+            if ctx is not None:
+                ctx.close()
             if not reports:
                 raise EvaluationError(f"{run_dir}: no checkpoint appeared within --watch-timeout {options.watch_timeout:g}s")
             return reports

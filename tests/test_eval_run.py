@@ -1,0 +1,208 @@
+"""``fitsae evaluate`` end to end on a tiny run trained by the real ``fitsae train``."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval_helpers import ASTROPY_DATA, train_run, write_fields
+from fitsae.evaluate.report import CSV_NAME, REPORT_NAME, missing_keys
+
+CONV = {"kind": "conv", "latent_channels": 4, "filters": [8, 8]}
+FIGURES = ("error_vs_ratio.png", "error_vs_bpp.png", "calibration.png", "examples.png", "pca_spectrum.png")
+
+
+@pytest.fixture(scope="module")
+def conv_run(tmp_path_factory):
+    """A conv run (stride 4, C = 4) trained 20 steps on 32×32 fields, checkpoints at 10 and 20."""
+    base = tmp_path_factory.mktemp("evalrun")
+    train_dir = write_fields(base / "train", 12, seed=1)
+    test_dir = write_fields(base / "test", 3, seed=2)
+    run = train_run(base / "run", train_dir, CONV)
+    return {"base": base, "run": run, "test": test_dir}
+
+
+def evaluate(args: list[str], capsys) -> tuple[int, str, str]:
+    """``fitsae evaluate ARGS`` in this process (TensorFlow loads once for the whole module)."""
+    from fitsae.cli import main
+
+    code = main(["evaluate", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def test_report_has_every_schema_key_and_sane_numbers(conv_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code, stdout, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", str(conv_run["test"]), "--out", str(out)], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert missing_keys(report) == []
+
+    assert report["model"]["checkpoint_step"] == 20 and report["model"]["kind"] == "conv"
+    assert report["data"]["n_tiles"] == 3 * 4  # three 32×32 images in 16×16 tiles
+    assert [r["eta"] for r in report["results"]] == [1, 2, 3, 4]
+    for row in report["results"]:
+        # stride 4 on 16×16 tiles: 4×4 latent positions, η values each
+        assert row["latent_values"] == 16 * row["eta"]
+        assert row["compression_ratio"] == pytest.approx(256 / (16 * row["eta"]))
+        for key in ("mse", "rmse_over_noise", "psnr", "nll", "sigma_z_std", "coverage_1sigma", "coverage_2sigma"):
+            assert _finite(row["ae"][key]), key
+        assert 0 <= row["ae"]["coverage_1sigma"] <= row["ae"]["coverage_2sigma"] <= 1
+        for key in ("mse", "rmse_over_noise", "psnr"):
+            assert _finite(row["pca"][key]), key
+    # PCA keeps more of the 16-dim patch variance with more components.
+    pca_errors = [r["pca"]["mse"] for r in report["results"]]
+    assert pca_errors == sorted(pca_errors, reverse=True)
+    assert len(report["pca"]["eigenvalues"]) == 16 and report["pca"]["n_vectors"] == 12 * 4 * 16
+    assert isinstance(report["ae_error_nonincreasing_in_eta"], bool)
+
+    fpack = report["baselines"]["fpack"]
+    assert {e["compression_type"] for e in fpack} == {"RICE_1", "HCOMPRESS_1"} and len(fpack) == 10
+    rice = [e for e in fpack if e["compression_type"] == "RICE_1"]
+    assert [e["bits_per_pixel"] for e in rice] == sorted(e["bits_per_pixel"] for e in rice)
+    assert all(e["n_tiles"] == 12 and 0 < e["rmse_over_noise"] < 1 for e in rice)
+
+    assert report["data"]["psnr_peak"] > 0 and "max − min" in report["data"]["psnr_peak_definition"]
+    example = report["examples"]["tiles"][0]
+    assert [e["eta"] for e in example["etas"]] == [1, 3, 4]
+    assert np.asarray(example["input"]).shape == (16, 16)
+
+    lines = (out / CSV_NAME).read_text().splitlines()
+    assert len(lines) == 1 + 2 * 4 + 10
+    for name in FIGURES:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG", name
+    assert "AE vs PCA" in stdout and "winner" in stdout and "RICE_1 q=4" in stdout
+
+    # Eval scalars went to the run's TensorBoard, at the checkpoint's step.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(conv_run["run"] / "tb" / "eval"))
+    acc.Reload()
+    tags = acc.Tags()["tensors"] + acc.Tags()["scalars"]
+    assert "eval/ae_rmse_over_noise/eta_004" in tags and "eval/pca_psnr/eta_001" in tags
+    events = acc.Tensors("eval/ae_rmse_over_noise/eta_004")
+    assert events[-1].step == 20
+    value = float(np.asarray(__import__("tensorflow").make_ndarray(events[-1].tensor_proto)))
+    assert value == pytest.approx(report["results"][3]["ae"]["rmse_over_noise"], rel=1e-6)
+
+
+def test_checkpoint_all_scores_each_step(conv_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code, stdout, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", str(conv_run["test"]), "--out", str(out),
+                     "--checkpoint", "all", "--etas", "1,4", "--fpack-tiles", "0", "--no-plots",
+                     "--no-tensorboard"], capsys)
+    assert code == 0, stderr
+    steps = {p.name: json.loads((p / REPORT_NAME).read_text()) for p in (out / "steps").iterdir()}
+    assert set(steps) == {"step-10", "step-20"}
+    assert steps["step-10"]["model"]["checkpoint_step"] == 10
+    latest = json.loads((out / REPORT_NAME).read_text())
+    assert latest["model"]["checkpoint_step"] == 20 and [r["eta"] for r in latest["results"]] == [1, 4]
+    assert latest["baselines"]["fpack"] == []
+    # The PCA baseline does not depend on the checkpoint.
+    assert steps["step-10"]["results"][0]["pca"] == latest["results"][0]["pca"]
+
+
+def test_missing_checkpoint_is_a_clear_error(conv_run, tmp_path, capsys):
+    code, stdout, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", str(conv_run["test"]),
+                     "--out", str(tmp_path / "e"), "--checkpoint", "15"], capsys)
+    assert code == 2
+    assert "no checkpoint at step 15" in stderr and "10, 20" in stderr
+    assert "Traceback" not in stderr
+
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    shutil.copy(conv_run["run"] / "params.yaml", empty / "params.yaml")
+    code, stdout, stderr = evaluate(["--run-dir", str(empty), "--data", str(conv_run["test"]), "--out", str(tmp_path / "e2")], capsys)
+    assert code == 2 and "no checkpoints" in stderr and "Traceback" not in stderr
+
+    code, stdout, stderr = evaluate(["--run-dir", str(tmp_path / "nowhere"), "--data", str(conv_run["test"])], capsys)
+    assert code == 2 and "does not exist" in stderr
+
+
+def test_corrupted_checkpoint_is_a_clear_error(conv_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(conv_run["run"], run)
+    data = next((run / "checkpoints").glob("ckpt-20.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    code, stdout, stderr = evaluate(["--run-dir", str(run), "--data", str(conv_run["test"]), "--out", str(tmp_path / "e")], capsys)
+    assert code == 2, stderr
+    assert "ckpt-20" in stderr and "cannot restore" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_watch_scores_every_checkpoint_and_stops_at_the_final_step(conv_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(conv_run["run"], run, ignore=shutil.ignore_patterns("tb"))
+    out = tmp_path / "eval"
+    # train.steps is 20 and the step-20 checkpoint exists: the watch must end by itself.
+    code, stdout, stderr = evaluate(["--run-dir", str(run), "--data", str(conv_run["test"]), "--out", str(out), "--watch",
+                     "--poll", "0.2", "--watch-timeout", "300", "--etas", "2", "--fpack-tiles", "0",
+                     "--no-plots"], capsys)
+    assert code == 0, stderr
+    assert sorted(p.name for p in (out / "steps").iterdir()) == ["step-10", "step-20"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb" / "eval"))
+    acc.Reload()
+    assert [e.step for e in acc.Tensors("eval/ae_rmse_over_noise/eta_002")] == [10, 20]
+
+
+def test_watch_gives_up_when_no_checkpoint_appears(conv_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(conv_run["run"] / "params.yaml", run / "params.yaml")
+    code, stdout, stderr = evaluate(["--run-dir", str(run), "--data", str(conv_run["test"]), "--out", str(tmp_path / "e"),
+                     "--watch", "--poll", "0.1", "--watch-timeout", "0.5"], capsys)
+    assert code == 2 and "no checkpoint appeared" in stderr
+
+
+def test_real_sky_images_shipped_with_astropy(conv_run, tmp_path, capsys):
+    """m13 (300×300, int16) plain and RICE/GZIP/HCOMPRESS tile-compressed, through index + pipeline."""
+    data = ASTROPY_DATA / "hdu" / "compressed" / "tests" / "data"
+    files = [str(data / name) for name in ("m13.fits", "m13_rice.fits", "m13_gzip.fits", "m13_hcomp.fits")]
+    out = tmp_path / "eval"
+    code, stdout, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", *files, "--out", str(out),
+                     "--etas", "1,4", "--fpack-tiles", "8", "--max-tiles", "40", "--no-tensorboard"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert missing_keys(report) == []
+    assert report["data"]["n_tiles"] == 40
+    assert all(_finite(r["ae"]["rmse_over_noise"]) and _finite(r["pca"]["rmse_over_noise"])
+               for r in report["results"])
+    manifest = [json.loads(line) for line in (out / "test.manifest.jsonl").read_text().splitlines()]
+    assert {Path(m["path"]).name for m in manifest} == {Path(f).name for f in files}
+
+
+@pytest.mark.mpi
+def test_two_ranks_give_the_single_process_numbers(conv_run, tmp_path, mpirun, capsys):
+    args = ["--run-dir", str(conv_run["run"]), "--data", str(conv_run["test"]), "--etas", "1,3",
+            "--fpack-tiles", "5", "--no-plots", "--no-tensorboard"]
+    code, _, stderr = evaluate(args + ["--out", str(tmp_path / "one")], capsys)
+    assert code == 0, stderr
+    proc = mpirun(2, [sys.executable, "-m", "fitsae", "evaluate", *args, "--out", str(tmp_path / "two")],
+                  env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    one = json.loads((tmp_path / "one" / REPORT_NAME).read_text())
+    two = json.loads((tmp_path / "two" / REPORT_NAME).read_text())
+    assert two["data"]["ranks"] == 2 and one["data"]["n_tiles"] == two["data"]["n_tiles"] == 12
+    for a, b in zip(one["results"], two["results"]):
+        for method in ("ae", "pca"):
+            for key, value in a[method].items():
+                if key == "z_hist" or key == "n_pixels":
+                    assert b[method][key] == value, key
+                else:
+                    assert b[method][key] == pytest.approx(value, rel=1e-9), (method, key)
+    for a, b in zip(one["baselines"]["fpack"], two["baselines"]["fpack"]):
+        assert b["bits_per_pixel"] == a["bits_per_pixel"] and b["n_tiles"] == a["n_tiles"] == 5
+        assert b["rmse_over_noise"] == pytest.approx(a["rmse_over_noise"], rel=1e-9)
+    assert proc.stdout.count("AE vs PCA") == 1  # the table is printed by rank 0 only
