@@ -1,6 +1,7 @@
 """Rate–distortion of a trained β-VAE: one network, a whole curve, ordered by β."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from fitsae.models.bvae import BetaVAE
 # Trained over log β ∈ [-2, 1.5]; scored where the toy data have a real trade-off. Below β ≈ 0.1 an
 # 8-value latent has captured the blobs and further rate only encodes noise, so the distortion is
 # flat there (within training noise) rather than strictly falling.
+REPO = Path(__file__).resolve().parents[1]
 LOGBETAS = [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5]
 
 
@@ -92,3 +94,39 @@ def test_rd_plot_with_ae_pca_and_fpack(tmp_path):
     }
     path = plot_rate_distortion(rows, tmp_path / "rd.png", report)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_fits_end_to_end_simulate_train_and_rd_report(tmp_path):
+    """Real FITS files → `fitsae train` (kind bvae, conv) → RD report on held-out tiles through the Pipeline."""
+    from fitsae.cli import simulate as simulate_cli
+    from fitsae.cli import train as train_cli
+    from fitsae.data.manifest import index_paths
+    from fitsae.data.pipeline import Pipeline
+    from fitsae.evaluate.bvae_rd import bvae_report, format_bvae_table, write_bvae_report
+    from fitsae.train.checkpoints import load_model
+
+    assert simulate_cli.main(["--kind", "toy", "--n", "12", "--size", "32", "--out", str(tmp_path / "train"), "--seed", "1"]) == 0
+    assert simulate_cli.main(["--kind", "toy", "--n", "4", "--size", "32", "--out", str(tmp_path / "test"), "--seed", "2"]) == 0
+    run = tmp_path / "run"
+    code = train_cli.main([
+        "--config", str(REPO / "train" / "bvae.yaml"), "--run-dir", str(run),
+        "--set", f"data.paths=[{tmp_path / 'train'}]", "--set", "data.tile=32", "--set", "data.crop=null",
+        "--set", "data.batch_size=4", "--set", "model.filters=[8,8]", "--set", "model.latent_channels=4",
+        "--set", "model.bvae.kl_warmup_steps=10", "--set", "train.steps=40", "--set", "train.log_every=20",
+        "--set", "train.image_every=0", "--set", "train.checkpoint_every=40", "--set", "train.export=false",
+    ])
+    assert code == 0
+    cfg, model, step = load_model(run)
+    assert step == 40
+    manifest, rejected = index_paths([str(tmp_path / "test")], cfg.data)
+    assert not rejected
+    batches = Pipeline(manifest, cfg.data, seed=0).evaluation(4).as_numpy_iterator()
+    report = bvae_report(model, step, batches, [-2.0, 0.0, 1.0], data_cfg=cfg.data)
+    rows = report["results"]
+    assert [r["logbeta"] for r in rows] == [-2.0, 0.0, 1.0]
+    assert all(r["n_images"] == 4 and r["rate_nats_per_image"] > 0 and r["mse"] > 0 for r in rows)
+    assert report["model"]["checkpoint_step"] == 40 and report["units"] == "physical"
+    written = write_bvae_report(report, tmp_path / "eval")
+    assert [p.name for p in written] == ["bvae_rd.json", "bvae_rd.png"]
+    assert "log10 β" in format_bvae_table(report)

@@ -18,6 +18,7 @@ own share of tiles and all ranks return the same rows.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,7 +28,17 @@ import numpy as np
 from fitsae import distributed
 from fitsae.evaluate.metrics import DataRange, ErrorSums
 
-__all__ = ["default_logbetas", "rate_distortion", "plot_rate_distortion"]
+__all__ = [
+    "default_logbetas",
+    "rate_distortion",
+    "bvae_report",
+    "write_bvae_report",
+    "format_bvae_table",
+    "plot_rate_distortion",
+]
+
+REPORT_NAME = "bvae_rd.json"
+PLOT_NAME = "bvae_rd.png"
 
 
 def default_logbetas(model, n: int = 7) -> list[float]:
@@ -154,6 +165,69 @@ def rate_distortion(
             "n_images": int(images),
         })
     return rows
+
+
+def bvae_report(model, step: int, batches: Iterable[dict], logbetas: Sequence[float] | None = None,
+                data_cfg=None, seed: int = 0) -> dict:
+    """The β-VAE's evaluation of one checkpoint, as a JSON-ready dict.
+
+    ``{"model": {...}, "rate_definition": ..., "results": [row per log β]}`` with the rows of
+    :func:`rate_distortion`. ``fitsae evaluate`` calls this for ``kind: bvae`` runs instead of the
+    per-η scoring of the tunable AEs.
+    """
+    logbetas = list(logbetas) if logbetas else default_logbetas(model)
+    mc = model.model_config
+    return {
+        "model": {
+            "kind": "bvae",
+            "architecture": mc.bvae.architecture,
+            "checkpoint_step": int(step),
+            "latent_channels": int(model.latent_channels),
+            "stride": int(model.stride),
+            "logbeta_range": list(mc.bvae.logbeta_range),
+            "beta_ref": mc.bvae.beta_ref,
+        },
+        "rate_definition": "KL(q(z|x, logβ) || N(0, 1)) in nats per image (bits-back rate of a posterior "
+                           "sample); bits_per_pixel = nats / (ln 2 · pixels)",
+        "distortion_definition": "mse and rmse_over_noise of the reconstruction from a posterior sample "
+                                 "(mean_z: from the posterior mean), as the AE rows of report.json",
+        "units": "physical" if data_cfg is not None else "normalized",
+        "results": rate_distortion(model, batches, logbetas, data_cfg=data_cfg, seed=seed),
+    }
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_bvae_report(report: dict, out_dir: str | Path, compare: dict | None = None) -> list[Path]:
+    """Write ``bvae_rd.json`` and ``bvae_rd.png`` (rank 0 only calls this).
+
+    ``compare`` is a tunable AE's ``report.json`` (it holds the AE, PCA and fpack rows) to draw on the
+    same axes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / REPORT_NAME
+    path.write_text(json.dumps(_finite(report), indent=2) + "\n")
+    return [path, plot_rate_distortion(report["results"], out_dir / PLOT_NAME, compare)]
+
+
+def format_bvae_table(report: dict) -> str:
+    """The RD rows as a fixed-width table for the terminal."""
+    lines = [f"{'log10 β':>8} {'rate nats/img':>14} {'bits/px':>9} {'mse':>11} {'rmse/σ':>8} {'rmse/σ (μ_z)':>13}"]
+    for r in report["results"]:
+        lines.append(
+            f"{r['logbeta']:>+8.2f} {r['rate_nats_per_image']:>14.3f} {r['bits_per_pixel']:>9.4f} "
+            f"{r['mse']:>11.4g} {r['rmse_over_noise']:>8.4f} {r['mean_z']['rmse_over_noise']:>13.4f}"
+        )
+    return "\n".join(lines)
 
 
 def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None = None) -> Path:
