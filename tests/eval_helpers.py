@@ -12,6 +12,8 @@ import yaml
 from astropy.io import fits
 
 ASTROPY_DATA = Path(fits.__file__).parent
+CONV = {"kind": "conv", "latent_channels": 4, "filters": [8, 8]}
+DENSE = {"kind": "dense", "latent_channels": 6, "hidden": [], "activation": "linear"}
 
 
 def write_fields(directory: Path, n: int, seed: int, size: int = 32) -> Path:
@@ -54,3 +56,18 @@ def clean_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     env.update(TF_CPP_MIN_LOG_LEVEL="2", FITSAE_THREADS="1")
     return env
+
+
+_RUNS: dict = {}
+
+
+def shared_run(tmp_path_factory, name: str, model: dict, tile: int = 16, steps: int = 20,
+               checkpoint_every: int = 10) -> dict:
+    """A tiny trained run shared by every eval test module of the session (trained once)."""
+    if name not in _RUNS:
+        base = tmp_path_factory.mktemp(f"eval_{name}")
+        train_dir = write_fields(base / "train", 12, seed=1)
+        test_dir = write_fields(base / "test", 3, seed=2)
+        run = train_run(base / "run", train_dir, model, tile=tile, steps=steps, checkpoint_every=checkpoint_every)
+        _RUNS[name] = {"base": base, "run": run, "train": train_dir, "test": test_dir}
+    return _RUNS[name]

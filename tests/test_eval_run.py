@@ -11,30 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval_helpers import ASTROPY_DATA, train_run, write_fields
+from eval_helpers import ASTROPY_DATA, CONV, shared_run
 from fitsae.evaluate.report import CSV_NAME, REPORT_NAME, missing_keys
 
-CONV = {"kind": "conv", "latent_channels": 4, "filters": [8, 8]}
 FIGURES = ("error_vs_ratio.png", "error_vs_bpp.png", "calibration.png", "examples.png", "pca_spectrum.png")
 
 
 @pytest.fixture(scope="module")
 def conv_run(tmp_path_factory):
     """A conv run (stride 4, C = 4) trained 20 steps on 32×32 fields, checkpoints at 10 and 20."""
-    base = tmp_path_factory.mktemp("evalrun")
-    train_dir = write_fields(base / "train", 12, seed=1)
-    test_dir = write_fields(base / "test", 3, seed=2)
-    run = train_run(base / "run", train_dir, CONV)
-    return {"base": base, "run": run, "test": test_dir}
-
-
-def evaluate(args: list[str], capsys) -> tuple[int, str, str]:
-    """``fitsae evaluate ARGS`` in this process (TensorFlow loads once for the whole module)."""
-    from fitsae.cli import main
-
-    code = main(["evaluate", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return shared_run(tmp_path_factory, "conv", CONV)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,57 @@
-"""``fitsae compress``: not available yet (the latent codec is still being built)."""
+"""``fitsae compress``: encode FITS images to autoencoder latents at a chosen η.
+
+Example::
+
+    fitsae compress --run-dir RUN --eta 4 image.fits --out image.fae.fits
+    fitsae compress --run-dir RUN --eta 4 night1/ --out compressed/
+
+The container format is described in :mod:`fitsae.codec`; ``fitsae decompress`` inverts it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fitsae compress",
+        description="Encode every image plane of the inputs with a trained run's model, keeping the "
+        "first ETA latent channels, into FITS containers (*.fae.fits: one LATENT image HDU per plane, "
+        "normalization and model identity in the headers). Decode with `fitsae decompress`.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files, directories or globs")
+    p.add_argument("--run-dir", type=Path, required=True, help="run directory written by `fitsae train`")
+    p.add_argument("--eta", type=int, required=True, help="kept latent channels, 1..C (larger: better, bigger)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output .fits file (one input file) or directory (<stem>.fae.fits per input)")
+    p.add_argument("--checkpoint", default="latest", help="'latest' (default) or a step number")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("fitsae compress: not available yet; use `fitsae evaluate` to score a run", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    if args.checkpoint != "latest" and not args.checkpoint.isdigit():
+        print(f"fitsae compress: --checkpoint must be latest or a step number, got {args.checkpoint!r}",
+              file=sys.stderr)
+        return 2
+    from fitsae.codec import CodecError, compress_files
+
+    try:
+        results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint)
+    except CodecError as err:
+        print(f"fitsae compress: {err}", file=sys.stderr)
+        return 2
+    for r in results:
+        if "rejected" in r:
+            rej = r["rejected"]
+            print(f"skipped {rej['path']} HDU {rej['hdu']}: {rej['reason']}", file=sys.stderr)
+            continue
+        print(f"{r['source']} -> {r['container']}: {r['planes']} plane(s), {r['pixels']} pixels, "
+              f"{r['latent_values']} latent values = {r['bits_per_pixel']:.3f} bits/pixel "
+              f"(file {r['source_bytes']} -> {r['container_bytes']} bytes)")
+    return 0
