@@ -105,10 +105,11 @@ def test_ranks_get_disjoint_equal_shards_covering_all_but_the_remainder(dataset,
     assert sorted(pipes[0].epoch_order(0)) == list(range(32))
 
 
-def test_evaluation_covers_every_tile_once_and_denormalizes_to_astropy(dataset):
+@pytest.mark.parametrize("min_bytes", [0, 1 << 16], ids=["ranged-reads", "whole-file-reads"])
+def test_evaluation_covers_every_tile_once_and_denormalizes_to_astropy(dataset, min_bytes):
     _, manifest = dataset
     for normalization in ("robust", "asinh", "none"):
-        cfg = DataConfig(tile=16, batch_size=4, normalization=normalization)
+        cfg = DataConfig(tile=16, batch_size=4, normalization=normalization, whole_file_min_bytes=min_bytes)
         seen = []
         for rank in range(3):
             pipe = Pipeline(manifest, cfg, rank=rank, size=3)
@@ -126,6 +127,24 @@ def test_evaluation_covers_every_tile_once_and_denormalizes_to_astropy(dataset):
         assert sorted(seen) == list(range(32))
     # edge=shift: the second tile of a 24-wide image starts at 8 (ends at the edge).
     assert tile_origins(24, 16, 16, "shift") == [0, 8]
+
+
+def test_vectorized_and_per_tile_decoding_give_identical_batches(tmp_path):
+    """Same-shape files read whole are decoded a batch at a time; the result must not change."""
+    rng = np.random.default_rng(8)
+    for i in range(7):
+        raw = rng.integers(-500, 3000, (20, 36)).astype(np.int16)
+        raw[i, i] = -999
+        write_raw_fits(tmp_path / f"im{i}.fits", raw, 16, BSCALE=0.5, BZERO=100.0, BLANK=-999)
+    manifest, _ = index_paths([str(tmp_path)], DataConfig(tile=16))
+    streams = {}
+    for min_bytes in (0, 1 << 16):
+        cfg = DataConfig(tile=16, stride=10, crop=11, batch_size=4, whole_file_min_bytes=min_bytes)
+        pipe = Pipeline(manifest, cfg, seed=9)
+        streams[min_bytes] = (pipe._vectorized, _take(pipe.training(3), 4), _take(pipe.evaluation(5), 20))
+    assert [v[0] for v in streams.values()] == [False, True]
+    assert _equal(streams[0][1], streams[1 << 16][1])
+    assert _equal(streams[0][2], streams[1 << 16][2])
 
 
 def test_masked_pixels_are_filled_with_the_background(tmp_path):
@@ -194,11 +213,12 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_files_lost_after_indexing_are_skipped_counted_and_reported_once(tmp_path):
+@pytest.mark.parametrize("min_bytes", [0, 1 << 16], ids=["ranged-reads", "vectorized-whole-file-reads"])
+def test_files_lost_after_indexing_are_skipped_counted_and_reported_once(tmp_path, min_bytes):
     rng = np.random.default_rng(0)
     for i in range(6):
         fits.PrimaryHDU(gaussian_field(rng, (16, 16))).writeto(tmp_path / f"im{i}.fits")
-    cfg = DataConfig(tile=16, batch_size=2)
+    cfg = DataConfig(tile=16, batch_size=2, whole_file_min_bytes=min_bytes)
     manifest, _ = index_paths([str(tmp_path)], cfg)
     os.remove(tmp_path / "im1.fits")
     (tmp_path / "im4.fits").write_bytes((tmp_path / "im4.fits").read_bytes()[:3000])  # truncated

@@ -50,9 +50,10 @@ class DataConfig:
         manifest (``n_masked``).
     parallel_reads : int or None
         Concurrent tile reads/decodes per rank (None: tf.data AUTOTUNE).
-    whole_file_max_ratio : float
-        Read a file whole with ``tf.io.read_file`` when it is at most this many times larger
-        than the pixels needed; otherwise read just those bytes (cube planes, mosaic tiles).
+    whole_file_max_ratio, whole_file_min_bytes : float, int
+        Read a file whole with ``tf.io.read_file`` when it is at most ``whole_file_max_ratio``
+        times larger than the pixels one tile needs, or at most ``whole_file_min_bytes``;
+        otherwise read just the tile's rows (cube planes, mosaic tiles) with a ranged read.
     """
 
     paths: list[str] = field(default_factory=list)
@@ -67,6 +68,7 @@ class DataConfig:
     fill: Literal["offset", "zero"] = "offset"
     parallel_reads: Optional[int] = None
     whole_file_max_ratio: float = 4.0
+    whole_file_min_bytes: int = 1 << 16
 
     def __post_init__(self):
         if self.tile < 1:

@@ -128,13 +128,10 @@ class Pipeline:
     def _strategy(self, row) -> int:
         if row.compressed or row.data_offset is None:
             return ASTROPY
-        needed = row.height * row.width * abs(row.bitpix) // 8
-        if self.cfg.tile < row.height or self.cfg.tile < row.width or row.file_size > self.cfg.whole_file_max_ratio * needed:
-            # A tile of a larger plane, or a plane of a larger file (cube, multi-extension file).
-            tile_bytes = min(row.height, self.cfg.tile) * min(row.width, self.cfg.tile) * abs(row.bitpix) // 8
-            if row.file_size > self.cfg.whole_file_max_ratio * tile_bytes:
-                return RANGED
-        return WHOLE
+        needed = min(row.height, self.cfg.tile) * min(row.width, self.cfg.tile) * abs(row.bitpix) // 8
+        if row.file_size <= max(self.cfg.whole_file_max_ratio * needed, self.cfg.whole_file_min_bytes):
+            return WHOLE
+        return RANGED  # a plane of a cube or a tile of a mosaic: read only its rows
 
     def _build_tables(self):
         import tensorflow as tf
@@ -149,6 +146,12 @@ class Pipeline:
             branch_of_row.append(branches.index(key))
         self._branches = [(s, None if s == ASTROPY else next(r.spec for r in rows if r.spec.key == k))
                           for s, k in branches]
+        # The common case — same-shape images read whole, one decode rule — is decoded a batch at a
+        # time: per tile only the file read remains, everything else is one op per batch.
+        self._vectorized = (
+            branches == [(WHOLE, rows[0].spec.key)] and len({r.spec for r in rows}) == 1
+            and len({r.shape for r in rows}) == 1 and self.cfg.edge != "pad"
+        )
         params = [image_parameters(r.offset, r.noise, self.cfg.normalization) for r in rows]
         fill = [r.offset if self.cfg.fill == "offset" else 0.0 for r in rows]
         self._t = {
@@ -259,11 +262,25 @@ class Pipeline:
         return np.asarray(data, dtype=self._dtype)
 
     def _example(self, tile, ry, rx, size, seq):
-        """One normalized ``size × size`` window at (ry, rx) of tile ``tile`` (pad rule outside the image)."""
+        """Physical pixels of the ``size × size`` window at (ry, rx) of tile ``tile`` (NaN outside the image)."""
         import tensorflow as tf
 
         t = self._t
         row = tf.gather(t["tile_row"], tile)
+        common = {"fill": tf.gather(t["fill"], row), "offset": tf.gather(t["offset"], row),
+                  "scale": tf.gather(t["scale"], row), "noise": tf.gather(t["noise"], row),
+                  "tile_id": tf.cast(tile, tf.int64), "_seq": seq}
+        if self._vectorized:
+            start = tf.gather(t["data_offset"], row)
+            spec, (height, width) = self._branches[0][1], self.manifest[0].shape
+            content = tf.io.read_file(tf.gather(t["path"], row))
+            # A file truncated since indexing must fail here, per tile, not later for the whole batch.
+            check = tf.debugging.assert_greater_equal(
+                tf.cast(tf.strings.length(content), tf.int64), start + height * width * spec.itemsize,
+                message="file shorter than the manifest says")
+            with tf.control_dependencies([check]):
+                content = tf.identity(content)
+            return {"content": content, "start": start, "ry": ry, "rx": rx, **common}
         height, width = tf.gather(t["height"], row), tf.gather(t["width"], row)
         y0, x0 = tf.clip_by_value(ry, 0, height), tf.clip_by_value(rx, 0, width)
         y1, x1 = tf.clip_by_value(ry + size, 0, height), tf.clip_by_value(rx + size, 0, width)
@@ -273,19 +290,42 @@ class Pipeline:
             phys = tf.pad(phys, [[y0 - ry, ry + size - y1], [x0 - rx, rx + size - x1]],
                           constant_values=tf.constant(np.nan, dtype))
         phys = tf.ensure_shape(phys, [size, size])
-        fill = tf.cast(tf.gather(t["fill"], row), dtype)
+        return {"phys": phys, **common}
+
+    def _decode_batch(self, batch, size):
+        """The vectorized path: decode a batch of whole-file reads and cut each example's window."""
+        import tensorflow as tf
+
+        spec, (height, width) = self._branches[0][1], self.manifest[0].shape
+        start = batch.pop("start")
+        raw = tf.strings.substr(batch.pop("content"), start, tf.fill(tf.shape(start), tf.constant(height * width * spec.itemsize, tf.int64)))
+        values = tf.reshape(decode_tf(raw, spec), [-1, height, width])
+        ry, rx = batch.pop("ry"), batch.pop("rx")
+        if size != height:
+            values = tf.gather(values, ry[:, None] + tf.range(size, dtype=tf.int64), batch_dims=1)
+        if size != width:
+            values = tf.gather(values, rx[:, None] + tf.range(size, dtype=tf.int64), axis=2, batch_dims=1)
+        return tf.cast(values, tf.as_dtype(self._dtype))
+
+    def _finish(self, batch, size):
+        """Fill and normalize a whole batch at once: elementwise work vectorized over examples."""
+        import tensorflow as tf
+
+        phys = batch.pop("phys") if "phys" in batch else self._decode_batch(batch, size)
+        fill = tf.cast(batch.pop("fill"), phys.dtype)[:, None, None]
         phys = tf.where(tf.math.is_finite(phys), phys, fill)
-        offset, scale = tf.gather(t["offset"], row), tf.gather(t["scale"], row)
-        x = tf.cast(normalize(phys, offset, scale, self.cfg), tf.float32)
-        return {"x": x[:, :, None], "offset": offset, "scale": scale, "noise": tf.gather(t["noise"], row),
-                "tile_id": tf.cast(tile, tf.int64), "_seq": seq}
+        x = normalize(phys, batch["offset"][:, None, None], batch["scale"][:, None, None], self.cfg)
+        batch["x"] = tf.cast(x, tf.float32)[..., None]
+        return batch
 
     # -- skipping unreadable files --------------------------------------------------------------
-    def _guard(self, dataset, batch_size, drop_remainder, first_seq, locate):
+    def _guard(self, dataset, size, batch_size, drop_remainder, first_seq, locate):
         """Drop elements that failed to read, then, per batch, count and report the gaps they left."""
         import tensorflow as tf
 
         dataset = dataset.ignore_errors().batch(batch_size, drop_remainder=drop_remainder)
+        dataset = dataset.map(lambda batch: self._finish(batch, size), num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True)
 
         def report(prev, seqs):
             missing = np.setdiff1d(np.arange(int(prev) + 1, int(seqs[-1]) + 1), seqs)
@@ -360,7 +400,7 @@ class Pipeline:
 
         ds = tf.data.Dataset.range(epoch0, _INT64_MAX).flat_map(epoch_elements).skip(skip_steps * B)
         ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
-        ds = self._guard(ds, B, True, int(start_step) * B, self._train_tile)
+        ds = self._guard(ds, crop, B, True, int(start_step) * B, self._train_tile)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def evaluation(self, batch_size: int | None = None):
@@ -381,7 +421,7 @@ class Pipeline:
 
         ds = tf.data.Dataset.from_tensor_slices((tiles, seqs))
         ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
-        ds = self._guard(ds, B, False, 0, self._eval_tile)
+        ds = self._guard(ds, tile_size, B, False, 0, self._eval_tile)
         return ds.prefetch(tf.data.AUTOTUNE)
 
 
