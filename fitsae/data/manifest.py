@@ -323,7 +323,7 @@ def load_or_index(cfg: DataConfig, comm=None) -> Manifest:
         manifest = Manifest.load(cfg.paths[0])
     else:
         manifest, rejected = index_paths(cfg.paths, cfg, comm)
-        if rejected:
+        if rejected and (comm is None or comm.Get_rank() == 0):
             log.warning("%d input(s) rejected:\n%s", len(rejected),
                         "\n".join(f"  {r['path']} HDU {r['hdu']}: {r['reason']}" for r in rejected))
     if not len(manifest):

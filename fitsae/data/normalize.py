@@ -132,12 +132,9 @@ def denormalize(x, offset, scale, cfg):
     normalized units maps to ``s * scale`` (for ``asinh`` only near the background, where the
     stretch is linear).
     """
-    try:
-        import tensorflow as tf
-        is_tf = tf.is_tensor(x)
-    except ImportError:  # pragma: no cover - fitsae always has TensorFlow
-        is_tf = False
-    if is_tf:
+    import tensorflow as tf
+
+    if tf.is_tensor(x):
         ndim = x.shape.rank
         offset = tf.cast(tf.convert_to_tensor(offset), x.dtype)
         scale = tf.cast(tf.convert_to_tensor(scale), x.dtype)
