@@ -49,6 +49,9 @@ def check_protocol(model, x, latent_shape):
     assert tuple(z.shape) == (b, *latent_shape)
     assert model.decode_mean(z, lb).shape == x.shape
     assert model.decode_var(z, lb).shape == x.shape
+    mu, log_var = model(x, lb)
+    np.testing.assert_allclose(mu, model.decode_mean(z, lb), rtol=1e-6, atol=1e-6)
+    assert log_var.shape == x.shape
 
 
 def test_dense_protocol_on_8x8(dense_model):

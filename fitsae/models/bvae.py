@@ -19,7 +19,8 @@ Why it is built like this -- the seed notebook's β-VAE carried no β signal bec
    learned to ignore its log β input. Here β_i multiplies KL_i per sample
    (:func:`fitsae.models.bvae_losses.beta_objective`, which also refuses a ``(B, 1)`` log β that
    would broadcast against a ``(B,)`` KL into the same batch average).
-2. **10**logβ written as exp(logβ)·ln 10.** The weight was on the wrong scale and range; here
+2. **10**logβ written as exp(logβ)·ln 10.** Over log β ∈ [-3, 1] that weight spans 1.7 decades
+   instead of 4 and is 1 at log β ≈ -0.83 instead of 0; here
    :func:`fitsae.models.bvae_losses.beta_weight` computes exp(logβ · ln 10).
 
 The rest follows the tunable AEs so the generic training loop runs it unchanged: the mean decoder
@@ -249,8 +250,9 @@ class BetaVAE(keras.Model):
         return losses.soft_clamp(raw, self.model_config.logvar_min, self.model_config.logvar_max)
 
     def call(self, x, logbeta, training: bool = False):
-        """Reconstruction from the posterior mean at the given log β (B,)."""
-        return self.decode_mean(self.encode(x, logbeta), logbeta, training=training)
+        """(μ, log σ²) from the posterior mean at the given log β (B,), like the tunable AEs' (x, eta)."""
+        z = self.encode(x, logbeta)
+        return self.decode_mean(z, logbeta, training=training), self.decode_var(z, logbeta, training=training)
 
     # ------------------------------------------------------------------ randomness
     def sample_logbeta(self, batch: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
@@ -428,7 +430,11 @@ class BVAEInference(tf.Module):
 
     def __init__(self, model: BetaVAE, params_yaml: str = ""):
         super().__init__(name="fitsae_bvae_inference")
-        self.model = model
+        # Track the sub-models (their variables), not the Keras model itself: a called Keras model
+        # brings its own one-input serving signature, which cannot trace a (x, logbeta) call.
+        self.encoder = model.encoder
+        self.mean_decoder = model.mean_decoder
+        self.var_decoder = model.var_decoder
         self.latent_channels = tf.Variable(int(model.latent_channels), trainable=False, dtype=tf.int64)
         self.stride = tf.Variable(int(model.stride), trainable=False, dtype=tf.int64)
         self.logbeta_range = tf.Variable(list(model.cfg.logbeta_range), trainable=False, dtype=tf.float32)
