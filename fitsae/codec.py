@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -125,11 +124,13 @@ def _decode(model, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_plane(row) -> np.ndarray:
-    from fitsae.io.read import read_region_astropy
+    from fitsae.io.read import read_plane_astropy
 
+    # Opened and closed here rather than through the pipeline's cache of open files: a
+    # compression job touches each file once, and must not hold it open afterwards.
     try:
-        return np.asarray(read_region_astropy(row.path, row.hdu, row.plane, row.naxis, 0, row.height, 0, row.width),
-                          dtype=np.float64)
+        with fits.open(row.path, memmap=False) as hdul:
+            return np.asarray(read_plane_astropy(hdul, row.hdu, row.plane, row.naxis), dtype=np.float64)
     except Exception as err:  # astropy raises many types for damaged files; name the input
         raise CodecError(f"{row.path}, HDU {row.hdu}, plane {row.plane}: cannot read pixels: {err}") from err
 
@@ -199,19 +200,16 @@ def _primary_header(cfg, model, run_dir, step: int, eta: int, n_planes: int) -> 
     header["CKPTSTEP"] = (int(step), "checkpoint step of the model")
     header["WDIGEST"] = weights_digest(model)  # SHA-256 of the weights (no room left for a comment)
     header["NPLANES"] = (int(n_planes), "LATENT HDUs that follow")
-    with warnings.catch_warnings():
-        # Long paths need the CONTINUE convention; astropy warns about it, which is fine here.
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        header["RUNDIR"] = (str(Path(run_dir).resolve()), "run directory of the model")
+    # Paths go without a comment: a long one then uses the CONTINUE convention cleanly instead
+    # of astropy truncating (and warning about) the comment.
+    header["RUNDIR"] = str(Path(run_dir).resolve())
     return header
 
 
 def _latent_hdu(plane: CompressedPlane, index: int) -> fits.ImageHDU:
     hdu = fits.ImageHDU(plane.latent, name="LATENT", ver=index + 1)
     h = hdu.header
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        h["SRCFILE"] = (str(plane.source), "source FITS file")
+    h["SRCFILE"] = str(plane.source)
     h["SRCHDU"] = (int(plane.hdu), "source HDU index")
     h["SRCPLANE"] = (int(plane.plane), "plane of a cube (0 for 2-D images)")
     h["ORIGH"], h["ORIGW"] = int(plane.shape[0]), int(plane.shape[1])
@@ -358,9 +356,7 @@ def decompress_file(container, out, run_dir=None, checkpoint=None) -> dict:
         for name, data, comment in (("MU", mu, "decoded mean, physical units"),
                                     ("SIGMA", sigma, "predicted 1-sigma uncertainty, physical units")):
             hdu = fits.ImageHDU(data, name=name, ver=i + 1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-                hdu.header["SRCFILE"] = (plane.source, "source FITS file")
+            hdu.header["SRCFILE"] = plane.source
             hdu.header["SRCHDU"], hdu.header["SRCPLANE"] = plane.hdu, plane.plane
             hdu.header["CONTENT"] = comment
             hdus.append(hdu)

@@ -141,12 +141,35 @@ def _describe_rejected(item) -> str:
     return str(item)
 
 
+def _spread_sample(manifest, max_tiles: int | None):
+    """Image planes spread evenly over ``manifest`` holding about ``max_tiles`` tiles.
+
+    A tile budget taken from the front of the manifest would sample the first few files only
+    (one night, one field); evenly spaced planes sample the whole set. The choice depends only
+    on the manifest, never on the number of ranks.
+    """
+    from fitsae.data.manifest import Manifest
+
+    counts = [math.prod(row.tiles) for row in manifest]
+    total = sum(counts)
+    if max_tiles is None or total <= max_tiles:
+        return manifest
+    wanted = math.ceil(max_tiles * len(counts) / total)
+    picks = np.unique(np.round(np.linspace(0, len(counts) - 1, max(1, wanted))).astype(int))
+    return Manifest([manifest[int(i)] for i in picks])
+
+
 def _batches(manifest, data_cfg, seed: int, batch_size: int, limit_total: int | None):
-    """Numpy batches of this rank's share of whole tiles, at most ~``limit_total / size`` tiles."""
+    """Numpy batches of this rank's share of at most ``limit_total`` whole tiles.
+
+    The pipeline deals tiles round-robin (rank r gets tiles r, r + size, ...), so taking the
+    first ``limit_total / size`` tiles on every rank scores exactly the first ``limit_total``
+    tiles of the (sampled) manifest whatever the number of ranks.
+    """
     from fitsae.data.pipeline import Pipeline
 
     w = distributed.workers()
-    pipe = Pipeline(manifest, data_cfg, seed=seed, rank=w.rank, size=w.size)
+    pipe = Pipeline(_spread_sample(manifest, limit_total), data_cfg, seed=seed, rank=w.rank, size=w.size)
     budget = None
     if limit_total is not None:
         budget = limit_total // w.size + (1 if w.rank < limit_total % w.size else 0)
