@@ -321,11 +321,16 @@ class Pipeline:
         return batch
 
     # -- skipping unreadable files --------------------------------------------------------------
-    def _guard(self, dataset, size, batch_size, drop_remainder, first_seq, locate):
+    def _guard(self, dataset, size, batch_size, first_seq, last_seq, locate):
         """Drop elements that failed to read, then, per batch, count and report the gaps they left."""
         import tensorflow as tf
 
-        dataset = dataset.ignore_errors().batch(batch_size, drop_remainder=drop_remainder)
+        dataset = dataset.ignore_errors()
+        if last_seq is not None:
+            # A finite stream ends with a marker one past its last element, so that tiles lost at
+            # the very end leave a gap too; the marker is removed again after the gap check.
+            dataset = dataset.concatenate(tf.data.Dataset.from_tensors(self._end_marker(dataset.element_spec, last_seq)))
+        dataset = dataset.batch(batch_size, drop_remainder=last_seq is None)
         dataset = dataset.map(lambda batch: self._finish(batch, size), num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=True)
 
@@ -344,7 +349,27 @@ class Pipeline:
                 batch = {k: tf.identity(v) for k, v in batch.items()}
             return seqs[-1], batch
 
-        return dataset.scan(tf.constant(first_seq - 1, tf.int64), scan)
+        dataset = dataset.scan(tf.constant(first_seq - 1, tf.int64), scan)
+        if last_seq is None:
+            return dataset
+        real = lambda batch: batch["tile_id"] >= 0  # noqa: E731
+        dataset = dataset.map(lambda batch: {k: tf.boolean_mask(v, real(batch)) for k, v in batch.items()})
+        return dataset.filter(lambda batch: tf.size(batch["tile_id"]) > 0)
+
+    def _end_marker(self, spec, seq):
+        """An element shaped like ``spec`` that decodes without error, with tile_id -1 and ``_seq`` = seq."""
+        import tensorflow as tf
+
+        marker = {}
+        for key, s in spec.items():
+            if key == "content":
+                spec_, (height, width) = self._branches[0][1], self.manifest[0].shape
+                marker[key] = tf.constant(b"\0" * (height * width * spec_.itemsize))
+            else:
+                marker[key] = tf.zeros(s.shape, s.dtype)
+        marker["tile_id"] = tf.constant(-1, tf.int64)
+        marker["_seq"] = tf.constant(seq, tf.int64)
+        return marker
 
     def _eval_tile(self, seq: int) -> int:
         return int(seq) * self.size + self.rank
@@ -402,7 +427,7 @@ class Pipeline:
 
         ds = tf.data.Dataset.range(epoch0, _INT64_MAX).flat_map(epoch_elements).skip(skip_steps * B)
         ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
-        ds = self._guard(ds, crop, B, True, int(start_step) * B, self._train_tile)
+        ds = self._guard(ds, crop, B, int(start_step) * B, None, self._train_tile)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def evaluation(self, batch_size: int | None = None):
@@ -423,7 +448,7 @@ class Pipeline:
 
         ds = tf.data.Dataset.from_tensor_slices((tiles, seqs))
         ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
-        ds = self._guard(ds, tile_size, B, False, 0, self._eval_tile)
+        ds = self._guard(ds, tile_size, B, 0, int(tiles.size), self._eval_tile)
         return ds.prefetch(tf.data.AUTOTUNE)
 
 
