@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval_helpers import ASTROPY_DATA, CONV, shared_run
+from eval_helpers import ASTROPY_DATA, CONV, DENSE, shared_run
 from fitsae.evaluate.report import CSV_NAME, REPORT_NAME, missing_keys
 
 FIGURES = ("error_vs_ratio.png", "error_vs_bpp.png", "calibration.png", "examples.png", "pca_spectrum.png")
@@ -189,6 +189,22 @@ def test_real_sky_images_shipped_with_astropy(conv_run, tmp_path, capsys):
     manifest = [json.loads(line) for line in (out / "test.manifest.jsonl").read_text().splitlines()]
     assert [Path(m["path"]).name for m in manifest] == ["m13_rice.fits", "m13_hcomp.fits"]
     assert all(m["compressed"] for m in manifest)
+
+
+def test_dense_model_scores_every_eta_against_image_pca(tmp_path_factory, tmp_path, capsys):
+    dense = shared_run(tmp_path_factory, "dense", DENSE, tile=8, steps=10, checkpoint_every=10)
+    out = tmp_path / "eval"
+    code, stdout, stderr = evaluate(["--run-dir", str(dense["run"]), "--data", str(dense["test"]), "--out", str(out),
+                                     "--fpack-tiles", "0", "--no-plots", "--no-tensorboard"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert missing_keys(report) == []
+    assert [r["eta"] for r in report["results"]] == [1, 2, 3, 4, 5, 6]  # every η of a small dense latent
+    assert all(r["latent_values"] == r["eta"] and r["compression_ratio"] == 64 / r["eta"] for r in report["results"])
+    assert report["pca"]["dim"] == 64 and report["pca"]["components_per"] == "image"
+    assert report["data"]["n_tiles"] == 3 * 16
+    pca = [r["pca"]["mse"] for r in report["results"]]
+    assert pca == sorted(pca, reverse=True)
 
 
 @pytest.mark.mpi
