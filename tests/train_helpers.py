@@ -24,16 +24,29 @@ def tiny_config(**sections) -> ExperimentConfig:
     return from_dict(ExperimentConfig, base)
 
 
-def blobs(n: int, size: int, seed: int = 0) -> np.ndarray:
+def blobs(n: int, size: int, seed: int = 0, per_image: int = 2) -> np.ndarray:
     """Gaussian blobs on unit noise: structure an autoencoder can learn in a few steps."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     out = rng.normal(size=(n, size, size)).astype(np.float32)
     for img in out:
-        for _ in range(2):
+        for _ in range(per_image):
             cy, cx = rng.uniform(2, size - 2, 2)
             img += rng.uniform(5, 20) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(1, 3) ** 2))
     return out
+
+
+def write_blob_fits(directory, n: int, size: int, seed: int = 0) -> Path:
+    """``n`` FITS files of dense blob fields (NOISE = 1 in the header, background 100)."""
+    from astropy.io import fits
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(blobs(n, size, seed, per_image=size * size // 128)):
+        hdu = fits.PrimaryHDU(100.0 + image)
+        hdu.header["NOISE"] = 1.0
+        hdu.writeto(directory / f"blobs_{i:03d}.fits")
+    return directory
 
 
 def read_events(run_dir) -> dict[str, list[tuple[int, str, object]]]:

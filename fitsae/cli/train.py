@@ -60,6 +60,7 @@ def main(argv=None) -> int:
 
     from fitsae import distributed
     from fitsae.data.manifest import ManifestError
+    from fitsae.data.pipeline import PipelineError
     from fitsae.io.errors import FitsInputError
     from fitsae.train.checkpoints import CheckpointError
     from fitsae.train.loop import train
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
     try:
         distributed.init_workers()
         result = train(cfg, args.run_dir)
-    except (fconfig.ConfigError, distributed.DistributedError, ManifestError, FitsInputError, CheckpointError) as err:
+    except (fconfig.ConfigError, distributed.DistributedError, ManifestError, PipelineError, FitsInputError,
+            CheckpointError) as err:
         logging.getLogger("fitsae").error("%s", err)
         print(f"fitsae train: {err}", file=sys.stderr)
         return EXIT_USAGE
