@@ -3,7 +3,7 @@
 Flow per rank (nothing is decoded before it is known to belong to this rank)::
 
     epoch e ─ seeded permutation of all tiles ─ drop remainder ─ this rank's share ─ skip (resume)
-            ─ parallel read + decode + crop + normalize ─ skip unreadable ─ batch ─ prefetch
+            ─ parallel read + decode + crop ─ skip unreadable ─ batch ─ fill + normalize ─ prefetch
 
 - **Sharding.** Every rank computes the same global order of tiles for epoch ``e`` (stateless
   random ops seeded by ``(seed, e)``), keeps the first ``steps_per_epoch × batch_size × size``
@@ -21,6 +21,9 @@ Flow per rank (nothing is decoded before it is known to belong to this rank)::
   both are decoded natively (:func:`fitsae.io.native.decode_tf`, bit-exact with astropy).
   Tile-compressed HDUs and gzip files go through astropy in ``tf.numpy_function``. Per-rank
   memory is the prefetch depth plus a few tiles per reader thread, independent of the dataset.
+- **Vectorized work.** Filling NaN/BLANK pixels and normalizing run once per batch. When all
+  planes share one shape and decode rule and are read whole (typical survey cut-outs and
+  simulations), the decode itself also runs per batch, leaving only the file read per tile.
 - **Bad files at run time.** A file deleted, truncated or made unreadable after indexing does not
   stop training: its tiles are dropped from the stream (the infinite training stream just pulls
   the next tile), counted in :attr:`Pipeline.skipped`, and logged once per file on the
