@@ -239,6 +239,7 @@ def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
 
     fig = Figure(figsize=(6.5, 4.5))
     FigureCanvasAgg(fig)
@@ -265,6 +266,11 @@ def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None
                         marker + ":", label=f"fpack {ctype}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # Plain numbers on both log axes: the curves often span less than a decade in error, where
+    # matplotlib would label ticks as 2.7×10^0.
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("RMSE / σ_noise")
     ax.grid(True, which="both", alpha=0.3)
