@@ -115,13 +115,15 @@ def _alive(pid: int) -> bool:
 
 
 def start_cluster(directory: Path) -> Cluster:
-    """``scripts/slurm-local.sh up DIR``; skips (with the reason) where the cluster cannot exist."""
+    """``scripts/slurm-local.sh up DIR`` on a free pair of ports; skips (with the reason) where the
+    cluster cannot exist."""
     if os.geteuid() != 0 and not shutil.which("slurmctld"):
         pytest.skip("the local SLURM cluster needs root (to install and run slurmctld/slurmd/munge)")
     if not shutil.which("apt-get") and not shutil.which("slurmctld"):
         pytest.skip("slurmctld is not installed and there is no apt-get to install it")
+    env = dict(os.environ, FITSAE_SLURM_PORT=str(_free_port_pair()))
     proc = subprocess.run([str(SLURM_LOCAL), "up", str(directory)], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     if proc.returncode != 0:
         pytest.fail(f"scripts/slurm-local.sh up failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     cluster = Cluster(directory=directory, conf=directory / "slurm.conf")
@@ -182,7 +184,6 @@ def slurm_cluster() -> Cluster:
     """
     global _session_cluster
     if _session_cluster is None:
-        os.environ["FITSAE_SLURM_PORT"] = str(_free_port_pair())
         _session_cluster = start_cluster(cluster_directory())
     yield _session_cluster
     if _session_cluster is not None:

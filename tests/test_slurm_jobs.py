@@ -100,7 +100,7 @@ def test_preempted_job_is_requeued_and_resumes_from_checkpoint(slurm_cluster: Cl
                                                                   smoke_data: Path):
     run = workdir / "run"
     # Long enough that the signal lands mid-training on a busy machine; it stops early anyway.
-    steps = 200
+    steps = 100
     job_id = slurm_cluster.sbatch(["--ntasks-per-node=2", str(TRAIN), str(SMOKE), str(run),
                                    *smoke_overrides(smoke_data, steps, export=False), "--set", "train.log_every=5"],
                                   cwd=workdir)

@@ -1,0 +1,105 @@
+"""The Apptainer image built from containers/fitsae.def: its %test, its labels, and 2-rank runs
+through the real local SLURM cluster (``srun --mpi=pmix apptainer exec``, and train.sbatch with
+FITSAE_IMAGE).
+
+Building takes ~10 minutes on two cores, so the image is built by ``scripts/build-container.sh``
+(README) into a path keyed by a hash of everything it is made from; these tests use that image, or
+FITSAE_IMAGE, and build it themselves only with FITSAE_BUILD_CONTAINER=1. Without an image for the
+current source they skip and say how to build one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from slurm_helpers import REPO, Cluster, slurm_cluster  # noqa: F401
+
+pytestmark = pytest.mark.container
+
+BUILD = REPO / "scripts" / "build-container.sh"
+APPTAINER = os.environ.get("FITSAE_APPTAINER") or str(REPO / "scripts" / "apptainer.sh")
+
+
+def _can_run_apptainer() -> bool:
+    return bool(shutil.which("apptainer") or shutil.which("singularity") or os.geteuid() == 0)
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    if not _can_run_apptainer():
+        pytest.skip("no apptainer/singularity on PATH and not root (scripts/apptainer.sh needs root to set one up)")
+    path = os.environ.get("FITSAE_IMAGE") or subprocess.run(
+        [str(BUILD), "--print-path"], capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(path).is_file():
+        if os.environ.get("FITSAE_BUILD_CONTAINER") != "1":
+            pytest.skip(f"no image built from this source tree at {path}; build it with "
+                        f"`scripts/build-container.sh` (~10 min on 2 cores) or run the tests with "
+                        f"FITSAE_BUILD_CONTAINER=1")
+        proc = subprocess.run([str(BUILD), path], capture_output=True, text=True, timeout=3600)
+        assert proc.returncode == 0, f"build failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-10000:]}"
+    return Path(path)
+
+
+def apptainer(*args: str, timeout: float = 600, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([APPTAINER, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.timeout(3600)
+def test_image_self_test_passes(image: Path):
+    """The recipe's %test: `fitsae doctor`, a 2-rank doctor and a 2-rank smoke training inside."""
+    proc = apptainer("test", str(image))
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert "doctor: OK" in proc.stdout and "fitsae image test: OK" in proc.stdout, proc.stdout[-4000:]
+
+
+def test_image_labels_record_the_pinned_stack(image: Path):
+    proc = apptainer("inspect", "--labels", str(image))
+    assert proc.returncode == 0, proc.stderr
+    labels = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
+    pins = dict(line.split("==", 1) for line in (REPO / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert labels["org.fitsae.tensorflow"] == pins["tensorflow_cpu"]
+    assert labels["org.fitsae.horovod"] == pins["horovod"]
+    assert labels["org.fitsae.keras"] == pins["keras"]
+    host_mpi = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
+    host_major = re.search(r"\(Open MPI\) (\d+)\.", host_mpi).group(1)
+    assert labels["org.fitsae.openmpi"].split(".")[0] == host_major, (labels, host_mpi)
+
+
+@pytest.mark.slurm
+def test_srun_pmix_runs_two_ranks_in_the_image(image: Path, slurm_cluster: Cluster):
+    """Hybrid model: host srun + PMIx start the ranks, the image's Open MPI joins them."""
+    proc = slurm_cluster.run(["srun", "--mpi=pmix", "-n", "2", APPTAINER, "exec", str(image), "fitsae", "doctor"],
+                             timeout=600, check=False)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    ranks = [line for line in proc.stdout.splitlines() if line.startswith("ranks")]
+    assert ranks and ranks[0].split()[1] == "2" and "backend horovod" in ranks[0], proc.stdout
+    assert "/opt/fitsae/venv/bin/python" in proc.stdout, "doctor did not run the image's Python"
+
+
+@pytest.mark.slurm
+def test_train_sbatch_runs_inside_the_image(image: Path, slurm_cluster: Cluster, tmp_path: Path):
+    """slurm/train.sbatch with FITSAE_IMAGE: the smoke training on 2 ranks, in the container."""
+    (tmp_path / "logs").mkdir()
+    data = tmp_path / "data"
+    sim = apptainer("exec", "--bind", str(tmp_path), str(image), "fitsae", "simulate", "--kind", "toy",
+                    "--n", "16", "--size", "32", "--out", str(data), "--seed", "5")
+    assert sim.returncode == 0, sim.stderr
+    run = tmp_path / "run"
+    env = slurm_cluster.env(FITSAE_IMAGE=str(image), FITSAE_APPTAINER=APPTAINER)
+    proc = slurm_cluster.run(
+        ["sbatch", "--wait", "--parsable", "--ntasks-per-node=2", str(REPO / "slurm" / "train.sbatch"),
+         str(REPO / "train" / "smoke.yaml"), str(run), "--set", f"data.paths=[{data}]", "--set", "train.export=false"],
+        cwd=tmp_path, env=env, timeout=900, check=False)
+    job_id = proc.stdout.strip().split(";")[0]
+    log = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob(f"*-{job_id}.out"))
+    assert proc.returncode == 0, f"{proc.stderr}\n{log}"
+    assert f"launcher: image {image}" in log, log
+    assert list((run / "checkpoints").glob("ckpt-*.index")), log
+    assert list((run / "tb").rglob("events.out.tfevents.*")), log
