@@ -57,7 +57,7 @@ export FITSAE_ROOT="$ROOT"
 mkdir -p logs
 
 submit() {
-  if [ $dry = 1 ]; then printf 'sbatch'; printf ' %q' "$@"; printf '\n' >&2; echo DRYRUN; return; fi
+  if [ $dry = 1 ]; then { printf 'sbatch'; printf ' %q' "$@"; printf '\n'; } >&2; echo "<jobid>"; return; fi
   sbatch --parsable "$@" | cut -d';' -f1
 }
 
