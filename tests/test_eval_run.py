@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from eval_helpers import ASTROPY_DATA, CONV, DENSE, shared_run
+from eval_helpers import ASTROPY_DATA, CONV, DENSE, clean_env, shared_run
 from fitsae.evaluate.report import CSV_NAME, REPORT_NAME, missing_keys
 
 FIGURES = ("error_vs_ratio.png", "error_vs_bpp.png", "calibration.png", "examples.png", "pca_spectrum.png")
@@ -145,16 +146,27 @@ def test_corrupted_checkpoint_is_a_clear_error(conv_run, tmp_path, capsys):
     assert "Traceback" not in stderr
 
 
-def test_watch_scores_every_checkpoint_and_stops_at_the_final_step(conv_run, tmp_path, capsys):
+def test_watch_follows_a_training_run_and_stops_at_its_final_step(conv_run, tmp_path, capsys):
+    """Training runs in another process while the watcher scores each checkpoint as it appears."""
     run = tmp_path / "run"
-    shutil.copytree(conv_run["run"], run, ignore=shutil.ignore_patterns("tb"))
-    out = tmp_path / "eval"
-    # train.steps is 20 and the step-20 checkpoint exists: the watch must end by itself.
-    code, stdout, stderr = evaluate(["--run-dir", str(run), "--data", str(conv_run["test"]), "--out", str(out), "--watch",
-                     "--poll", "0.2", "--watch-timeout", "300", "--etas", "2", "--fpack-tiles", "0",
-                     "--no-plots"], capsys)
+    training = subprocess.Popen(
+        [sys.executable, "-m", "fitsae", "train", "--config", str(conv_run["run"] / "params.yaml"),
+         "--run-dir", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env(),
+    )
+    try:
+        out = tmp_path / "eval"
+        # train.steps is 20 with checkpoints at 10 and 20: the watch must end by itself after 20.
+        code, stdout, stderr = evaluate(["--run-dir", str(run), "--data", str(conv_run["test"]), "--out", str(out),
+                                         "--watch", "--poll", "0.5", "--watch-timeout", "300", "--etas", "2",
+                                         "--fpack-tiles", "0", "--no-plots"], capsys)
+        log = training.communicate(timeout=600)[0]
+    finally:
+        training.kill()
+    assert training.returncode == 0, log
     assert code == 0, stderr
     assert sorted(p.name for p in (out / "steps").iterdir()) == ["step-10", "step-20"]
+    assert json.loads((out / REPORT_NAME).read_text())["model"]["checkpoint_step"] == 20
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tb" / "eval"))
@@ -168,6 +180,11 @@ def test_watch_gives_up_when_no_checkpoint_appears(conv_run, tmp_path, capsys):
     shutil.copy(conv_run["run"] / "params.yaml", run / "params.yaml")
     code, stdout, stderr = evaluate(["--run-dir", str(run), "--data", str(conv_run["test"]), "--out", str(tmp_path / "e"),
                      "--watch", "--poll", "0.1", "--watch-timeout", "0.5"], capsys)
+    assert code == 2 and "no checkpoint appeared" in stderr
+    # A watcher may start before training created the run directory; it waits for it the same way.
+    code, stdout, stderr = evaluate(["--run-dir", str(tmp_path / "not_yet"), "--data", str(conv_run["test"]),
+                                     "--out", str(tmp_path / "e2"), "--watch", "--poll", "0.1",
+                                     "--watch-timeout", "0.3"], capsys)
     assert code == 2 and "no checkpoint appeared" in stderr
 
 
