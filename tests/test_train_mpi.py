@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +106,7 @@ def test_sigterm_on_one_rank_stops_all_saves_and_resume_matches(experiment, refe
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", FITSAE_THREADS="1")
     cmd = mpirun_command(2) + ["fitsae", "train", "--config", str(experiment / "exp.yaml"), "--run-dir", str(run)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
+    lines, ranks = [], {}
     try:
         for line in proc.stderr:
             lines.append(line)
@@ -117,11 +116,16 @@ def test_sigterm_on_one_rank_stops_all_saves_and_resume_matches(experiment, refe
         assert sorted(ranks) == [0, 1], "".join(lines)
         # Only rank 1 is signalled: rank 0 must learn it through the allreduced flag.
         os.kill(ranks[1], signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=300)
+        _, rest = proc.communicate(timeout=300)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the test failed midway: leave no rank running
             proc.kill()
-    stderr = "".join(lines) + (proc.stderr.read() if not proc.stderr.closed else "")
+            for pid in ranks.values():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    stderr = "".join(lines) + rest
     assert proc.returncode == EXIT_REQUEUE, stderr[-4000:]
     session = yaml.safe_load((run / "run.yaml").read_text())["sessions"][-1]
     stopped_at = session["end_step"]
