@@ -155,6 +155,9 @@ class Pipeline:
             branches == [(WHOLE, rows[0].spec.key)] and len({r.spec for r in rows}) == 1
             and len({r.shape for r in rows}) == 1 and self.cfg.edge != "pad"
         )
+        # Integers decoded without BLANK can hold no NaN; only floats, BLANK, astropy and padding can.
+        self._may_have_holes = self.cfg.edge == "pad" or any(
+            r.compressed or r.bitpix < 0 or r.spec.mode == "scale" for r in rows)
         params = [image_parameters(r.offset, r.noise, self.cfg.normalization) for r in rows]
         fill = [r.offset if self.cfg.fill == "offset" else 0.0 for r in rows]
         self._t = {
@@ -316,9 +319,10 @@ class Pipeline:
 
         phys = batch.pop("phys") if "phys" in batch else self._decode_batch(batch, size)
         fill = tf.cast(batch.pop("fill"), phys.dtype)[:, None, None]
-        # Most batches have nothing to fill; checking is cheaper than rewriting every pixel.
-        phys = tf.cond(tf.reduce_all(tf.math.is_finite(phys)), lambda: phys,
-                       lambda: tf.where(tf.math.is_finite(phys), phys, fill))
+        if self._may_have_holes:
+            # Most batches have nothing to fill; checking is cheaper than rewriting every pixel.
+            phys = tf.cond(tf.reduce_all(tf.math.is_finite(phys)), lambda: phys,
+                           lambda: tf.where(tf.math.is_finite(phys), phys, fill))
         x = normalize(phys, batch["offset"][:, None, None], batch["scale"][:, None, None], self.cfg)
         batch["x"] = tf.cast(x, tf.float32)[..., None]
         return batch
