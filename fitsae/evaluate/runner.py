@@ -262,9 +262,8 @@ def fpack_baselines(manifest, data_cfg, geometry: _Geometry, seed: int, batch_si
                     tiles: int, peak: float) -> list[dict]:
     """Every fpack setting on the first ``tiles`` test tiles (physical units), reduced over ranks."""
     book = MetricBook()
-    settings = [s for s in fpack_mod.DEFAULT_SETTINGS if fpack_mod.applicable(s, geometry.shape) is None]
-    skipped = [fpack_mod.applicable(s, geometry.shape) for s in fpack_mod.DEFAULT_SETTINGS
-               if fpack_mod.applicable(s, geometry.shape) is not None]
+    reasons = {s: fpack_mod.applicable(s, geometry.shape) for s in fpack_mod.DEFAULT_SETTINGS}
+    settings = [s for s, reason in reasons.items() if reason is None]
     for setting in settings:
         book.codec(setting)
     for batch in _batches(manifest, data_cfg, seed, batch_size, tiles):
@@ -279,7 +278,7 @@ def fpack_baselines(manifest, data_cfg, geometry: _Geometry, seed: int, batch_si
                 entry.add_bytes(out.heap_bytes, out.table_bytes)
     book.reduce()
     results = [{**s.as_dict(), **book[s].summary(peak)} for s in settings]
-    for reason in sorted(set(skipped)):
+    for reason in sorted({r for r in reasons.values() if r is not None}):
         log.warning("fpack: %s", reason)
     return results
 
