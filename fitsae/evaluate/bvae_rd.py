@@ -239,7 +239,7 @@ def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fig = Figure(figsize=(6.5, 4.5))
     FigureCanvasAgg(fig)
@@ -266,11 +266,11 @@ def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None
                         marker + ":", label=f"fpack {ctype}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    # Plain numbers on both log axes: the curves often span less than a decade in error, where
-    # matplotlib would label ticks as 2.7×10^0.
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+    # Plain numbers on the log axes; minor ticks are labelled only when an axis spans less than a
+    # decade (the β-VAE curve alone often does), where matplotlib would otherwise print 2.7×10^0.
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        axis.set_major_formatter(FormatStrFormatter("%.3g"))
+        axis.set_minor_formatter(FormatStrFormatter("%.3g") if hi < 10 * lo else NullFormatter())
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("RMSE / σ_noise")
     ax.grid(True, which="both", alpha=0.3)
