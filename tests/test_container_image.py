@@ -20,7 +20,8 @@ import pytest
 
 from slurm_helpers import REPO, Cluster, slurm_cluster  # noqa: F401
 
-pytestmark = pytest.mark.container
+# A build under FITSAE_BUILD_CONTAINER=1 happens in the fixture, inside whichever test runs first.
+pytestmark = [pytest.mark.container, pytest.mark.timeout(3600)]
 
 BUILD = REPO / "scripts" / "build-container.sh"
 APPTAINER = os.environ.get("FITSAE_APPTAINER") or str(REPO / "scripts" / "apptainer.sh")
@@ -50,7 +51,6 @@ def apptainer(*args: str, timeout: float = 600, env=None) -> subprocess.Complete
     return subprocess.run([APPTAINER, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.timeout(3600)
 def test_image_self_test_passes(image: Path):
     """The recipe's %test: `fitsae doctor`, a 2-rank doctor and a 2-rank smoke training inside."""
     proc = apptainer("test", str(image))
