@@ -135,6 +135,14 @@ def test_missing_checkpoint_is_a_clear_error(conv_run, tmp_path, capsys):
     assert code == 2 and "does not exist" in stderr
 
 
+def test_bad_etas_are_clear_errors(conv_run, tmp_path, capsys):
+    base = ["--run-dir", str(conv_run["run"]), "--data", str(conv_run["test"]), "--out", str(tmp_path / "e")]
+    code, _, stderr = evaluate(base + ["--etas", "1,x"], capsys)
+    assert code == 2 and "'x' is not an integer" in stderr
+    code, _, stderr = evaluate(base + ["--etas", "2-6"], capsys)
+    assert code == 2 and "[5, 6] outside 1..4" in stderr
+
+
 def test_corrupted_checkpoint_is_a_clear_error(conv_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(conv_run["run"], run)

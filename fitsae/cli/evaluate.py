@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from fitsae.evaluate.runner import EvalOptions, EvaluationError, parse_etas, run
 
     try:
-        etas = _etas(args.etas, args.run_dir, parse_etas)
+        etas = parse_etas(args.etas)
         options = EvalOptions(
             run_dir=args.run_dir, data=list(args.data), out=args.out, etas=etas,
             checkpoint=args.checkpoint, watch=args.watch, poll_seconds=args.poll,
@@ -127,17 +127,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fitsae evaluate: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-def _etas(text, run_dir, parse_etas):
-    """Parse ``--etas`` against the run's latent width, read from params.yaml (no model build)."""
-    if not text:
-        return None
-    from fitsae.evaluate.runner import EvaluationError
-    from fitsae.train.checkpoints import CheckpointError, load_config
-
-    try:
-        channels = load_config(run_dir).model.latent_channels
-    except CheckpointError as err:
-        raise EvaluationError(str(err)) from err
-    return parse_etas(text, channels)

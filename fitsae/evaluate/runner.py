@@ -37,7 +37,7 @@ from fitsae.evaluate.pca import PCAFit, StreamingPCA, from_patches, to_patches
 from fitsae.evaluate.plots import draw_all, pick_etas
 from fitsae.evaluate.report import format_fpack_table, format_table, write_report
 
-__all__ = ["EvalOptions", "EvaluationError", "run", "default_etas", "parse_etas"]
+__all__ = ["EvalOptions", "EvaluationError", "run", "default_etas", "parse_etas", "resolve_etas"]
 
 log = logging.getLogger("fitsae")
 
@@ -58,7 +58,7 @@ class EvalOptions:
     run_dir: Path
     data: list[str]
     out: Path | None = None
-    etas: list[int] | None = None
+    etas: list[int] | str | None = None  # a list, "all", or None for the default spread
     checkpoint: str = "latest"
     watch: bool = False
     poll_seconds: float = 30.0
@@ -86,12 +86,16 @@ def default_etas(kind: str, channels: int) -> list[int]:
     return [int(e) for e in spread]
 
 
-def parse_etas(text: str | None, channels: int) -> list[int] | None:
-    """``"1,2,8"``, ``"1-4,8"`` or ``"all"`` → sorted η list checked against 1..C (None = default)."""
-    if text is None or text == "":
+def parse_etas(text: str | None) -> list[int] | str | None:
+    """``"1,2,8"`` or ``"1-4,8"`` → sorted η list; ``"all"`` → ``"all"``; empty → None (default).
+
+    Only the syntax is checked here: the range 1..C is checked against the model once it is
+    loaded (with ``--watch`` the run may not even exist yet).
+    """
+    if text is None or text.strip() == "":
         return None
     if text.strip() == "all":
-        return list(range(1, channels + 1))
+        return "all"
     etas = set()
     for part in text.split(","):
         part = part.strip()
@@ -101,10 +105,21 @@ def parse_etas(text: str | None, channels: int) -> list[int] | None:
         except ValueError:
             raise EvaluationError(f"--etas {text!r}: {part!r} is not an integer or range a-b") from None
         etas.update(values)
-    bad = sorted(e for e in etas if not 1 <= e <= channels)
-    if bad:
-        raise EvaluationError(f"--etas {text!r}: {bad} outside 1..{channels} (the model's latent channels)")
+    if not etas:
+        raise EvaluationError(f"--etas {text!r}: no η values")
     return sorted(etas)
+
+
+def resolve_etas(requested: list[int] | str | None, kind: str, channels: int) -> list[int]:
+    """The η to evaluate for a model with ``channels`` latent channels (see :func:`parse_etas`)."""
+    if requested is None:
+        return default_etas(kind, channels)
+    if requested == "all":
+        return list(range(1, channels + 1))
+    bad = [e for e in requested if not 1 <= e <= channels]
+    if bad:
+        raise EvaluationError(f"--etas {bad} outside 1..{channels} (the model's latent channels)")
+    return list(requested)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -447,10 +462,7 @@ class _Context:
         self._warn_overlap()
         self.tile_shape = self._tile_shape()
         self.geometry = _Geometry(model, self.tile_shape)
-        self.etas = options.etas or default_etas(self.geometry.kind, self.geometry.channels)
-        bad = [e for e in self.etas if not 1 <= e <= self.geometry.channels]
-        if bad:
-            raise EvaluationError(f"--etas {bad} outside 1..{self.geometry.channels} (the model's latent channels)")
+        self.etas = resolve_etas(options.etas, self.geometry.kind, self.geometry.channels)
         log.info("fitting PCA (%s-dim %s) on up to %d training tiles",
                  self.geometry.pca_dim, "patches" if self.geometry.kind == "conv" else "images", options.pca_tiles)
         self.pca = fit_pca(self.train_manifest, self.data_cfg, self.geometry, self.seed, self.batch_size,
@@ -558,7 +570,9 @@ def _evaluate_one(ctx: _Context, model, step: int, out_dir: Path) -> dict:
             "data_max": data_range.hi,
             "units": {
                 "mse": "physical units² (after BSCALE/BZERO), pooled over pixels",
-                "rmse_over_noise": "sqrt(mean(((x − x̂)/σ_noise)²)), σ_noise per tile in physical units",
+                "rmse_over_noise": "sqrt(mean(((x − x̂)/σ_noise)²)), σ_noise per tile in physical units; "
+                                   "measured against the noisy input, so a reconstruction that removes the "
+                                   "noise (AE, PCA) scores about 1, while near-lossless fpack goes below",
                 "psnr": "dB, 10 log10(psnr_peak² / mse)",
                 "nll": "nats per pixel, Gaussian, normalized units (noise ≈ 1)",
                 "sigma_z_std": "std of (x − μ)/σ, normalized units",
