@@ -75,6 +75,10 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--files", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="measure every case this many times, interleaved, and keep the best "
+                        "(other jobs on a shared machine only ever slow a run down)")
+    parser.add_argument("--cases", default="1:memory,1:fits,2:memory,2:fits", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=["memory", "fits"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -92,10 +96,11 @@ def main() -> int:
         mpirun = [shutil.which("mpirun"), "--bind-to", "none", "--oversubscribe"]
         if os.geteuid() == 0:
             mpirun.append("--allow-run-as-root")
-        results = {}
-        for ranks in (1, 2):
-            for source in ("memory", "fits"):
-                run = work / f"run-{ranks}-{source}"
+        results: dict = {}
+        cases = [(int(r), src) for r, src in (c.split(":") for c in args.cases.split(","))]
+        for attempt in range(args.repeat):
+            for ranks, source in cases:
+                run = work / f"run-{ranks}-{source}-{attempt}"
                 cmd = mpirun + ["-np", str(ranks), sys.executable, __file__, "--worker", source,
                                 "--data", str(work / "fits"), "--run", str(run),
                                 "--steps", str(args.steps), "--size", str(args.size), "--batch", str(args.batch)]
@@ -103,14 +108,18 @@ def main() -> int:
                 if done.returncode:
                     print(done.stderr[-3000:], file=sys.stderr)
                     return done.returncode
-                results[ranks, source] = throughput(run)
-                print(f"{ranks} rank(s), {source:6s}: {results[ranks, source]:8.1f} images/s", flush=True)
+                rate = throughput(run)
+                results[ranks, source] = max(rate, results.get((ranks, source), 0.0))
+                print(f"{ranks} rank(s), {source:6s}: {rate:8.1f} images/s", flush=True)
+        print("best of", args.repeat, {f"{r} rank(s) {s}": round(v, 1) for (r, s), v in results.items()})
         for source in ("memory", "fits"):
-            eff = results[2, source] / (2 * results[1, source])
-            print(f"scaling efficiency ({source}): {eff:.3f}   (target >= 0.9)")
+            if (1, source) in results and (2, source) in results:
+                eff = results[2, source] / (2 * results[1, source])
+                print(f"scaling efficiency ({source}): {eff:.3f}   (target >= 0.9)")
         for ranks in (1, 2):
-            overhead = 1 - results[ranks, "fits"] / results[ranks, "memory"]
-            print(f"FITS pipeline overhead ({ranks} rank(s)): {100 * overhead:+.1f} %   (target <= 5 %)")
+            if (ranks, "memory") in results and (ranks, "fits") in results:
+                overhead = 1 - results[ranks, "fits"] / results[ranks, "memory"]
+                print(f"FITS pipeline overhead ({ranks} rank(s)): {100 * overhead:+.1f} %   (target <= 5 %)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
