@@ -128,8 +128,8 @@ def test_evaluation_covers_every_tile_once_and_denormalizes_to_astropy(dataset, 
     assert tile_origins(24, 16, 16, "shift") == [0, 8]
 
 
-def test_vectorized_and_per_tile_decoding_give_identical_batches(tmp_path):
-    """Same-shape files read whole are decoded a batch at a time; the result must not change."""
+def test_vectorized_and_per_tile_decoding_give_identical_batches(tmp_path, monkeypatch):
+    """Batches decoded a batch at a time (compiled kernels) equal those decoded tile by tile."""
     rng = np.random.default_rng(8)
     for i in range(7):
         raw = rng.integers(-500, 3000, (20, 36)).astype(np.int16)
@@ -137,13 +137,15 @@ def test_vectorized_and_per_tile_decoding_give_identical_batches(tmp_path):
         write_raw_fits(tmp_path / f"im{i}.fits", raw, 16, BSCALE=0.5, BZERO=100.0, BLANK=-999)
     manifest, _ = index_paths([str(tmp_path)], DataConfig(tile=16))
     streams = {}
-    for min_bytes in (0, 1 << 16):
+    for min_bytes, vectorize in ((0, False), (0, True), (1 << 16, True)):
+        monkeypatch.setattr(Pipeline, "vectorize", vectorize)
         cfg = DataConfig(tile=16, stride=10, crop=11, batch_size=4, whole_file_min_bytes=min_bytes)
         pipe = Pipeline(manifest, cfg, seed=9)
-        streams[min_bytes] = (pipe._vectorized, _take(pipe.training(3), 4), _take(pipe.evaluation(5), 20))
-    assert [v[0] for v in streams.values()] == [False, True]
-    assert _equal(streams[0][1], streams[1 << 16][1])
-    assert _equal(streams[0][2], streams[1 << 16][2])
+        assert pipe._vectorized == vectorize
+        streams[min_bytes, vectorize] = (_take(pipe.training(3), 4), _take(pipe.evaluation(5), 20))
+    reference = streams[0, False]
+    for key, (training, evaluation) in streams.items():
+        assert _equal(training, reference[0]) and _equal(evaluation, reference[1]), key
 
 
 def test_masked_pixels_are_filled_with_the_background(tmp_path):
@@ -242,6 +244,27 @@ def test_files_lost_after_indexing_are_skipped_counted_and_reported_once(tmp_pat
     joined = "\n".join(handler.messages)
     assert "im1.fits" in joined and "no longer exists" in joined
     assert "im4.fits" in joined and "changed size" in joined
+
+
+@pytest.mark.parametrize("min_bytes,vectorize", [(0, True), (1 << 16, True), (1 << 16, False)],
+                         ids=["ranged-reads", "vectorized-whole-file-reads", "per-tile-whole-file-reads"])
+def test_every_file_lost_after_indexing_fails_clearly_instead_of_stalling(tmp_path, monkeypatch, min_bytes, vectorize):
+    monkeypatch.setattr(Pipeline, "vectorize", vectorize)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        fits.PrimaryHDU(gaussian_field(rng, (16, 16))).writeto(tmp_path / f"im{i}.fits")
+    cfg = DataConfig(tile=16, batch_size=2, whole_file_min_bytes=min_bytes)
+    manifest, _ = index_paths([str(tmp_path)], cfg)
+    pipe = Pipeline(manifest, cfg, seed=0)
+    assert len(_take(pipe.training(), 1)) == 1
+    for i in range(5):
+        os.remove(tmp_path / f"im{i}.fits")
+    stalled = r"none of the last\] \[\d+\] \[tiles .* could be read. The input files were deleted"
+    for start in (0, 1):  # also when resumed mid-epoch (the first epoch's share is then short)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=stalled):
+            _take(pipe.training(start), 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=stalled + r".*im0\.fits"):
+        _take(pipe.evaluation(2), 1)
 
 
 def test_too_few_tiles_for_the_ranks_is_a_clear_error(dataset):

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAD_TO_SIGMA", "PlaneStats", "robust_stats", "image_parameters", "denormalize", "normalize"]
+__all__ = ["MAD_TO_SIGMA", "PlaneStats", "robust_stats", "image_parameters", "denormalize", "normalize", "standardize",
+           "stretch"]
 
 MAD_TO_SIGMA = 1.482602218505602
 
@@ -105,11 +106,26 @@ def _expand(v, ndim, xp):
 
 def normalize(p, offset, scale, cfg):
     """Physical pixels → model input (TensorFlow). ``offset``/``scale`` broadcast over ``p``."""
+    return stretch(standardize(p, offset, scale), cfg)
+
+
+def standardize(p, offset, scale):
+    """The affine part of :func:`normalize`: ``(p - offset) / scale`` (TensorFlow).
+
+    A subtraction and a division, each correctly rounded: identical under XLA and plain
+    TensorFlow, so the pipeline may compile it into its decode kernel.
+    """
     import tensorflow as tf
 
-    x = (p - tf.cast(offset, p.dtype)) / tf.cast(scale, p.dtype)
+    return (p - tf.cast(offset, p.dtype)) / tf.cast(scale, p.dtype)
+
+
+def stretch(x, cfg):
+    """The non-linear part of :func:`normalize` (``asinh``), applied to standardized pixels."""
+    import tensorflow as tf
+
     if cfg.normalization == "asinh":
-        a = tf.cast(cfg.asinh_softening, p.dtype)
+        a = tf.cast(cfg.asinh_softening, x.dtype)
         x = a * tf.math.asinh(x / a)
     return x
 

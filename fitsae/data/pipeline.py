@@ -41,8 +41,8 @@ import numpy as np
 
 from fitsae.data.config import DataConfig
 from fitsae.data.manifest import Manifest, tile_origins
-from fitsae.data.normalize import image_parameters, normalize
-from fitsae.io.native import FLOAT32_EXACT, decode_tf
+from fitsae.data.normalize import image_parameters, standardize, stretch
+from fitsae.io.native import FLOAT32_EXACT, decode_tf, decode_words_tf, physical_tf, swap_words_tf
 from fitsae.io.read import read_raw_region, read_region_astropy
 
 __all__ = ["Pipeline", "PipelineError"]
@@ -88,6 +88,9 @@ class Pipeline:
     skipped : int
         Tiles dropped so far because their file could not be read.
     """
+
+    #: Decode a batch at a time when the data allow it; False forces the per-tile path (tests compare both).
+    vectorize = True
 
     def __init__(self, manifest: Manifest, data_cfg: DataConfig, seed: int = 0, rank: int = 0, size: int = 1):
         if not 0 <= rank < size:
@@ -149,12 +152,23 @@ class Pipeline:
             branch_of_row.append(branches.index(key))
         self._branches = [(s, None if s == ASTROPY else next(r.spec for r in rows if r.spec.key == k))
                           for s, k in branches]
-        # The common case — same-shape images read whole, one decode rule — is decoded a batch at a
-        # time: per tile only the file read remains, everything else is one op per batch.
-        self._vectorized = (
-            branches == [(WHOLE, rows[0].spec.key)] and len({r.spec for r in rows}) == 1
-            and len({r.shape for r in rows}) == 1 and self.cfg.edge != "pad"
+        # The common case — one decode rule, planes read whole (same shape) or windows read by
+        # ranged reads (cube planes, mosaic tiles) — is decoded a batch at a time: per tile only
+        # the read remains, everything else is one compiled kernel per batch.
+        specs, shapes = {r.spec for r in rows}, {r.shape for r in rows}
+        self._vectorized = self.vectorize and (
+            len(branches) == 1 and branches[0][0] in (WHOLE, RANGED) and len(specs) == 1
+            and (branches[0][0] == RANGED or len(shapes) == 1) and self.cfg.edge != "pad"
         )
+        if self._vectorized:
+            spec = self._branches[0][1]
+            offsets = {r.data_offset for r in rows}
+            # Whole files whose data all start at one offset decode straight from the file bytes;
+            # otherwise each example's data are cut out first (tf.strings.substr, one more copy).
+            self._common_start = (offsets.pop() if len(offsets) == 1 and rows[0].data_offset % spec.itemsize == 0
+                                  else None)
+            self._marker_bytes = 0 if self._common_start is not None or branches[0][0] == RANGED else (
+                max(r.data_offset for r in rows) + rows[0].height * rows[0].width * spec.itemsize)
         # Integers decoded without BLANK can hold no NaN; only floats, BLANK, astropy and padding can.
         self._may_have_holes = self.cfg.edge == "pad" or any(
             r.compressed or r.bitpix < 0 or r.spec.mode == "scale" for r in rows)
@@ -268,25 +282,37 @@ class Pipeline:
         return np.asarray(data, dtype=self._dtype)
 
     def _example(self, tile, ry, rx, size, seq):
-        """Physical pixels of the ``size × size`` window at (ry, rx) of tile ``tile`` (NaN outside the image)."""
+        """What the parallel readers produce for the ``size × size`` window at (ry, rx) of tile ``tile``.
+
+        Vectorized: the raw bytes (``content``; the whole file or just the window's rows), left for
+        :meth:`_finish` to decode a batch at a time. Otherwise: physical pixels (``phys``, NaN
+        outside the image). Everything that does not need the file (normalization parameters,
+        fill values) is looked up per batch, keeping the per-tile work to the read itself.
+        """
         import tensorflow as tf
 
         t = self._t
         row = tf.gather(t["tile_row"], tile)
-        common = {"fill": tf.gather(t["fill"], row), "offset": tf.gather(t["offset"], row),
-                  "scale": tf.gather(t["scale"], row), "noise": tf.gather(t["noise"], row),
-                  "tile_id": tf.cast(tile, tf.int64), "_seq": seq}
+        common = {"tile_id": tf.cast(tile, tf.int64), "_seq": seq}
         if self._vectorized:
-            start = tf.gather(t["data_offset"], row)
-            spec, (height, width) = self._branches[0][1], self.manifest[0].shape
-            content = tf.io.read_file(tf.gather(t["path"], row))
+            strategy, spec = self._branches[0]
+            path = tf.gather(t["path"], row)
+            if strategy == RANGED:
+                content = tf.numpy_function(
+                    _ranged_read, [path, tf.gather(t["data_offset"], row), tf.gather(t["width"], row),
+                                   tf.constant(spec.itemsize, tf.int64), ry, ry + size, rx, rx + size],
+                    tf.string, stateful=False)
+                return {"content": tf.ensure_shape(content, []), **common}
+            height, width = self.manifest[0].shape
+            content = tf.io.read_file(path)
             # A file truncated since indexing must fail here, per tile, not later for the whole batch.
             check = tf.debugging.assert_greater_equal(
-                tf.cast(tf.strings.length(content), tf.int64), start + height * width * spec.itemsize,
+                tf.cast(tf.strings.length(content), tf.int64),
+                tf.gather(t["data_offset"], row) + height * width * spec.itemsize,
                 message="file shorter than the manifest says")
             with tf.control_dependencies([check]):
                 content = tf.identity(content)
-            return {"content": content, "start": start, "ry": ry, "rx": rx, **common}
+            return {"content": content, "ry": ry, "rx": rx, **common}
         height, width = tf.gather(t["height"], row), tf.gather(t["width"], row)
         y0, x0 = tf.clip_by_value(ry, 0, height), tf.clip_by_value(rx, 0, width)
         y1, x1 = tf.clip_by_value(ry + size, 0, height), tf.clip_by_value(rx + size, 0, width)
@@ -298,47 +324,126 @@ class Pipeline:
         phys = tf.ensure_shape(phys, [size, size])
         return {"phys": phys, **common}
 
-    def _decode_batch(self, batch, size):
-        """The vectorized path: decode a batch of whole-file reads and cut each example's window."""
+    def _kernels(self, size):
+        """XLA-compiled batch kernels: ``decode(words, ry, rx, fill, offset, scale)`` and
+        ``standardize(phys, fill, offset, scale)``, both → standardized pixels (B, size, size).
+
+        XLA fuses byte swapping, window cutting, the cast, filling and ``(p - offset) / scale``
+        into one or two passes over the batch; as separate TensorFlow ops each is a pass of its
+        own, and this is most of the per-image cost once reading is done. Float arithmetic
+        that XLA would contract into fused multiply-adds (BSCALE/BZERO) stays outside it, so
+        the values stay bit-identical to astropy's (see :func:`fitsae.io.native.physical_tf`).
+        """
         import tensorflow as tf
 
-        spec, (height, width) = self._branches[0][1], self.manifest[0].shape
-        start = batch.pop("start")
-        raw = tf.strings.substr(batch.pop("content"), start, tf.fill(tf.shape(start), tf.constant(height * width * spec.itemsize, tf.int64)))
-        values = tf.reshape(decode_tf(raw, spec), [-1, height, width])
-        ry, rx = batch.pop("ry"), batch.pop("rx")
-        if size != height:
-            values = tf.gather(values, ry[:, None] + tf.range(size, dtype=tf.int64), batch_dims=1)
-        if size != width:
-            values = tf.gather(values, rx[:, None] + tf.range(size, dtype=tf.int64), axis=2, batch_dims=1)
-        return tf.cast(values, tf.as_dtype(self._dtype))
+        dtype = tf.as_dtype(self._dtype)
+        holes = self._may_have_holes
 
-    def _finish(self, batch, size):
-        """Fill and normalize a whole batch at once: elementwise work vectorized over examples."""
+        def finish(phys, fill, offset, scale):
+            phys = tf.cast(phys, dtype)
+            if holes:
+                phys = tf.where(tf.math.is_finite(phys), phys, tf.cast(fill, dtype)[:, None, None])
+            return standardize(phys, offset[:, None, None], scale[:, None, None])
+
+        standardize_kernel = tf.function(finish, jit_compile=True)
+        if not self._vectorized:
+            return None, standardize_kernel
+        strategy, spec = self._branches[0]
+        height, width = self.manifest[0].shape
+
+        def values(words, ry, rx):
+            if strategy == RANGED:  # the reads returned exactly the windows
+                return swap_words_tf(tf.reshape(words, [-1, size, size]), spec)
+            start = (self._common_start or 0) // spec.itemsize
+            words = tf.reshape(words[:, start:start + height * width], [-1, height, width])
+            if size != height:
+                words = tf.gather(words, ry[:, None] + tf.range(size, dtype=tf.int64), batch_dims=1)
+            if size != width:
+                words = tf.gather(words, rx[:, None] + tf.range(size, dtype=tf.int64), axis=2, batch_dims=1)
+            return swap_words_tf(words, spec)
+
+        if spec.mode == "scale":
+            values_kernel = tf.function(values, jit_compile=True)
+
+            def decode(words, ry, rx, fill, offset, scale):
+                return standardize_kernel(physical_tf(values_kernel(words, ry, rx), spec), fill, offset, scale)
+        else:
+            decode = tf.function(lambda words, ry, rx, fill, offset, scale: finish(
+                physical_tf(values(words, ry, rx), spec), fill, offset, scale), jit_compile=True)
+        return decode, standardize_kernel
+
+    def _words(self, batch, rows, size):
+        """The vectorized path's batch of raw bytes as big-endian words (one copy)."""
         import tensorflow as tf
 
-        phys = batch.pop("phys") if "phys" in batch else self._decode_batch(batch, size)
-        fill = tf.cast(batch.pop("fill"), phys.dtype)[:, None, None]
-        if self._may_have_holes:
-            # Most batches have nothing to fill; checking is cheaper than rewriting every pixel.
-            phys = tf.cond(tf.reduce_all(tf.math.is_finite(phys)), lambda: phys,
-                           lambda: tf.where(tf.math.is_finite(phys), phys, fill))
-        x = normalize(phys, batch["offset"][:, None, None], batch["scale"][:, None, None], self.cfg)
-        batch["x"] = tf.cast(x, tf.float32)[..., None]
+        strategy, spec = self._branches[0]
+        contents = batch.pop("content")
+        if strategy == RANGED:
+            return decode_words_tf(contents, spec, fixed_length=size * size * spec.itemsize)
+        height, width = self.manifest[0].shape
+        nbytes = height * width * spec.itemsize
+        if self._common_start is not None:
+            return decode_words_tf(contents, spec, fixed_length=self._common_start + nbytes)
+        start = tf.gather(self._t["data_offset"], rows)
+        return decode_words_tf(tf.strings.substr(contents, start, tf.fill(tf.shape(start), tf.constant(nbytes, tf.int64))),
+                               spec)
+
+    def _finish(self, batch, size, kernels):
+        """Decode (vectorized path), fill and normalize a whole batch at once."""
+        import tensorflow as tf
+
+        decode, standardize_kernel = kernels
+        t = self._t
+        # max(): the end marker of a finite stream (tile -1) is removed after this step.
+        rows = tf.gather(t["tile_row"], tf.maximum(batch["tile_id"], 0))
+        fill, offset, scale = (tf.gather(t[k], rows) for k in ("fill", "offset", "scale"))
+        batch["offset"], batch["scale"], batch["noise"] = offset, scale, tf.gather(t["noise"], rows)
+        if "phys" in batch:
+            x = standardize_kernel(batch.pop("phys"), fill, offset, scale)
+        else:
+            ry, rx = batch.pop("ry", None), batch.pop("rx", None)
+            if ry is None:
+                ry = rx = tf.zeros_like(batch["tile_id"])
+            x = decode(self._words(batch, rows, size), ry, rx, fill, offset, scale)
+        batch["x"] = tf.cast(stretch(x, self.cfg), tf.float32)[..., None]
         return batch
 
     # -- skipping unreadable files --------------------------------------------------------------
-    def _guard(self, dataset, size, batch_size, first_seq, last_seq, locate):
-        """Drop elements that failed to read, then, per batch, count and report the gaps they left."""
+    def _stall_check(self, dataset, first_seq, share, what):
+        """Fail, naming the problem, when a whole ``share`` of consecutive tiles could not be read.
+
+        Unreadable tiles are dropped before batching, so if every file is gone no batch ever
+        arrives and training would wait forever. Markers (``tile_id`` -1, ``_seq`` one past the end
+        of an epoch's share) come after each epoch's tiles and cannot fail; at a marker, the
+        distance to the last tile that was read is the run of consecutive skips.
+        """
         import tensorflow as tf
 
-        dataset = dataset.ignore_errors()
-        if last_seq is not None:
-            # A finite stream ends with a marker one past its last element, so that tiles lost at
-            # the very end leave a gap too; the marker is removed again after the gap check.
-            dataset = dataset.concatenate(tf.data.Dataset.from_tensors(self._end_marker(dataset.element_spec, last_seq)))
-        dataset = dataset.batch(batch_size, drop_remainder=last_seq is None)
-        dataset = dataset.map(lambda batch: self._finish(batch, size), num_parallel_calls=tf.data.AUTOTUNE,
+        limit = max(int(share), 1)
+        manifest = self.manifest
+        example = f"{manifest[0].path}" + (f" (and {len(manifest) - 1} other plane(s))" if len(manifest) > 1 else "")
+        head = (f"fitsae data pipeline, rank {self.rank} of {self.size}: none of the last")
+        tail = (f"tiles ({what}) could be read. The input files were deleted, moved, truncated or made "
+                f"unreadable after indexing; the manifest lists {example}. Restore the files or index the "
+                f"data again (fitsae index).")
+
+        def step(last, element):
+            marker = element["tile_id"] < 0
+            skipped = element["_seq"] - last - 1
+            check = tf.debugging.Assert(tf.logical_or(tf.logical_not(marker), skipped < limit), [head, skipped, tail])
+            with tf.control_dependencies([check]):
+                last = tf.where(marker, last, element["_seq"])
+            return last, element
+
+        return dataset.scan(tf.constant(first_seq - 1, tf.int64), step)
+
+    def _batches(self, dataset, size, batch_size, first_seq, finite, locate):
+        """Batch, decode and normalize; per batch, count and report the gaps skipped tiles left."""
+        import tensorflow as tf
+
+        kernels = self._kernels(size)
+        dataset = dataset.batch(batch_size, drop_remainder=not finite)
+        dataset = dataset.map(lambda batch: self._finish(batch, size, kernels), num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=True)
 
         def report(prev, seqs):
@@ -357,26 +462,25 @@ class Pipeline:
             return seqs[-1], batch
 
         dataset = dataset.scan(tf.constant(first_seq - 1, tf.int64), scan)
-        if last_seq is None:
+        if not finite:
             return dataset
         real = lambda batch: batch["tile_id"] >= 0  # noqa: E731
         dataset = dataset.map(lambda batch: {k: tf.boolean_mask(v, real(batch)) for k, v in batch.items()})
         return dataset.filter(lambda batch: tf.size(batch["tile_id"]) > 0)
 
-    def _end_marker(self, spec, seq):
-        """An element shaped like ``spec`` that decodes without error, with tile_id -1 and ``_seq`` = seq."""
+    def _with_marker(self, dataset, seq):
+        """``dataset`` followed by a marker: an element that decodes without error, tile_id -1, ``_seq`` = seq."""
         import tensorflow as tf
 
         marker = {}
-        for key, s in spec.items():
+        for key, s in dataset.element_spec.items():
             if key == "content":
-                spec_, (height, width) = self._branches[0][1], self.manifest[0].shape
-                marker[key] = tf.constant(b"\0" * (height * width * spec_.itemsize))
+                marker[key] = tf.constant(b"\0" * self._marker_bytes)
             else:
                 marker[key] = tf.zeros(s.shape, s.dtype)
         marker["tile_id"] = tf.constant(-1, tf.int64)
-        marker["_seq"] = tf.constant(seq, tf.int64)
-        return marker
+        marker["_seq"] = tf.cast(seq, tf.int64)
+        return dataset.concatenate(tf.data.Dataset.from_tensors(marker))
 
     def _eval_tile(self, seq: int) -> int:
         return int(seq) * self.size + self.rank
@@ -418,23 +522,30 @@ class Pipeline:
         crop = self.cfg.crop or self.cfg.tile
         margin = self.cfg.tile - crop
 
-        def epoch_elements(epoch):
+        parallel = self.cfg.parallel_reads or tf.data.AUTOTUNE
+
+        def epoch_stream(epoch):
             order = self._epoch_order(epoch).take(used).enumerate().shard(size, rank)
-            return order.map(lambda pos, tile: (epoch, pos, tile))
+            # Resuming mid-epoch skips tile indices, before anything is read.
+            order = order.skip(tf.where(epoch == epoch0, tf.constant(skip_steps * B, tf.int64), 0))
 
-        def element(epoch, pos, tile):
-            if margin:
-                shift = tf.random.stateless_uniform([2], seed=self._seed(3, epoch, pos), minval=0,
-                                                    maxval=margin + 1, dtype=tf.int64)
-            else:
-                shift = tf.zeros([2], tf.int64)
-            ry = tf.gather(self._t["tile_y"], tile) + shift[0]
-            rx = tf.gather(self._t["tile_x"], tile) + shift[1]
-            return self._example(tile, ry, rx, crop, epoch * per_rank + pos // size)
+            def element(pos, tile):
+                if margin:
+                    shift = tf.random.stateless_uniform([2], seed=self._seed(3, epoch, pos), minval=0,
+                                                        maxval=margin + 1, dtype=tf.int64)
+                else:
+                    shift = tf.zeros([2], tf.int64)
+                ry = tf.gather(self._t["tile_y"], tile) + shift[0]
+                rx = tf.gather(self._t["tile_x"], tile) + shift[1]
+                return self._example(tile, ry, rx, crop, epoch * per_rank + pos // size)
 
-        ds = tf.data.Dataset.range(epoch0, _INT64_MAX).flat_map(epoch_elements).skip(skip_steps * B)
-        ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
-        ds = self._guard(ds, crop, B, int(start_step) * B, None, self._train_tile)
+            tiles = order.map(element, num_parallel_calls=parallel, deterministic=True).ignore_errors()
+            return self._with_marker(tiles, (epoch + 1) * per_rank)
+
+        ds = tf.data.Dataset.range(epoch0, _INT64_MAX).flat_map(epoch_stream)
+        ds = self._stall_check(ds, int(start_step) * B, per_rank, "a whole epoch's share of this rank")
+        ds = ds.filter(lambda element: element["tile_id"] >= 0)
+        ds = self._batches(ds, crop, B, int(start_step) * B, False, self._train_tile)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def evaluation(self, batch_size: int | None = None):
@@ -455,7 +566,10 @@ class Pipeline:
 
         ds = tf.data.Dataset.from_tensor_slices((tiles, seqs))
         ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
-        ds = self._guard(ds, tile_size, B, 0, int(tiles.size), self._eval_tile)
+        # The marker one past the last tile also lets tiles lost at the very end leave a gap.
+        ds = self._with_marker(ds.ignore_errors(), tiles.size)
+        ds = self._stall_check(ds, 0, tiles.size, "all of this rank's evaluation tiles")
+        ds = self._batches(ds, tile_size, B, 0, True, self._eval_tile)
         return ds.prefetch(tf.data.AUTOTUNE)
 
 

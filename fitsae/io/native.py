@@ -25,9 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RAW_DTYPES", "DecodeSpec", "decode_spec", "decode_tf", "SUPPORTED_BITPIX"]
+__all__ = ["RAW_DTYPES", "DecodeSpec", "decode_spec", "decode_tf", "decode_words_tf", "swap_words_tf", "physical_tf",
+           "SUPPORTED_BITPIX"]
 
 RAW_DTYPES = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}
+# Integers of each pixel's width that ``tf.io.decode_raw`` can produce (it has no uint32/uint64).
+WORD_DTYPES = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "int32", -64: "int64"}
 SUPPORTED_BITPIX = tuple(RAW_DTYPES)
 
 # Physical dtypes that float32 holds exactly: pipelines made only of these compute in float32.
@@ -97,9 +100,58 @@ def decode_tf(raw, spec: DecodeSpec, bscale=None, bzero=None, blank=None):
     """
     import tensorflow as tf
 
+    values = tf.io.decode_raw(raw, tf.as_dtype(spec.raw_dtype), little_endian=False)
+    return physical_tf(values, spec, bscale, bzero, blank)
+
+
+def decode_words_tf(raw, spec: DecodeSpec, fixed_length: int | None = None):
+    """Bytes → integers of the pixel width, still in FITS (big-endian) byte order: a plain copy.
+
+    Together with :func:`swap_words_tf` this replaces ``decode_raw(..., little_endian=False)``,
+    which reverses the bytes of one element at a time (measured ~6x slower than the copy). With
+    ``fixed_length`` every string is cut or zero-padded to that many bytes, so strings of
+    different lengths (whole files with different trailers) decode as one batch.
+    """
+    import tensorflow as tf
+
+    return tf.io.decode_raw(raw, tf.as_dtype(WORD_DTYPES[spec.bitpix]), fixed_length=fixed_length)
+
+
+def swap_words_tf(words, spec: DecodeSpec):
+    """Big-endian words (from :func:`decode_words_tf`) → raw pixel values of ``spec.raw_dtype``.
+
+    Only integer shifts, masks and bitcasts, so the result is exact whatever compiles it. It is
+    meant to run under XLA (``tf.function(jit_compile=True)``), which fuses the ops into one pass
+    over memory; as separate TensorFlow ops each would be a pass of its own.
+    """
+    import tensorflow as tf
+
+    bits = abs(spec.bitpix)
+    if bits > 8:
+        unsigned = tf.as_dtype(f"uint{bits}")
+        u = tf.bitcast(words, unsigned)
+        width = bits // 2
+        while width >= 8:
+            # Swap adjacent groups of `width` bits: halves, then quarters, ... then bytes.
+            mask = tf.constant(((1 << bits) - 1) // ((1 << 2 * width) - 1) * ((1 << width) - 1), unsigned)
+            u = tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(tf.bitwise.right_shift(u, width), mask),
+                                      tf.bitwise.left_shift(tf.bitwise.bitwise_and(u, mask), width))
+            width //= 2
+        words = u
+    return tf.bitcast(words, tf.as_dtype(spec.raw_dtype))
+
+
+def physical_tf(values, spec: DecodeSpec, bscale=None, bzero=None, blank=None):
+    """Raw pixel values (native byte order) → astropy's physical values; arguments as :func:`decode_tf`.
+
+    The ``scale`` mode multiplies and adds in floating point: never compile it with XLA, which
+    contracts ``x * bscale + bzero`` into one fused multiply-add and so differs from astropy in
+    the last bit. The other modes are integer-only and safe anywhere.
+    """
+    import tensorflow as tf
+
     out_dtype = tf.as_dtype(spec.dtype)
     raw_dtype = tf.as_dtype(spec.raw_dtype)
-    values = tf.io.decode_raw(raw, raw_dtype, little_endian=False)
     if spec.mode == "raw":
         return values
     if spec.mode == "unsigned":
