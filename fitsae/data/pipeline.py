@@ -42,7 +42,7 @@ import numpy as np
 from fitsae.data.config import DataConfig
 from fitsae.data.manifest import Manifest, tile_origins
 from fitsae.data.normalize import image_parameters, standardize, stretch
-from fitsae.io.native import FLOAT32_EXACT, decode_tf, decode_words_tf, physical_tf, swap_words_tf
+from fitsae.io.native import FLOAT32_EXACT, WORD_DTYPES, decode_tf, decode_words_tf, physical_tf, swap_words_tf
 from fitsae.io.read import read_raw_region, read_region_astropy
 
 __all__ = ["Pipeline", "PipelineError"]
@@ -62,6 +62,12 @@ def _ranged_read(path, offset, width, itemsize, y0, y1, x0, x1):
                            int(y0), int(y1), int(x0), int(x1))
     # A 0-d object array keeps trailing NUL bytes, which numpy's fixed-width bytes would strip.
     return np.array(data, dtype=object)
+
+
+def _ranged_window(path, offset, width, itemsize, y0, y1, x0, x1):
+    # Bytes as a uint8 array: handing TensorFlow a numeric array is measured ~1.6x cheaper than a string.
+    return np.frombuffer(read_raw_region(path.decode(), int(offset), int(width), int(itemsize),
+                                         int(y0), int(y1), int(x0), int(x1)), np.uint8)
 
 
 class Pipeline:
@@ -298,11 +304,11 @@ class Pipeline:
             strategy, spec = self._branches[0]
             path = tf.gather(t["path"], row)
             if strategy == RANGED:
-                content = tf.numpy_function(
-                    _ranged_read, [path, tf.gather(t["data_offset"], row), tf.gather(t["width"], row),
-                                   tf.constant(spec.itemsize, tf.int64), ry, ry + size, rx, rx + size],
-                    tf.string, stateful=False)
-                return {"content": tf.ensure_shape(content, []), **common}
+                window = tf.numpy_function(
+                    _ranged_window, [path, tf.gather(t["data_offset"], row), tf.gather(t["width"], row),
+                                     tf.constant(spec.itemsize, tf.int64), ry, ry + size, rx, rx + size],
+                    tf.uint8, stateful=False)
+                return {"window": tf.ensure_shape(window, [size * size * spec.itemsize]), **common}
             height, width = self.manifest[0].shape
             content = tf.io.read_file(path)
             # A file truncated since indexing must fail here, per tile, not later for the whole batch.
@@ -377,9 +383,12 @@ class Pipeline:
         import tensorflow as tf
 
         strategy, spec = self._branches[0]
-        contents = batch.pop("content")
         if strategy == RANGED:
-            return decode_words_tf(contents, spec, fixed_length=size * size * spec.itemsize)
+            window = batch.pop("window")
+            if spec.itemsize == 1:
+                return window
+            return tf.bitcast(tf.reshape(window, [-1, size * size, spec.itemsize]), tf.as_dtype(WORD_DTYPES[spec.bitpix]))
+        contents = batch.pop("content")
         height, width = self.manifest[0].shape
         nbytes = height * width * spec.itemsize
         if self._common_start is not None:
