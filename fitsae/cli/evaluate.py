@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="tiles per batch per rank (default: data.batch_size)")
     p.add_argument("--max-tiles", type=int, help="score at most this many test tiles (all ranks together)")
     p.add_argument("--pca-data", nargs="+", metavar="PATH",
-                   help="training images for the PCA fit (default: the run's data.paths)")
+                   help="training images for the PCA fit (default: RUN/manifest.jsonl, the exact "
+                   "training set, else the run's data.paths); never the test images")
     p.add_argument("--pca-tiles", type=int, default=2000,
                    help="training tiles sampled for the PCA fit (default 2000)")
     p.add_argument("--fpack-tiles", type=int, default=64,
