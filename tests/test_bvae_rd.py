@@ -1,5 +1,6 @@
 """Rate–distortion of a trained β-VAE: one network, a whole curve, ordered by β."""
 
+import json
 import math
 from pathlib import Path
 
@@ -101,9 +102,8 @@ def test_fits_end_to_end_simulate_train_and_rd_report(tmp_path):
     """Real FITS files → `fitsae train` (kind bvae, conv) → RD report on held-out tiles through the Pipeline."""
     from fitsae.cli import simulate as simulate_cli
     from fitsae.cli import train as train_cli
-    from fitsae.data.manifest import index_paths
-    from fitsae.data.pipeline import Pipeline
-    from fitsae.evaluate.bvae_rd import bvae_report, format_bvae_table, write_bvae_report
+    from fitsae.cli import evaluate as evaluate_cli
+    from fitsae.evaluate.bvae_rd import format_bvae_table
     from fitsae.train.checkpoints import load_model
 
     assert simulate_cli.main(["--kind", "toy", "--n", "12", "--size", "32", "--out", str(tmp_path / "train"), "--seed", "1"]) == 0
@@ -119,14 +119,15 @@ def test_fits_end_to_end_simulate_train_and_rd_report(tmp_path):
     assert code == 0
     cfg, model, step = load_model(run)
     assert step == 40
-    manifest, rejected = index_paths([str(tmp_path / "test")], cfg.data)
-    assert not rejected
-    batches = Pipeline(manifest, cfg.data, seed=0).evaluation(4).as_numpy_iterator()
-    report = bvae_report(model, step, batches, [-2.0, 0.0, 1.0], data_cfg=cfg.data)
+    out = tmp_path / "eval"
+    assert evaluate_cli.main(["--run-dir", str(run), "--data", str(tmp_path / "test"), "--out", str(out),
+                              "--logbetas=-2,0,1", "--batch-size", "4"]) == 0
+    report = json.loads((out / "bvae_rd.json").read_text())
     rows = report["results"]
     assert [r["logbeta"] for r in rows] == [-2.0, 0.0, 1.0]
     assert all(r["n_images"] == 4 and r["rate_nats_per_image"] > 0 and r["mse"] > 0 for r in rows)
     assert report["model"]["checkpoint_step"] == 40 and report["units"] == "physical"
-    written = write_bvae_report(report, tmp_path / "eval")
-    assert [p.name for p in written] == ["bvae_rd.json", "bvae_rd.png"]
+    assert (out / "bvae_rd.png").read_bytes()[:4] == b"\x89PNG"
     assert "log10 β" in format_bvae_table(report)
+    assert evaluate_cli.main(["--run-dir", str(run), "--data", str(tmp_path / "test"), "--out", str(out),
+                              "--logbetas", "x"]) == 2

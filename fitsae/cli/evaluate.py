@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training tiles sampled for the PCA fit (default 2000)")
     p.add_argument("--fpack-tiles", type=int, default=64,
                    help="test tiles compressed with each fpack setting (default 64; 0 skips fpack)")
+    p.add_argument("--logbetas", help="β-VAE runs: log10 β values, e.g. --logbetas=-3,-2,-1,0,1 (default: a "
+                   "spread over the training range)")
+    p.add_argument("--compare", type=Path, metavar="REPORT",
+                   help="β-VAE runs: a tunable AE's report.json whose AE, PCA and fpack rows are drawn "
+                   "on the same rate-distortion plot")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write RUN/tb/eval scalars")
     p.add_argument("--no-plots", action="store_true", help="write report.json/CSV only")
     p.add_argument("--plot-only", type=Path, metavar="DIR",
@@ -87,6 +92,20 @@ def _plot_only(directory: Path) -> int:
     print(format_table(report))
     print(format_fpack_table(report))
     return 0
+
+
+def _parse_logbetas(text: str | None) -> list[float] | None:
+    from fitsae.evaluate.runner import EvaluationError
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise EvaluationError(f"--logbetas {text!r}: expected comma-separated numbers, e.g. -2,-1,0,1")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         etas = parse_etas(args.etas)
+        logbetas = _parse_logbetas(args.logbetas)
         options = EvalOptions(
             run_dir=args.run_dir, data=list(args.data), out=args.out, etas=etas,
             checkpoint=args.checkpoint, watch=args.watch, poll_seconds=args.poll,
             watch_timeout=args.watch_timeout, batch_size=args.batch_size, max_tiles=args.max_tiles,
             pca_data=args.pca_data, pca_tiles=args.pca_tiles, fpack_tiles=args.fpack_tiles,
             fpack=args.fpack_tiles > 0, tensorboard=not args.no_tensorboard, plots=not args.no_plots,
+            logbetas=logbetas, compare=args.compare,
         )
         run(options)
     except (EvaluationError, DistributedError) as err:

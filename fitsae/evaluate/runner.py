@@ -72,6 +72,8 @@ class EvalOptions:
     tensorboard: bool = True
     plots: bool = True
     example_size: int = 128
+    logbetas: list[float] | None = None  # β-VAE runs: the log10 β grid (default: spread over training range)
+    compare: Path | None = None  # β-VAE runs: a tunable AE's report.json to draw on the same RD axes
 
     @property
     def out_dir(self) -> Path:
@@ -425,11 +427,8 @@ def _load(run_dir, checkpoint):
         _, prefix = resolve_checkpoint(run_dir, checkpoint)
         raise EvaluationError(f"{prefix}: cannot restore the model from this checkpoint "
                               f"(corrupt or truncated file?): {err}") from err
-    if model.model_config.kind not in ("dense", "conv"):
-        raise EvaluationError(
-            f"{run_dir}: `fitsae evaluate` scores tunable-rate models (kind dense or conv); "
-            f"this run is kind {model.model_config.kind!r}"
-        )
+    if model.model_config.kind not in ("dense", "conv", "bvae"):
+        raise EvaluationError(f"{run_dir}: cannot evaluate a model of kind {model.model_config.kind!r}")
     return cfg, model, step
 
 
@@ -646,6 +645,10 @@ def run(options: EvalOptions) -> list[dict]:
     ctx = None
     for i, wanted in enumerate(steps):
         cfg, model, step = _load(run_dir, wanted)
+        if model.model_config.kind == "bvae":
+            last = i == len(steps) - 1
+            reports.append(_evaluate_bvae(options, cfg, model, step, out if last else out / "steps" / f"step-{step}"))
+            continue
         if ctx is None:
             ctx = _Context(options, cfg, model)
         last = i == len(steps) - 1
@@ -654,9 +657,36 @@ def run(options: EvalOptions) -> list[dict]:
         if len(steps) > 1 and last and distributed.is_root():
             write_report(report, out / "steps" / f"step-{step}")
         reports.append(report)
-    ctx.close()
-    _announce(reports[-1], out)
+    if ctx is not None:
+        ctx.close()
+        _announce(reports[-1], out)
     return reports
+
+
+def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -> dict:
+    """A β-VAE has no η: score rate (KL) against distortion over a grid of log β instead.
+
+    The rows (``fitsae.evaluate.bvae_rd``) go to ``bvae_rd.json`` and ``bvae_rd.png``; with
+    ``options.compare`` (a tunable AE's report.json) the AE, PCA and fpack curves share the plot.
+    """
+    import json
+    from dataclasses import replace
+
+    from fitsae.evaluate import bvae_rd
+
+    if options.compare is not None and not Path(options.compare).is_file():
+        raise EvaluationError(f"--compare {options.compare}: no such report.json")
+    manifest = _manifest_for(options.data, replace(cfg.data, paths=list(options.data)),
+                             out_dir / "test.manifest.jsonl", "test data")
+    batches = _batches(manifest, cfg.data, int(cfg.train.seed), int(options.batch_size or cfg.data.batch_size),
+                       options.max_tiles)
+    report = bvae_rd.bvae_report(model, step, batches, options.logbetas, data_cfg=cfg.data, seed=int(cfg.train.seed))
+    if distributed.is_root():
+        compare = json.loads(Path(options.compare).read_text()) if options.compare else None
+        bvae_rd.write_bvae_report(report, out_dir, compare=compare)
+    distributed.root_print(bvae_rd.format_bvae_table(report))
+    distributed.root_print(f"report: {out_dir / bvae_rd.REPORT_NAME}")
+    return report
 
 
 def _watch(options: EvalOptions) -> list[dict]:
