@@ -3,7 +3,8 @@
 Flow per rank (nothing is decoded before it is known to belong to this rank)::
 
     epoch e ─ seeded permutation of all tiles ─ drop remainder ─ this rank's share ─ skip (resume)
-            ─ parallel read + decode + crop ─ skip unreadable ─ batch ─ fill + normalize ─ prefetch
+            ─ parallel read (+ per-tile decode) ─ skip unreadable ─ end-of-epoch check ─ batch
+            ─ batch decode + fill + normalize (XLA kernel) ─ prefetch
 
 - **Sharding.** Every rank computes the same global order of tiles for epoch ``e`` (stateless
   random ops seeded by ``(seed, e)``), keeps the first ``steps_per_epoch × batch_size × size``
@@ -17,17 +18,24 @@ Flow per rank (nothing is decoded before it is known to belong to this rank)::
   so a resumed run sees the batches an uninterrupted run would. Random crops are drawn with
   stateless ops seeded by ``(seed, epoch, position)``, independent of what ran before.
 - **Reading.** Small files are read whole by ``tf.io.read_file``; planes of cubes and tiles of
-  mosaics are read with a ranged ``os.pread`` of just their rows (``data.whole_file_max_ratio``);
-  both are decoded natively (:func:`fitsae.io.native.decode_tf`, bit-exact with astropy).
+  mosaics are read with a ranged ``os.pread`` of just their rows (``data.whole_file_max_ratio``;
+  a small ``tf.numpy_function``, as TensorFlow has no ranged-read op); both are decoded natively
+  (:mod:`fitsae.io.native`, bit-exact with astropy).
   Tile-compressed HDUs and gzip files go through astropy in ``tf.numpy_function``. Per-rank
   memory is the prefetch depth plus a few tiles per reader thread, independent of the dataset.
-- **Vectorized work.** Filling NaN/BLANK pixels and normalizing run once per batch. When all
-  planes share one shape and decode rule and are read whole (typical survey cut-outs and
-  simulations), the decode itself also runs per batch, leaving only the file read per tile.
+- **Vectorized work.** Per tile only the read runs; normalization parameters are looked up and
+  filling NaN/BLANK pixels and normalizing run once per batch, in one XLA-compiled kernel. When
+  all planes share one decode rule — whole files of one shape (survey cut-outs, simulations) or
+  ranged reads (cube planes, mosaic tiles) — the decode runs there too: the bytes become
+  integers with a plain copy and XLA fuses the byte swap with the rest (big-endian
+  ``decode_raw`` reverses bytes element by element, several times slower). BSCALE/BZERO
+  arithmetic stays outside XLA, which would fuse it into multiply-adds and change the last bit
+  (:mod:`fitsae.io.native`); results are bit-identical to the per-tile path and to astropy.
 - **Bad files at run time.** A file deleted, truncated or made unreadable after indexing does not
   stop training: its tiles are dropped from the stream (the infinite training stream just pulls
   the next tile), counted in :attr:`Pipeline.skipped`, and logged once per file on the
-  ``fitsae`` logger.
+  ``fitsae`` logger. If a whole epoch's share of this rank (or, in evaluation, all of it) could
+  not be read, the stream fails with an error saying so instead of waiting forever for a batch.
 """
 
 from __future__ import annotations
@@ -290,8 +298,8 @@ class Pipeline:
     def _example(self, tile, ry, rx, size, seq):
         """What the parallel readers produce for the ``size × size`` window at (ry, rx) of tile ``tile``.
 
-        Vectorized: the raw bytes (``content``; the whole file or just the window's rows), left for
-        :meth:`_finish` to decode a batch at a time. Otherwise: physical pixels (``phys``, NaN
+        Vectorized: raw bytes — the whole file (``content``, a string) or just the window (``window``,
+        uint8, from a ranged read) — left for :meth:`_finish` to decode a batch at a time. Otherwise: physical pixels (``phys``, NaN
         outside the image). Everything that does not need the file (normalization parameters,
         fill values) is looked up per batch, keeping the per-tile work to the read itself.
         """
