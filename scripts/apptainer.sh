@@ -69,7 +69,7 @@ setup_tree() {
   sed -i 's/^#\?\s*root default capabilities\s*=.*/root default capabilities = file/' "$tmp/etc/apptainer/apptainer.conf"
   rm -rf "$TREE"
   mv "$tmp" "$TREE"
-  "$TREE/usr/bin/apptainer" --version >"$TREE/.fitsae-ready" 2>/dev/null || echo unknown >"$TREE/.fitsae-ready"
+  chroot "$TREE" dpkg-query -W -f '${Version}' apptainer >"$TREE/.fitsae-ready"
   say "ready: $TREE ($(cat "$TREE/.fitsae-ready"))"
 }
 
@@ -107,6 +107,10 @@ case "${1:-}" in
   *)
     if exe="$(native_apptainer)"; then exec "$exe" "$@"; fi
     setup_tree
+    # Each rank that srun starts through this wrapper lives in its own PID namespace, so Open MPI's
+    # shared-memory transport (vader, which maps peers by PID) segfaults between ranks on one node;
+    # TCP over loopback works. Real apptainer installs do not need this.
+    export OMPI_MCA_btl="${OMPI_MCA_btl:-self,tcp}"
     # Signals (SLURM's SIGTERM/SIGUSR1 on preemption) must reach the container, but `unshare`
     # ignores them while it waits; forward them to its child, the namespace's PID 1.
     unshare --mount --pid --fork --kill-child --propagation private -- "$0" __inner "$PWD" "$@" &
