@@ -134,8 +134,11 @@ def test_vectorized_and_per_tile_decoding_give_identical_batches(tmp_path, monke
     for i in range(7):
         raw = rng.integers(-500, 3000, (20, 36)).astype(np.int16)
         raw[i, i] = -999
-        write_raw_fits(tmp_path / f"im{i}.fits", raw, 16, BSCALE=0.5, BZERO=100.0, BLANK=-999)
+        # A longer header in one file: the data no longer start at one common offset.
+        extra = {f"EXTRA{k}": k for k in range(40)} if i == 3 else {}
+        write_raw_fits(tmp_path / f"im{i}.fits", raw, 16, BSCALE=0.5, BZERO=100.0, BLANK=-999, **extra)
     manifest, _ = index_paths([str(tmp_path)], DataConfig(tile=16))
+    assert len({row.data_offset for row in manifest}) == 2
     streams = {}
     for min_bytes, vectorize in ((0, False), (0, True), (1 << 16, True)):
         monkeypatch.setattr(Pipeline, "vectorize", vectorize)
