@@ -43,6 +43,10 @@ class Cluster:
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for SLURM clients and the jobs they submit."""
         env = dict(os.environ)
+        # sbatch exports this environment to the job: a FITSAE_IMAGE meant for the container tests
+        # must not turn the venv jobs into image jobs. Tests that want the image pass it in extra.
+        for key in ("FITSAE_IMAGE", "FITSAE_BINDS"):
+            env.pop(key, None)
         env["SLURM_CONF"] = str(self.conf)
         env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["FITSAE_VENV"] = str(VENV)
