@@ -41,3 +41,20 @@ def test_named_configs_are_valid(path):
     assert model.latent_channels == cfg.model.latent_channels
     if cfg.data.crop and cfg.model.kind == "conv":
         assert cfg.data.crop % model.stride == 0 and cfg.data.tile % model.stride == 0
+
+
+def test_every_file_deleted_after_indexing_is_a_clear_error(tmp_path, capsys):
+    from fitsae.cli import index as index_cli
+    from fitsae.cli import simulate as simulate_cli
+
+    assert simulate_cli.main(["--kind", "toy", "--n", "4", "--size", "32", "--out", str(tmp_path / "d"),
+                              "--seed", "0"]) == 0
+    assert index_cli.main([str(tmp_path / "d"), "--out", str(tmp_path / "m.jsonl"), "--tile", "32"]) == 0
+    for path in (tmp_path / "d").iterdir():
+        path.unlink()
+    code = main(["--config", str(REPO / "train" / "smoke.yaml"), "--run-dir", str(tmp_path / "r"),
+                 "--set", f"data.paths=[{tmp_path / 'm.jsonl'}]", "--set", "data.batch_size=2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "none of the last 4 tiles" in err and "could be read" in err and "index the data again" in err
+    assert "function_node" not in err

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 
 import numpy as np
@@ -63,6 +64,18 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 class PipelineError(ValueError):
     """The manifest and config cannot make the requested batches; the message says why."""
+
+
+def stall_message(error_text: str) -> str | None:
+    """The plain-language part of the error :meth:`Pipeline._stall_check` raises, or None.
+
+    TensorFlow wraps an in-graph assertion in node names and brackets; callers that catch it
+    (the training loop) show the user only what the pipeline meant to say.
+    """
+    match = re.search(r"\[(fitsae data pipeline[^\]]*)\] \[(\d+)\] \[(.*?\(fitsae index\)\.)\]", error_text, re.S)
+    if match is None:
+        return None
+    return f"{match.group(1)} {match.group(2)} {match.group(3)}".replace("\\'", "'")
 
 
 def _ranged_read(path, offset, width, itemsize, y0, y1, x0, x1):

@@ -39,6 +39,7 @@ import yaml
 
 from fitsae import config as fconfig
 from fitsae import distributed
+from fitsae.data.pipeline import PipelineError, stall_message
 from fitsae.models import build_model
 from fitsae.train import checkpoints
 from fitsae.train.config import ExperimentConfig, OptimizerConfig, training_image_shape
@@ -392,7 +393,11 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     with StopSignals() as stop:
         iterator = iter(dataset)
         while step < total:
-            batch = next(iterator)
+            try:
+                batch = next(iterator)
+            except tf.errors.InvalidArgumentError as err:
+                # The data layer's "a whole epoch of tiles could not be read" surfaces here.
+                raise PipelineError(stall_message(err.message) or err.message) from err
             x = batch["x"]
             if image_batch is None:
                 image_batch = x[: cfg.train.image_count]
