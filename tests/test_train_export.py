@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from fitsae.models import build_model
 from fitsae.models.config import ModelConfig
-from fitsae.train.export import InferenceModule, export_model
+from fitsae.train.export import export_model
 
 
 @pytest.mark.parametrize("kind, shape", [("conv", (None, None, 1)), ("dense", (8, 8, 1))])
@@ -18,7 +18,7 @@ def test_export_round_trip_gives_identical_outputs(tmp_path, kind, shape):
     model = build_model(cfg, shape)
     x = tf.random.stateless_normal([3, 8, 8, 1], seed=[4, 2])
     eta = tf.constant([1, 3, 5], tf.int32)
-    before = InferenceModule(model)
+    before = model.inference_module()
     export_model(model, tmp_path / "export", params_yaml="model: {kind: %s}\n" % kind)
     loaded = tf.saved_model.load(str(tmp_path / "export"))
     z = loaded.encode(x, eta)

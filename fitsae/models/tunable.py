@@ -56,6 +56,10 @@ class TunableAutoencoder(keras.Model):
         self.latent_channels = int(model_config.latent_channels)
         self.stride = int(model_config.total_stride)
 
+    def inference_module(self, params_yaml: str = "") -> "TunableInference":
+        """What ``fitsae.train.export`` saves: encode/decode with fixed input signatures."""
+        return TunableInference(self, params_yaml)
+
     def latent_shape(self, height, width) -> tuple:
         """Shape of one example's latent for an image of (height, width); None stays None."""
         if self.model_config.kind == "dense":
@@ -137,3 +141,41 @@ class TunableAutoencoder(keras.Model):
             "nll": nll,
             "eta": tf.cast(eta, tf.float32),
         }
+
+
+class TunableInference(tf.Module):
+    """The inference half of a tunable autoencoder, with traced input signatures for SavedModel.
+
+    ``encode(x, eta)`` → masked latents, ``decode_mean(z)`` → μ, ``decode_var(z)`` → log σ²;
+    ``latent_channels``, ``stride`` and ``params_yaml`` travel as variables. It tracks the
+    sub-models, not the Keras model, whose own serving signature would take one input only.
+    """
+
+    def __init__(self, model: "TunableAutoencoder", params_yaml: str = ""):
+        super().__init__(name="fitsae_inference")
+        self.encoder = model.encoder
+        self.mean_decoder = model.mean_decoder
+        self.var_decoder = model.var_decoder
+        self.latent_channels = tf.Variable(int(model.latent_channels), trainable=False, dtype=tf.int64)
+        self.stride = tf.Variable(int(model.stride), trainable=False, dtype=tf.int64)
+        self.params_yaml = tf.Variable(params_yaml, trainable=False, dtype=tf.string)
+        height, width, channels = model.image_shape
+        x_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="x")
+        eta_spec = tf.TensorSpec([None], tf.int32, name="eta")
+        z_spec = tf.TensorSpec([None, *model.latent_shape(height, width)], tf.float32, name="z")
+        self.encode = tf.function(self._encode, input_signature=[x_spec, eta_spec])
+        self.decode_mean = tf.function(self._decode_mean, input_signature=[z_spec])
+        self.decode_var = tf.function(self._decode_var, input_signature=[z_spec])
+
+    def _encode(self, x, eta):
+        return masking.apply_mask(self.encoder(x, training=False), eta)
+
+    def _decode_mean(self, z):
+        return self.mean_decoder(z, training=False)
+
+    def _decode_var(self, z):
+        return self.var_decoder(z, training=False)
+
+    def signatures(self) -> dict:
+        """The concrete functions to pass as ``signatures=`` to ``tf.saved_model.save``."""
+        return {name: getattr(self, name).get_concrete_function() for name in ("encode", "decode_mean", "decode_var")}
