@@ -400,11 +400,10 @@ class BetaVAE(keras.Model):
         a, b = self.cfg.logbeta_range
         return [a, 0.5 * (a + b), b]
 
-    def image_predictions(self, x) -> dict:
+    def image_predictions(self, x, etas=None) -> dict:
         """``{"logbeta_<v>": (μ, log σ²)}`` from the posterior mean at each of :meth:`image_logbetas`.
 
-        The training loop's image panels call this instead of ``encode(x, eta)`` because this
-        model's rate knob is log β, not a mask size.
+        ``etas`` (the tunable AEs' panel settings) is ignored: this model's rate knob is log β.
         """
         x = tf.convert_to_tensor(x, tf.float32)
         out = {}

@@ -56,6 +56,15 @@ class TunableAutoencoder(keras.Model):
         self.latent_channels = int(model_config.latent_channels)
         self.stride = int(model_config.total_stride)
 
+    def image_predictions(self, x, etas) -> dict:
+        """``{"eta_<η>": (μ, log σ²)}`` for TensorBoard's image panels, at each of ``etas``."""
+        x = tf.convert_to_tensor(x, tf.float32)
+        out = {}
+        for eta in etas:
+            z = self.encode(x, tf.fill([tf.shape(x)[0]], tf.constant(int(eta), tf.int32)))
+            out[f"eta_{int(eta):03d}"] = (self.decode_mean(z), self.decode_var(z))
+        return out
+
     def inference_module(self, params_yaml: str = "") -> "TunableInference":
         """What ``fitsae.train.export`` saves: encode/decode with fixed input signatures."""
         return TunableInference(self, params_yaml)

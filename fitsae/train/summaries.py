@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-__all__ = ["Summaries", "asinh_stretch", "panel", "render"]
+__all__ = ["Summaries", "asinh_stretch", "render"]
 
 # Residuals are shown over ±RESIDUAL_RANGE noise σ (normalized data have noise ≈ 1).
 RESIDUAL_RANGE = 5.0
@@ -26,14 +26,6 @@ def asinh_stretch(images: tf.Tensor, low: tf.Tensor, high: tf.Tensor) -> tf.Tens
     low = tf.asinh(low)[:, None, None, None]
     high = tf.asinh(high)[:, None, None, None]
     return tf.clip_by_value((tf.asinh(images) - low) / tf.maximum(high - low, 1e-6), 0.0, 1.0)
-
-
-def panel(model, x: tf.Tensor, eta: int) -> tf.Tensor:
-    """[input | μ | σ | residual] per example at rate ``eta``, each stretched to [0, 1]."""
-    x = tf.convert_to_tensor(x, tf.float32)
-    etas = tf.fill([tf.shape(x)[0]], tf.constant(eta, tf.int32))
-    z = model.encode(x, etas)
-    return render(x, model.decode_mean(z), model.decode_var(z))
 
 
 def render(x: tf.Tensor, mu: tf.Tensor, log_var: tf.Tensor) -> tf.Tensor:
@@ -78,16 +70,13 @@ class Summaries:
             tf.summary.text(tag, tf.constant(text))
 
     def images(self, step: int, model, x, etas) -> None:
-        """One panel tag per η: ``images/eta_<η>`` (input | μ | σ | residual)."""
+        """One panel per rate setting the model offers (``images/eta_<η>`` for the tunable AEs,
+        ``images/logbeta_<v>`` for the β-VAE): input | μ | σ | residual."""
         if not self.enabled:
             return
         with self._writer.as_default(step=step):
-            if hasattr(model, "image_predictions"):  # β-VAE: its rate knob is log β, not η
-                for tag, (mu, log_var) in model.image_predictions(x).items():
-                    tf.summary.image(f"images/{tag}", render(x, mu, log_var), max_outputs=int(x.shape[0]))
-                return
-            for eta in etas:
-                tf.summary.image(f"images/eta_{int(eta):03d}", panel(model, x, int(eta)), max_outputs=int(x.shape[0]))
+            for tag, (mu, log_var) in model.image_predictions(x, etas).items():
+                tf.summary.image(f"images/{tag}", render(x, mu, log_var), max_outputs=int(x.shape[0]))
 
     def flush(self) -> None:
         if self.enabled:
