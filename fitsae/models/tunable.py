@@ -114,7 +114,7 @@ class TunableAutoencoder(keras.Model):
             geometric_p=cfg.eta_geometric_p,
         )
 
-    def compute_losses(self, x, step, seed, rank, training: bool = True, eta=None) -> dict:
+    def compute_losses(self, x, step, seed, rank, training: bool = True, eta=None, noise=None) -> dict:
         """Losses for both optimizers and per-example metrics for one batch.
 
         Parameters
@@ -126,6 +126,9 @@ class TunableAutoencoder(keras.Model):
         training : bool
         eta : tf.Tensor, optional
             int32 (B,) to evaluate at a fixed rate instead of drawing η.
+        noise : tf.Tensor, optional
+            The batch's noise σ; unused here (MSE and NLL need no noise scale), accepted so the
+            loop treats every model alike (the β-VAE's reconstruction term needs it).
 
         Returns
         -------

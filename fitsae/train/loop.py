@@ -331,9 +331,9 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     trained = list({id(v): v for v in primary + variance}.values())
 
     @tf.function
-    def train_step(x, step):
+    def train_step(x, noise, step):
         with tf.GradientTape(persistent=True) as tape:
-            out = model.compute_losses(x, step, seed, rank, training=True)
+            out = model.compute_losses(x, step, seed, rank, training=True, noise=noise)
         grads1 = distributed.gradient(tape, out["loss_primary"], primary)
         grads2 = distributed.gradient(tape, out["loss_variance"], variance) if variance else []
         opt1.apply_gradients(zip(grads1, primary))
@@ -401,7 +401,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             x = batch["x"]
             if image_batch is None:
                 image_batch = x[: cfg.train.image_count]
-            out, finite = train_step(x, tf.constant(step, tf.int64))
+            out, finite = train_step(x, batch["noise"], tf.constant(step, tf.int64))
             finite = bool(finite)
             if finite:
                 window.add(out)
