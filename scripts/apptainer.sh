@@ -8,10 +8,12 @@
 # this only execs it. Otherwise (Debian 12 has no apptainer package and building it needs Go
 # modules from the internet) it keeps a minimal Debian unstable tree, which does package apptainer,
 # and runs apptainer inside it through fresh mount + PID namespaces and pivot_root: a plain chroot
-# is refused by apptainer ("weak chrooted environment"). Host directories the job needs (/work,
-# /tmp, /var/tmp, /home, /root, and FITSAE_APPTAINER_BINDS, colon-separated) are bind-mounted into
-# the tree at the same paths, so paths mean the same thing inside and out, including SLURM's PMIx
-# sockets under the slurmd spool/tmp dirs. Builds use --fakeroot (subordinate ids root:100000:65536
+# is refused by apptainer ("weak chrooted environment"). Host directories are bind-mounted into the
+# tree at the same paths, so paths mean the same thing inside and out, including SLURM's PMIx sockets
+# under the slurmd spool/tmp dirs: /work, /tmp, /var/tmp, /home, /root, /run/munge, the directories
+# in FITSAE_APPTAINER_BINDS (colon-separated), and every host directory the command names -- the
+# working directory, `--bind` sources, the image -- so data under /scratch, /lustre or a checkout
+# anywhere is found (a top-level directory the tree lacks is bound whole; system directories never). Builds use --fakeroot (subordinate ids root:100000:65536
 # inside the tree) because this kind of sandbox lacks CAP_SYS_RESOURCE for a plain root build.
 #
 # Environment:
@@ -73,6 +75,38 @@ setup_tree() {
   say "ready: $TREE ($(cat "$TREE/.fitsae-ready"))"
 }
 
+# Absolute host directories among ARGS: plain arguments, `--bind`/`-B` lists (src[:dst[:opts]],
+# comma-separated, also as --bind=...); a file stands for its directory. Paths that do not exist on
+# the host (paths inside the image) are ignored.
+named_dirs() {
+  local arg item src IFS=,
+  for arg in "$@"; do
+    for item in $arg; do
+      src="${item#--*=}"
+      src="${src%%:*}"
+      case "$src" in /?*) ;; *) continue ;; esac
+      [ -e "$src" ] || continue
+      [ -d "$src" ] || src="$(dirname "$src")"
+      readlink -m "$src"
+    done
+  done
+}
+
+# The host directory to bind so that DIR is visible in the tree, or nothing (status 1) when it
+# already is (under one of BOUND...) or lies under a system directory the tree must keep its own of.
+host_dir_to_bind() {
+  local dir="$1" rest top b; shift
+  rest="${dir#/}"
+  top="/${rest%%/*}"
+  case "$top" in
+    / | /usr | /bin | /sbin | /lib | /lib32 | /lib64 | /libx32 | /etc | /proc | /sys | /dev | /run | /boot | /var) return 1 ;;
+  esac
+  for b in "$@"; do
+    case "$dir/" in "$b"/*) return 1 ;; esac
+  done
+  if [ -e "$TREE$top" ]; then echo "$dir"; else echo "$top"; fi
+}
+
 # Runs as PID 1 of the new namespaces: make the tree the root, keep host paths, exec apptainer.
 inner() {
   local cwd="$1"; shift
@@ -80,14 +114,21 @@ inner() {
   mount -t proc proc "$TREE/proc"
   mount --rbind /dev "$TREE/dev"
   mount --rbind /sys "$TREE/sys"
-  local d binds="/work:/tmp:/var/tmp:/home:/root:/run/munge:${FITSAE_APPTAINER_BINDS:-}"
+  local d bound=() binds="/work:/tmp:/var/tmp:/home:/root:/run/munge:${FITSAE_APPTAINER_BINDS:-}"
   local IFS=:
   for d in $binds; do
     [ -n "$d" ] && [ -d "$d" ] || continue
     mkdir -p "$TREE$d"
     mount --rbind "$d" "$TREE$d"
+    bound+=("$d")
   done
   unset IFS
+  while IFS= read -r d; do
+    d="$(host_dir_to_bind "$d" "${bound[@]}")" || continue
+    mkdir -p "$TREE$d"
+    mount --rbind "$d" "$TREE$d"
+    bound+=("$d")
+  done < <(named_dirs "$cwd" "$@")
   cp /etc/hosts "$TREE/etc/hosts"
   cp /etc/resolv.conf "$TREE/etc/resolv.conf" 2>/dev/null || true
   mkdir -p "$TREE/.host"

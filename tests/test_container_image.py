@@ -72,6 +72,23 @@ def test_image_labels_record_the_pinned_stack(image: Path):
     assert labels["org.fitsae.openmpi"].split(".")[0] == host_major, (labels, host_mpi)
 
 
+@pytest.mark.skipif(not os.access("/", os.W_OK), reason="needs a writable / to make a top-level directory")
+def test_exec_sees_host_directories_outside_the_usual_ones(image: Path, tmp_path: Path):
+    """Data under /scratch or /lustre, or a checkout under /check: named by `--bind`, or the working
+    directory, it is visible inside (scripts/apptainer.sh once knew only /work, /tmp, /home, ...)."""
+    top = Path("/") / f"fitsae-bindtest-{os.getpid()}"
+    (top / "data").mkdir(parents=True)
+    try:
+        (top / "data" / "f.txt").write_text("from the host\n")
+        proc = apptainer("exec", "--bind", f"{top / 'data'}", str(image), "cat", str(top / "data" / "f.txt"))
+        assert proc.returncode == 0 and proc.stdout == "from the host\n", proc.stderr
+        proc = subprocess.run([APPTAINER, "exec", str(image), "cat", "f.txt"], cwd=top / "data",
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0 and proc.stdout == "from the host\n", proc.stderr
+    finally:
+        shutil.rmtree(top)
+
+
 @pytest.mark.slurm
 def test_srun_pmix_runs_two_ranks_in_the_image(image: Path, slurm_cluster: Cluster):
     """Hybrid model: host srun + PMIx start the ranks, the image's Open MPI joins them."""
