@@ -3,6 +3,7 @@
 One uninterrupted reference run is shared by the tests: the loss falls, both ranks end with
 identical weights, checkpoints and TensorBoard events read back, η varies across steps and ranks.
 A second run is stopped by SIGTERM to one rank, resumed, and must end where the reference did.
+A third is stopped by SIGUSR1 sent to ``mpirun`` itself, as the README tells interactive users to do.
 """
 
 from __future__ import annotations
@@ -142,3 +143,31 @@ def test_sigterm_on_one_rank_stops_all_saves_and_resume_matches(experiment, refe
     assert step == STEPS
     for wa, wb in zip(model_weights(a), model_weights(b)):
         np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
+
+
+def test_sigusr1_to_mpirun_stops_both_ranks_at_one_step_and_saves(experiment):
+    """Open MPI forwards SIGUSR1 to every rank (SIGTERM would make mpirun kill them): the README's way
+    to stop an interactive run keeping its progress."""
+    run = experiment / "usr1"
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", FITSAE_THREADS="1")
+    cmd = mpirun_command(2) + ["fitsae", "train", "--config", str(experiment / "exp.yaml"), "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if f"step 20/{STEPS}" in line:
+                break
+        proc.send_signal(signal.SIGUSR1)
+        _, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = "".join(lines) + rest
+    assert proc.returncode == EXIT_REQUEUE, stderr[-4000:]
+    session = yaml.safe_load((run / "run.yaml").read_text())["sessions"][-1]
+    assert 20 <= session["end_step"] < STEPS and session["exit_code"] == EXIT_REQUEUE
+    assert "SIGUSR1" in session["reason"], session["reason"]
+    assert list_checkpoints(run)[-1][0] == session["end_step"]
+    assert session["weight_digests"][0] == session["weight_digests"][1]
