@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fitsae.evaluate import fpack
-from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook, psnr
+from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook, psnr, tile_error_over_noise
 
 
 def _batch(rng, b=6, h=16, w=16):
@@ -118,3 +118,32 @@ def test_fpack_rejects_tiles_hcompress_cannot_take():
     assert fpack.applicable(fpack.FpackSetting("RICE_1", 4.0), (3, 8)) is None
     with pytest.raises(ValueError, match="2-D"):
         fpack.roundtrip(np.zeros((2, 4, 4)), fpack.DEFAULT_SETTINGS[0])
+
+
+def test_paired_change_is_the_pooled_change_with_the_tile_scatter_as_its_error():
+    rng = np.random.default_rng(4)
+    book = MetricBook()
+    pooled = {1: book.errors("eta1"), 2: book.errors("eta2")}
+    change = book.paired("change")
+    before_all, after_all = [], []
+    for _ in range(3):  # batches of tiles of equal size
+        x, mu, _, offset, scale, noise = _batch(rng, b=5)
+        mu2 = mu + rng.normal(scale=0.2, size=x.shape)
+        xp, noise_p = _phys(x, offset, scale), noise * scale
+        r1, r2 = _phys(mu, offset, scale), _phys(mu2, offset, scale)
+        pooled[1].update(xp, r1, noise_p)
+        pooled[2].update(xp, r2, noise_p)
+        before, after = tile_error_over_noise(xp, r1, noise_p), tile_error_over_noise(xp, r2, noise_p)
+        change.update(before, after)
+        before_all.append(before)
+        after_all.append(after)
+    d = np.concatenate(after_all) - np.concatenate(before_all)
+    got = change.summary()
+    assert got["n_tiles"] == 15
+    assert got["mean_change"] == pytest.approx(d.mean(), rel=1e-12)
+    assert got["standard_error"] == pytest.approx(d.std(ddof=1) / math.sqrt(d.size), rel=1e-9)
+    rmse = {k: v.summary(1.0)["rmse_over_noise"] for k, v in pooled.items()}
+    assert got["mean_change"] == pytest.approx(rmse[2] ** 2 - rmse[1] ** 2, rel=1e-10)
+    one = MetricBook().paired("one")
+    one.update(np.array([1.0]), np.array([2.0]))
+    assert math.isnan(one.summary()["standard_error"])

@@ -135,3 +135,43 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys):
     assert "--data are required" in capsys.readouterr().err
     assert cli.main(["--run-dir", str(tmp_path), "--data", "x.fits", "--checkpoint", "newest"]) == 2
     assert "--checkpoint must be" in capsys.readouterr().err
+
+
+def _rows_and_book(errors_by_eta: dict[int, np.ndarray]):
+    """Report rows and a book of paired changes for per-tile errors given directly (σ = 1, 1 pixel)."""
+    from fitsae.evaluate.metrics import tile_error_over_noise
+
+    etas = sorted(errors_by_eta)
+    book = MetricBook()
+    zeros = np.zeros((len(errors_by_eta[etas[0]]), 1, 1, 1))
+    tile_err = {eta: tile_error_over_noise(zeros, np.sqrt(e)[:, None, None, None], np.ones(len(e)))
+                for eta, e in errors_by_eta.items()}
+    for a, b in zip(etas, etas[1:]):
+        book.paired(("ae_change", a, b)).update(tile_err[a], tile_err[b])
+    rows = [{"eta": eta, "ae": {"rmse_over_noise": float(np.sqrt(np.mean(tile_err[eta])))}} for eta in etas]
+    return rows, book
+
+
+def test_a_rise_from_one_tile_is_within_the_scatter_a_rise_on_every_tile_is_significant():
+    from fitsae.evaluate.runner import _monotonic_note
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(1.0, 3.0, size=20)
+    one_tile = base - 0.01
+    one_tile[3] += 1.0  # one bright galaxy reconstructed worse: the pooled error rises
+    rows, book = _rows_and_book({1: base * 1.5, 2: base, 3: one_tile})
+    note = _monotonic_note(rows, book)
+    assert not note["ae_error_nonincreasing_in_eta"]
+    (rise,) = note["ae_error_increases"]
+    assert (rise["from_eta"], rise["to_eta"], rise["n_tiles"]) == (2, 3, 20) and rise["increase"] > 0
+    assert not rise["significant"] and not note["ae_error_increase_significant"]
+
+    rows, book = _rows_and_book({1: base * 1.5, 2: base, 3: base + 0.05 + rng.normal(scale=0.01, size=20)})
+    note = _monotonic_note(rows, book)
+    assert note["ae_error_increases"][0]["significant"] and note["ae_error_increase_significant"]
+    assert "significant" in format_table({"results": [], **note}).splitlines()[-1]
+
+    rows, book = _rows_and_book({1: base * 1.5, 2: base, 3: base * 0.9})
+    note = _monotonic_note(rows, book)
+    assert note["ae_error_nonincreasing_in_eta"] and note["ae_error_increases"] == []
+    assert format_table({"results": [], **note}).splitlines()[-1] == "AE error does not increase with η."

@@ -71,6 +71,12 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
     assert pca_errors == sorted(pca_errors, reverse=True)
     assert len(report["pca"]["eigenvalues"]) == 16 and report["pca"]["n_vectors"] == 12 * 4 * 16
     assert isinstance(report["ae_error_nonincreasing_in_eta"], bool)
+    assert report["ae_error_increase_significant"] == any(r["significant"] for r in report["ae_error_increases"])
+    errors = {r["eta"]: r["ae"]["rmse_over_noise"] for r in report["results"]}
+    for rise in report["ae_error_increases"]:  # the paired per-tile change is the pooled change
+        assert rise["n_tiles"] == 12
+        assert rise["mean_tile_change"] == pytest.approx(errors[rise["to_eta"]] ** 2 - errors[rise["from_eta"]] ** 2,
+                                                         rel=1e-6, abs=1e-9)
 
     fpack = report["baselines"]["fpack"]
     assert {e["compression_type"] for e in fpack} == {"RICE_1", "HCOMPRESS_1"} and len(fpack) == 10

@@ -153,7 +153,24 @@ def format_table(report: dict) -> str:
             f"{_num(pca.get('psnr'), '.2f'):>9} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
             f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}  {winner}"
         )
+    lines += _monotonic_lines(report)
     return "\n".join(lines)
+
+
+def _monotonic_lines(report: dict) -> list[str]:
+    """Whether the AE error falls with η, and for each rise whether it exceeds the tile scatter."""
+    if "ae_error_nonincreasing_in_eta" not in report:
+        return []
+    if report["ae_error_nonincreasing_in_eta"]:
+        return ["AE error does not increase with η."]
+    lines = []
+    for rise in report.get("ae_error_increases", []):
+        change, se = rise.get("mean_tile_change"), rise.get("standard_error")
+        verdict = "significant" if rise.get("significant") else "within the tile-to-tile scatter"
+        lines.append(f"AE error rises from η={rise['from_eta']} to η={rise['to_eta']} by "
+                     f"{_num(rise['increase'], '.4f')} rmse/σ (per-tile change of mse/σ² "
+                     f"{_num(change, '.4f')} ± {_num(se, '.4f')} SE over {rise.get('n_tiles', '—')} tiles): {verdict}")
+    return lines
 
 
 def format_fpack_table(report: dict) -> str:
