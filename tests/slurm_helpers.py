@@ -95,6 +95,25 @@ class Cluster:
         return self.wait_for(job_id, lambda f: f.get("JobState") in FINAL_STATES,
                              "reaching a final state", deadline_s=deadline_s)
 
+    def wait_previous_instance_gone(self, job_id: int, *, deadline_s: float = 120) -> None:
+        """Wait until no node is COMPLETING and no ``slurmstepd`` of ``job_id`` is left.
+
+        A requeued job normally waits ~2 min for its BeginTime, long after the node has cleaned up
+        the previous instance. A test that releases it early must wait for that clean-up itself:
+        launched while the old job's slurmstepd still exits, the same job id can fail to start.
+        """
+        end = time.monotonic() + deadline_s
+        states, steps = "", ""
+        while time.monotonic() < end:
+            states = self.run(["sinfo", "-h", "-N", "-o", "%t"]).stdout.split()
+            steps = subprocess.run(["pgrep", "-af", rf"slurmstepd: \[{job_id}\."],
+                                   capture_output=True, text=True).stdout.strip()
+            if states and all(s == "idle" for s in states) and not steps:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id}: node states {states}, steps left {steps!r} after "
+                             f"{deadline_s:.0f} s\n{self.logs_tail()}")
+
     def logs_tail(self, lines: int = 30) -> str:
         """The end of the daemons' logs, for failure messages."""
         parts = []

@@ -119,12 +119,15 @@ def test_preempted_job_is_requeued_and_resumes_from_checkpoint(slurm_cluster: Cl
     log = job_log(workdir, job_id)
     assert "exit 75" in log and "scontrol requeue" in log, log
     assert (run / "checkpoints" / "checkpoint").is_file()
-    # SLURM holds a requeued job until its BeginTime (about two minutes); release it now.
+    # SLURM holds a requeued job until its BeginTime (about two minutes); release it as soon as the
+    # node has cleaned up the first instance.
     assert requeued.get("Reason") in {"BeginTime", "None", "Priority", "Resources"}, requeued
+    slurm_cluster.wait_previous_instance_gone(job_id)
     slurm_cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     final = slurm_cluster.wait_final(job_id, deadline_s=600)
     log = job_log(workdir, job_id)
-    assert final["JobState"] == "COMPLETED" and final["ExitCode"] == "0:0", (final, log)
+    assert final["JobState"] == "COMPLETED" and final["ExitCode"] == "0:0", \
+        f"{final}\n{log}\n{slurm_cluster.logs_tail(60)}"
     assert "(restart 1)" in log, log
     resumed = re.findall(r"resuming \S+ from step (\d+)", log)
     assert resumed and int(resumed[-1]) > 0, log
