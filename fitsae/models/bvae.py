@@ -42,6 +42,7 @@ from keras import layers, ops
 
 from fitsae import losses
 from fitsae.models.bvae_losses import beta_objective, diag_gaussian_kl, gaussian_nll_sum, kl_per_sample
+from fitsae.models.inference import InferenceModule
 from fitsae.models.masking import step_seed
 
 __all__ = ["BetaVAE", "BVAEInference", "FiLM", "build_bvae", "ACTIVE_NATS"]
@@ -418,7 +419,7 @@ class BetaVAE(keras.Model):
         return BVAEInference(self, params_yaml)
 
 
-class BVAEInference(tf.Module):
+class BVAEInference(InferenceModule):
     """Encoder and decoders of a trained β-VAE with fixed input signatures, for ``tf.saved_model``.
 
     Loads with ``tf.saved_model.load`` in plain TensorFlow (no fitsae, no Keras objects):
@@ -429,16 +430,8 @@ class BVAEInference(tf.Module):
     """
 
     def __init__(self, model: BetaVAE, params_yaml: str = ""):
-        super().__init__(name="fitsae_bvae_inference")
-        # Track the sub-models (their variables), not the Keras model itself: a called Keras model
-        # brings its own one-input serving signature, which cannot trace a (x, logbeta) call.
-        self.encoder = model.encoder
-        self.mean_decoder = model.mean_decoder
-        self.var_decoder = model.var_decoder
-        self.latent_channels = tf.Variable(int(model.latent_channels), trainable=False, dtype=tf.int64)
-        self.stride = tf.Variable(int(model.stride), trainable=False, dtype=tf.int64)
+        super().__init__(model, params_yaml, name="fitsae_bvae_inference")
         self.logbeta_range = tf.Variable(list(model.cfg.logbeta_range), trainable=False, dtype=tf.float32)
-        self.params_yaml = tf.Variable(params_yaml, trainable=False, dtype=tf.string)
         if model.cfg.architecture == "dense":
             height, width, channels = model.image_shape
         else:
@@ -451,10 +444,6 @@ class BVAEInference(tf.Module):
                                        input_signature=[z_spec, lb_spec])
         self.decode_var = tf.function(lambda z, logbeta: model.decode_var(z, logbeta),
                                       input_signature=[z_spec, lb_spec])
-
-    def signatures(self) -> dict:
-        """The concrete functions to pass as ``signatures=`` to ``tf.saved_model.save``."""
-        return {name: getattr(self, name).get_concrete_function() for name in ("encode", "decode_mean", "decode_var")}
 
 
 def build_bvae(model_cfg, image_shape=(256, 256, 1)) -> BetaVAE:

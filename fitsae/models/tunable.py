@@ -15,6 +15,7 @@ import tensorflow as tf
 from fitsae import losses
 from fitsae.models import masking
 from fitsae.models.config import ModelConfig
+from fitsae.models.inference import InferenceModule
 
 __all__ = ["LogVarianceHead", "TunableAutoencoder"]
 
@@ -155,22 +156,15 @@ class TunableAutoencoder(keras.Model):
         }
 
 
-class TunableInference(tf.Module):
+class TunableInference(InferenceModule):
     """The inference half of a tunable autoencoder, with traced input signatures for SavedModel.
 
     ``encode(x, eta)`` → masked latents, ``decode_mean(z)`` → μ, ``decode_var(z)`` → log σ²;
-    ``latent_channels``, ``stride`` and ``params_yaml`` travel as variables. It tracks the
-    sub-models, not the Keras model, whose own serving signature would take one input only.
+    ``latent_channels``, ``stride`` and ``params_yaml`` travel as variables (:class:`InferenceModule`).
     """
 
     def __init__(self, model: "TunableAutoencoder", params_yaml: str = ""):
-        super().__init__(name="fitsae_inference")
-        self.encoder = model.encoder
-        self.mean_decoder = model.mean_decoder
-        self.var_decoder = model.var_decoder
-        self.latent_channels = tf.Variable(int(model.latent_channels), trainable=False, dtype=tf.int64)
-        self.stride = tf.Variable(int(model.stride), trainable=False, dtype=tf.int64)
-        self.params_yaml = tf.Variable(params_yaml, trainable=False, dtype=tf.string)
+        super().__init__(model, params_yaml, name="fitsae_inference")
         height, width, channels = model.image_shape
         x_spec = tf.TensorSpec([None, height, width, channels], tf.float32, name="x")
         eta_spec = tf.TensorSpec([None], tf.int32, name="eta")
@@ -187,7 +181,3 @@ class TunableInference(tf.Module):
 
     def _decode_var(self, z):
         return self.var_decoder(z, training=False)
-
-    def signatures(self) -> dict:
-        """The concrete functions to pass as ``signatures=`` to ``tf.saved_model.save``."""
-        return {name: getattr(self, name).get_concrete_function() for name in ("encode", "decode_mean", "decode_var")}
