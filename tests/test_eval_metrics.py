@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fitsae.evaluate import fpack
-from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook, psnr, tile_error_over_noise
+from fitsae.evaluate.metrics import BAND_EDGES, Z_BIN_EDGES, DataRange, MetricBook, psnr, tile_error_over_noise
 
 
 def _batch(rng, b=6, h=16, w=16):
@@ -147,3 +147,35 @@ def test_paired_change_is_the_pooled_change_with_the_tile_scatter_as_its_error()
     one = MetricBook().paired("one")
     one.update(np.array([1.0]), np.array([2.0]))
     assert math.isnan(one.summary()["standard_error"])
+
+
+def test_band_sums_split_the_pooled_error_by_the_true_pixels_brightness():
+    # Two tiles with their own background and noise; pixels placed at chosen signal-to-noise.
+    background, noise = np.array([100.0, -5.0]), np.array([2.0, 0.5])
+    snr = np.array([[0.0, 1.0, 5.0, 50.0], [2.0, 20.0, 150.0, 1000.0]])
+    err_over_noise = np.array([[1.0, -1.0, 2.0, 3.0], [0.5, 4.0, -6.0, 80.0]])
+    x = (background[:, None] + snr * noise[:, None]).reshape(2, 2, 2, 1)
+    recon = x - (err_over_noise * noise[:, None]).reshape(2, 2, 2, 1)
+    book = MetricBook()
+    whole, split = book.bands("whole"), book.bands("split")
+    whole.update(x, recon, background, noise)
+    for i in range(2):  # batching does not change the sums
+        split.update(x[i:i + 1], recon[i:i + 1], background[i:i + 1], noise[i:i + 1])
+    pooled = MetricBook().errors("pooled")
+    pooled.update(x, recon, noise)
+    bands = whole.summary()
+    assert bands == split.summary()
+    assert [(b["snr_low"], b["snr_high"]) for b in bands] == list(zip((None, *BAND_EDGES), (*BAND_EDGES, None)))
+    # Expected band of each pixel from the edges 3, 10, 30, 100, 300.
+    members = {0: [1.0, -1.0, 0.5], 1: [2.0], 2: [4.0], 3: [3.0], 4: [-6.0], 5: [80.0]}
+    total = float((err_over_noise**2).sum())
+    for k, band in enumerate(bands):
+        e = np.array(members[k])
+        assert band["pixel_fraction"] == pytest.approx(len(e) / 8)
+        assert band["rmse_over_noise"] == pytest.approx(math.sqrt(np.mean(e**2)))
+        assert band["share_of_error"] == pytest.approx(float((e**2).sum()) / total)
+    assert sum(b["share_of_error"] for b in bands) == pytest.approx(1.0)
+    assert total / 8 == pytest.approx(pooled.summary(1.0)["rmse_over_noise"] ** 2)
+    empty = MetricBook().bands("empty")
+    empty.update(x[:, :1, :1], recon[:, :1, :1], background, noise)  # only faint pixels
+    assert empty.summary()[-1]["rmse_over_noise"] is None and empty.summary()[-1]["pixel_fraction"] == 0.0

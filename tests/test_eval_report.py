@@ -175,3 +175,23 @@ def test_a_rise_from_one_tile_is_within_the_scatter_a_rise_on_every_tile_is_sign
     note = _monotonic_note(rows, book)
     assert note["ae_error_nonincreasing_in_eta"] and note["ae_error_increases"] == []
     assert format_table({"results": [], **note}).splitlines()[-1] == "AE error does not increase with η."
+
+
+def test_band_trend_names_the_band_whose_error_rises_with_eta():
+    from fitsae.evaluate.metrics import BAND_EDGES
+    from fitsae.evaluate.runner import _band_trend
+
+    lows, highs = (None, *BAND_EDGES), (*BAND_EDGES, None)
+    # Every band falls with η except the brightest, which rises 10 % from η=2 to η=4.
+    per_band = {1: [1.2, 2.0, 3.0, 8.0, 20.0, 100.0], 2: [1.0, 1.5, 2.5, 6.0, 15.0, 80.0],
+                4: [0.99, 1.5, 2.4, 5.0, 14.0, 88.0]}
+    rows = [{"eta": eta, "latent_values": eta, "compression_ratio": 64.0 / eta, "ae": {"bands": [
+        {"snr_low": lo, "snr_high": hi, "pixel_fraction": 0.1, "rmse_over_noise": v, "share_of_error": 0.2}
+        for lo, hi, v in zip(lows, highs, values)]}} for eta, values in per_band.items()]
+    trend = _band_trend(rows)
+    assert [t["nonincreasing_in_eta"] for t in trend] == [True] * 5 + [False]
+    assert trend[-1]["rises"] == [{"from_eta": 2, "to_eta": 4, "increase": pytest.approx(8.0)}]
+    table = format_table({"results": rows, "ae_error_by_band": trend}).splitlines()
+    assert table[-1].split()[0] == "≥" and table[-1].endswith("+10.0%")
+    assert table[-6].split()[:2] == ["<", "3σ"] and table[-6].endswith("none")
+    assert _band_trend([{"eta": 1, "ae": {"rmse_over_noise": 1.0}}]) == []  # reports before bands existed

@@ -32,6 +32,8 @@ from fitsae import distributed
 
 __all__ = [
     "Z_BIN_EDGES",
+    "BAND_EDGES",
+    "BandSums",
     "ErrorSums",
     "GaussianSums",
     "CodecSums",
@@ -46,6 +48,10 @@ __all__ = [
 # summed exactly; outside ±6σ goes to the under/overflow bins.
 Z_BIN_EDGES = np.linspace(-6.0, 6.0, 49)
 _LOG_2PI = math.log(2.0 * math.pi)
+
+# Brightness bands for :class:`BandSums`: the true pixel's signal-to-noise (x − background)/σ_noise.
+# Fixed, so bands mean the same on every rank and in every report.
+BAND_EDGES = (3.0, 10.0, 30.0, 100.0, 300.0)
 
 
 def psnr(mse: float, peak: float) -> float:
@@ -256,6 +262,64 @@ class PairedChangeSums:
         return {"n_tiles": int(self.n), "mean_change": mean, "standard_error": se}
 
 
+@dataclass
+class BandSums:
+    """Squared error in noise units split by how bright the true pixel is.
+
+    On sky images the pooled error is ruled by a handful of pixels: on the demo's GalSim fields
+    the 0.02 % of pixels above 300σ (a dozen star cores per 256×256 tile) carry half of an AE's
+    squared error, while the faint pixels that hold most of the science barely move it. Splitting
+    the sums by the true pixel's signal-to-noise (x − background)/σ_noise, with the fixed
+    ``BAND_EDGES``, shows where a method loses and whether each band's error falls with η.
+    """
+
+    n: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
+    sse_over_noise: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
+
+    def update(self, x_phys: np.ndarray, recon_phys: np.ndarray, background_phys: np.ndarray,
+               noise_phys: np.ndarray) -> None:
+        """Add a batch.
+
+        Parameters
+        ----------
+        x_phys, recon_phys : array (B, ...)
+            Original and reconstructed tiles in physical units.
+        background_phys, noise_phys : array (B,)
+            Each tile's background level and noise σ in physical units.
+        """
+        x = np.asarray(x_phys, dtype=np.float64)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        noise = np.asarray(noise_phys, dtype=np.float64).reshape(shape)
+        snr = (x - np.asarray(background_phys, dtype=np.float64).reshape(shape)) / noise
+        err2 = ((x - np.asarray(recon_phys, dtype=np.float64)) / noise) ** 2
+        band = np.digitize(snr, BAND_EDGES).ravel()
+        size = len(BAND_EDGES) + 1
+        self.n += np.bincount(band, minlength=size)
+        self.sse_over_noise += np.bincount(band, weights=err2.ravel(), minlength=size)
+
+    def vector(self) -> np.ndarray:
+        return np.concatenate([self.n, self.sse_over_noise])
+
+    def load(self, values: np.ndarray) -> None:
+        size = len(BAND_EDGES) + 1
+        self.n = np.array(values[:size], dtype=np.float64)
+        self.sse_over_noise = np.array(values[size:2 * size], dtype=np.float64)
+
+    def summary(self) -> list[dict]:
+        """One entry per band: ``snr_low``/``snr_high`` (None = unbounded), ``pixel_fraction``,
+        ``rmse_over_noise`` within the band (None if empty) and ``share_of_error``, the band's
+        part of the pooled squared error."""
+        total_n, total_err = float(self.n.sum()), float(self.sse_over_noise.sum())
+        lows, highs = (None, *BAND_EDGES), (*BAND_EDGES, None)
+        return [
+            {"snr_low": lo, "snr_high": hi,
+             "pixel_fraction": float(n) / total_n if total_n else math.nan,
+             "rmse_over_noise": math.sqrt(e / n) if n else None,
+             "share_of_error": float(e) / total_err if total_err else math.nan}
+            for lo, hi, n, e in zip(lows, highs, self.n, self.sse_over_noise)
+        ]
+
+
 class MetricBook:
     """Named accumulators reduced over ranks in one exact allreduce.
 
@@ -278,6 +342,9 @@ class MetricBook:
 
     def paired(self, key) -> PairedChangeSums:
         return self._entries.setdefault(key, PairedChangeSums())
+
+    def bands(self, key) -> BandSums:
+        return self._entries.setdefault(key, BandSums())
 
     def __getitem__(self, key):
         return self._entries[key]

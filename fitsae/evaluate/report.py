@@ -154,7 +154,40 @@ def format_table(report: dict) -> str:
             f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}  {winner}"
         )
     lines += _monotonic_lines(report)
+    lines += _band_lines(report)
     return "\n".join(lines)
+
+
+def _band_label(lo, hi) -> str:
+    if lo is None:
+        return f"< {hi:g}σ"
+    return f"≥ {lo:g}σ" if hi is None else f"{lo:g}–{hi:g}σ"
+
+
+def _largest_rise(band: dict, rows: list[dict], i: int) -> str:
+    """The band's largest rise from one η to the next, relative to the lower value ("none")."""
+    before = {r["eta"]: r["ae"]["bands"][i]["rmse_over_noise"] for r in rows}
+    rel = [rise["increase"] / before[rise["from_eta"]] for rise in band.get("rises", []) if before.get(rise["from_eta"])]
+    return f"+{100 * max(rel):.1f}%" if rel else "none"
+
+
+def _band_lines(report: dict) -> list[str]:
+    """AE rmse/σ within each brightness band at every η: where the error lives, and whether each
+    band's error falls with η."""
+    trend = report.get("ae_error_by_band") or []
+    rows = report.get("results", [])
+    if not trend or not rows:
+        return []
+    lines = ["AE rmse/σ by brightness of the true pixel, (x − background)/σ_noise "
+             "(share = part of the squared error at the largest η)",
+             f"{'band':>11} {'pixels':>8} {'share':>6}  " + " ".join(f"{'η=' + str(r['eta']):>6}" for r in rows)
+             + "  largest rise"]
+    for i, band in enumerate(trend):
+        values = " ".join(f"{_num(r['ae']['bands'][i]['rmse_over_noise'], '.3f'):>6}" for r in rows)
+        lines.append(f"{_band_label(band['snr_low'], band['snr_high']):>11} "
+                     f"{_num(100 * band['pixel_fraction'], '.3f'):>7}% {_num(100 * band['share_of_error'], '.0f'):>5}%  "
+                     f"{values}  {_largest_rise(band, rows, i)}")
+    return lines
 
 
 def _monotonic_lines(report: dict) -> list[str]:

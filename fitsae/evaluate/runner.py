@@ -345,6 +345,8 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
     for eta in etas:  # same keys in the same order on every rank, before any data
         book.gaussian(("ae", eta))
         book.errors(("pca", eta))
+        book.bands(("ae_bands", eta))
+        book.bands(("pca_bands", eta))
     for before, after in zip(etas, etas[1:]):
         book.paired(("ae_change", before, after))
     data_range = DataRange()
@@ -357,6 +359,7 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
         x_phys = geometry.crop(_denormalize(batch["x"], batch, data_cfg))
         noise = np.asarray(batch["noise"], np.float64)
         noise_phys = noise * np.asarray(batch["scale"], np.float64)
+        background_phys = np.asarray(batch["offset"], np.float64)
         data_range.update(x_phys)
         tiles += len(x)
         want_example = not examples and distributed.is_root()
@@ -366,12 +369,14 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
             mu, log_var = predict(x, eta)
             mu_phys = _denormalize(mu.astype(np.float32), batch, data_cfg)
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys)
+            book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys)
             tile_errors = tile_error_over_noise(x_phys, mu_phys, noise_phys)
             if previous is not None:
                 book.paired(("ae_change", previous[0], eta)).update(previous[1], tile_errors)
             previous = (eta, tile_errors)
-            rec = _pca_reconstruct(pca, x64, geometry, eta)
-            book.errors(("pca", eta)).update(x_phys, _denormalize(rec.astype(np.float32), batch, data_cfg), noise_phys)
+            rec = _denormalize(_pca_reconstruct(pca, x64, geometry, eta).astype(np.float32), batch, data_cfg)
+            book.errors(("pca", eta)).update(x_phys, rec, noise_phys)
+            book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
             if want_example and eta in example_etas:
                 tile_input, entry = _example_entry(x64[0, ..., 0], mu[0, ..., 0], log_var[0, ..., 0],
                                                    noise[0], example_size)
@@ -394,8 +399,8 @@ def _results(book: MetricBook, geometry: _Geometry, etas: list[int], peak: float
     rows = []
     for eta in etas:
         values = geometry.latent_values(eta)
-        ae = book[("ae", eta)].summary(peak)
-        pca = book[("pca", eta)].summary(peak)
+        ae = {**book[("ae", eta)].summary(peak), "bands": book[("ae_bands", eta)].summary()}
+        pca = {**book[("pca", eta)].summary(peak), "bands": book[("pca_bands", eta)].summary()}
         rows.append({
             "eta": int(eta),
             "latent_values": values,
@@ -435,7 +440,30 @@ def _monotonic_note(rows: list[dict], book: MetricBook) -> dict:
     return {"ae_error_nonincreasing_in_eta": not rises, "ae_error_increases": rises,
             "ae_error_increase_significant": any(r["significant"] for r in rises),
             "ae_error_increase_test": f"paired per-tile change of mean(((x − x̂)/σ_noise)²) > "
-                                      f"{SIGNIFICANT_SE:g} standard errors"}
+                                      f"{SIGNIFICANT_SE:g} standard errors",
+            "ae_error_by_band": _band_trend(rows)}
+
+
+def _band_trend(rows: list[dict]) -> list[dict]:
+    """For each brightness band: does the AE's error there fall (weakly) as η grows?
+
+    Same 0.1 % tolerance as the pooled reading. ``share_of_error`` is the band's part of the AE's
+    squared error at the largest η, so a rise confined to a band that is a tiny fraction of the
+    pixels but most of the error is visible as such.
+    """
+    if not rows or "bands" not in rows[0]["ae"]:
+        return []
+    out = []
+    for i, band in enumerate(rows[0]["ae"]["bands"]):
+        values = [(r["eta"], r["ae"]["bands"][i]["rmse_over_noise"]) for r in rows]
+        rises = [{"from_eta": a, "to_eta": b, "increase": vb - va}
+                 for (a, va), (b, vb) in zip(values, values[1:])
+                 if va is not None and vb is not None and vb > va * (1 + 1e-3)]
+        out.append({"snr_low": band["snr_low"], "snr_high": band["snr_high"],
+                    "pixel_fraction": band["pixel_fraction"],
+                    "share_of_error": rows[-1]["ae"]["bands"][i]["share_of_error"],
+                    "nonincreasing_in_eta": not rises, "rises": rises})
+    return out
 
 
 # --- driver --------------------------------------------------------------------------------
