@@ -267,7 +267,7 @@ class BandSums:
     """Squared error in noise units split by how bright the true pixel is.
 
     On sky images the pooled error is ruled by a handful of pixels: on the demo's GalSim fields
-    the 0.02 % of pixels above 300σ (a dozen star cores per 256×256 tile) carry half of an AE's
+    the 0.02 % of pixels above 300σ (a dozen star cores per 256×256 tile) carry 40–50 % of an AE's
     squared error, while the faint pixels that hold most of the science barely move it. Splitting
     the sums by the true pixel's signal-to-noise (x − background)/σ_noise, with the fixed
     ``BAND_EDGES``, shows where a method loses and whether each band's error falls with η.
