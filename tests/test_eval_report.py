@@ -190,7 +190,8 @@ def test_band_trend_names_the_band_whose_error_rises_with_eta():
         for lo, hi, v in zip(lows, highs, values)]}} for eta, values in per_band.items()]
     trend = _band_trend(rows)
     assert [t["nonincreasing_in_eta"] for t in trend] == [True] * 5 + [False]
-    assert trend[-1]["rises"] == [{"from_eta": 2, "to_eta": 4, "increase": pytest.approx(8.0)}]
+    assert trend[-1]["rises"] == [{"from_eta": 2, "to_eta": 4, "increase": pytest.approx(8.0),
+                                   "relative_increase": pytest.approx(0.1)}]
     table = format_table({"results": rows, "ae_error_by_band": trend}).splitlines()
     assert table[-1].split()[0] == "≥" and table[-1].endswith("+10.0%")
     assert table[-6].split()[:2] == ["<", "3σ"] and table[-6].endswith("none")

@@ -164,10 +164,9 @@ def _band_label(lo, hi) -> str:
     return f"≥ {lo:g}σ" if hi is None else f"{lo:g}–{hi:g}σ"
 
 
-def _largest_rise(band: dict, rows: list[dict], i: int) -> str:
+def _largest_rise(band: dict) -> str:
     """The band's largest rise from one η to the next, relative to the lower value ("none")."""
-    before = {r["eta"]: r["ae"]["bands"][i]["rmse_over_noise"] for r in rows}
-    rel = [rise["increase"] / before[rise["from_eta"]] for rise in band.get("rises", []) if before.get(rise["from_eta"])]
+    rel = [rise["relative_increase"] for rise in band.get("rises", [])]
     return f"+{100 * max(rel):.1f}%" if rel else "none"
 
 
@@ -186,7 +185,7 @@ def _band_lines(report: dict) -> list[str]:
         values = " ".join(f"{_num(r['ae']['bands'][i]['rmse_over_noise'], '.3f'):>6}" for r in rows)
         lines.append(f"{_band_label(band['snr_low'], band['snr_high']):>11} "
                      f"{_num(100 * band['pixel_fraction'], '.3f'):>7}% {_num(100 * band['share_of_error'], '.0f'):>5}%  "
-                     f"{values}  {_largest_rise(band, rows, i)}")
+                     f"{values}  {_largest_rise(band)}")
     return lines
 
 

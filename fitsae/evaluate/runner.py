@@ -417,6 +417,20 @@ def _results(book: MetricBook, geometry: _Geometry, etas: list[int], peak: float
 SIGNIFICANT_SE = 2.0
 
 
+# A step to the next η counts as a rise when the error grows by more than this fraction.
+RISE_TOLERANCE = 1e-3
+
+
+def _rises(values: list[tuple[int, float | None]]) -> list[dict]:
+    """Steps from one scored η to the next where the error grows by more than ``RISE_TOLERANCE``.
+
+    ``values`` are (η, error) in η order; a missing error (None) never counts as a rise.
+    """
+    return [{"from_eta": a, "to_eta": b, "increase": vb - va, "relative_increase": (vb - va) / va}
+            for (a, va), (b, vb) in zip(values, values[1:])
+            if va is not None and vb is not None and vb > va * (1 + RISE_TOLERANCE)]
+
+
 def _monotonic_note(rows: list[dict], book: MetricBook) -> dict:
     """Does the AE error fall (weakly) as η grows? Returned as a fact in the report, not hidden.
 
@@ -426,14 +440,11 @@ def _monotonic_note(rows: list[dict], book: MetricBook) -> dict:
     larger than ``SIGNIFICANT_SE`` standard errors of the tile-to-tile scatter;
     ``ae_error_increase_significant`` says whether any is.
     """
-    errors = [r["ae"]["rmse_over_noise"] for r in rows]
     rises = []
-    for a, b, ea, eb in zip(rows, rows[1:], errors, errors[1:]):
-        if ea is None or eb is None or not eb > ea * (1 + 1e-3):
-            continue
-        paired = book[("ae_change", a["eta"], b["eta"])].summary()
+    for rise in _rises([(r["eta"], r["ae"]["rmse_over_noise"]) for r in rows]):
+        paired = book[("ae_change", rise["from_eta"], rise["to_eta"])].summary()
         se = paired["standard_error"]
-        rises.append({"from_eta": a["eta"], "to_eta": b["eta"], "increase": eb - ea,
+        rises.append({"from_eta": rise["from_eta"], "to_eta": rise["to_eta"], "increase": rise["increase"],
                       "mean_tile_change": paired["mean_change"], "standard_error": se,
                       "n_tiles": paired["n_tiles"],
                       "significant": bool(not math.isfinite(se) or paired["mean_change"] > SIGNIFICANT_SE * se)})
@@ -455,10 +466,7 @@ def _band_trend(rows: list[dict]) -> list[dict]:
         return []
     out = []
     for i, band in enumerate(rows[0]["ae"]["bands"]):
-        values = [(r["eta"], r["ae"]["bands"][i]["rmse_over_noise"]) for r in rows]
-        rises = [{"from_eta": a, "to_eta": b, "increase": vb - va}
-                 for (a, va), (b, vb) in zip(values, values[1:])
-                 if va is not None and vb is not None and vb > va * (1 + 1e-3)]
+        rises = _rises([(r["eta"], r["ae"]["bands"][i]["rmse_over_noise"]) for r in rows])
         out.append({"snr_low": band["snr_low"], "snr_high": band["snr_high"],
                     "pixel_fraction": band["pixel_fraction"],
                     "share_of_error": rows[-1]["ae"]["bands"][i]["share_of_error"],
