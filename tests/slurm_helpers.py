@@ -12,6 +12,7 @@ venv that runs pytest as ``FITSAE_VENV`` so jobs run exactly the code under test
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -100,7 +101,8 @@ class Cluster:
 
         A requeued job normally waits ~2 min for its BeginTime, long after the node has cleaned up
         the previous instance. A test that releases it early must wait for that clean-up itself:
-        launched while the old job's slurmstepd still exits, the same job id can fail to start.
+        launched while the old job's slurmstepd still exits, or within the second of the old
+        instance's kill, the same job id fails to start (slurmd: "already killed").
         """
         end = time.monotonic() + deadline_s
         states, steps = "", ""
@@ -109,6 +111,12 @@ class Cluster:
             steps = subprocess.run(["pgrep", "-af", rf"slurmstepd: \[{job_id}\."],
                                    capture_output=True, text=True).stdout.strip()
             if states and all(s == "idle" for s in states) and not steps:
+                # slurmd refuses a launch whose credential is not newer, in whole seconds, than the
+                # old instance's revocation ("already killed, do not launch batch job"); SLURM's own
+                # BeginTime delay exists for this. The revocation came before now: let the clock
+                # pass into a later second before anyone releases the job.
+                gone = time.time()
+                time.sleep(max(0.0, math.floor(gone) + 2 - gone))
                 return
             time.sleep(0.5)
         raise AssertionError(f"job {job_id}: node states {states}, steps left {steps!r} after "
