@@ -14,11 +14,14 @@ and archived next to the data it came from. Layout:
   ``SCALE``: physical = denormalize(x, OFFSET, SCALE)); ``NFILLED`` counts NaN/BLANK pixels that
   were filled with the background before encoding (their decoded values are estimates).
 
-Only the first η channels are stored, as 32-bit floats: the payload is ``32·η·positions``
-bits per plane (no entropy coding yet). Decoding zero-fills the dropped channels — exactly the
-masking the model was trained with — and writes ``MU`` and ``SIGMA`` image HDUs in physical units.
-σ is the variance decoder's prediction mapped to physical units; for ``asinh`` normalization it is
-propagated to first order (σ_phys = σ·scale·cosh(μ/a)).
+η is a budget (:mod:`fitsae.budget`): by default each plane keeps the first η′ ≤ η channels
+whose decoded μ is closest to the image (``ETA`` in the ``LATENT`` header; the primary ``ETA``
+is the budget, ``ETASEL`` says ``best`` or ``fixed``), so more budget never gives a worse plane;
+``select="fixed"`` keeps exactly η. The channels are stored as 32-bit floats: the payload is
+``32·η′·positions`` bits per plane (no entropy coding yet). Decoding zero-fills the dropped
+channels — exactly the masking the model was trained with — and writes ``MU`` and ``SIGMA`` image
+HDUs in physical units. σ is the variance decoder's prediction mapped to physical units; for
+``asinh`` normalization it is propagated to first order (σ_phys = σ·scale·cosh(μ/a)).
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import numpy as np
 from astropy.io import fits
 
 from fitsae import __version__
+from fitsae.budget import RunningBest
 
-__all__ = ["CodecError", "FORMAT", "CompressedPlane", "weights_digest", "compress_files", "decompress_file",
-           "read_container"]
+__all__ = ["CodecError", "FORMAT", "SELECTIONS", "CompressedPlane", "weights_digest", "compress_files",
+           "decompress_file", "read_container"]
 
 FORMAT = "fitsae-latent-1"
 _BATCH = 256
@@ -135,8 +139,15 @@ def _read_plane(row) -> np.ndarray:
         raise CodecError(f"{row.path}, HDU {row.hdu}, plane {row.plane}: cannot read pixels: {err}") from err
 
 
-def encode_plane(model, data_cfg, row, eta: int) -> CompressedPlane:
-    """Encode one manifest row (an image plane) at rate ``eta``."""
+SELECTIONS = ("best", "fixed")
+
+
+def encode_plane(model, data_cfg, row, eta: int, select: str = "best") -> CompressedPlane:
+    """Encode one manifest row (an image plane) within the budget of ``eta`` channels.
+
+    ``select="best"`` keeps the first η′ ≤ η channels whose decoded μ has the smallest squared
+    error on the measured pixels (:mod:`fitsae.budget`); ``"fixed"`` keeps exactly η.
+    """
     from fitsae.data.normalize import image_parameters, normalize
 
     pixels = _read_plane(row)
@@ -154,10 +165,19 @@ def encode_plane(model, data_cfg, row, eta: int) -> CompressedPlane:
     else:
         padded = _pad_to(x, model.stride, model.stride)
         z = _encode(model, padded[None], eta)[0]
-    return CompressedPlane(
+    plane = CompressedPlane(
         latent=np.ascontiguousarray(z.transpose(2, 0, 1)), source=row.path, hdu=row.hdu, plane=row.plane,
         shape=(row.height, row.width), offset=float(offset), scale=float(scale), n_filled=int(bad.sum()),
     )
+    if select == "fixed":
+        return plane
+    best = RunningBest()
+    measured = ~bad
+    for kept in range(1, eta + 1):
+        candidate = replace(plane, latent=plane.latent[:kept])
+        mu, _ = decode_plane(model, data_cfg, candidate)
+        best.offer(kept, [np.sum((pixels[measured] - mu[measured].astype(np.float64)) ** 2)])
+    return replace(plane, latent=np.ascontiguousarray(plane.latent[: int(best.eta[0])]))
 
 
 def decode_plane(model, data_cfg, plane: CompressedPlane) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +205,7 @@ def decode_plane(model, data_cfg, plane: CompressedPlane) -> tuple[np.ndarray, n
 # --- container ------------------------------------------------------------------------------
 
 
-def _primary_header(cfg, model, run_dir, step: int, eta: int, n_planes: int) -> fits.Header:
+def _primary_header(cfg, model, run_dir, step: int, eta: int, select: str, n_planes: int) -> fits.Header:
     header = fits.Header()
     header["FAEFMT"] = (FORMAT, "fitsae latent container format")
     header["FAEVER"] = (__version__, "fitsae version that wrote it")
@@ -194,7 +214,8 @@ def _primary_header(cfg, model, run_dir, step: int, eta: int, n_planes: int) -> 
     header["STRIDE"] = (int(model.stride), "total encoder stride")
     if model.model_config.kind == "dense":
         header["TILEH"], header["TILEW"] = (int(v) for v in model.image_shape[:2])
-    header["ETA"] = (int(eta), "kept latent channels (rate)")
+    header["ETA"] = (int(eta), "budget: most latent channels a plane keeps")
+    header["ETASEL"] = (select, "best: each plane keeps its best eta' <= ETA")
     header["NORM"] = (cfg.data.normalization, "data.normalization")
     header["ASINHA"] = (float(cfg.data.asinh_softening), "data.asinh_softening")
     header["CKPTSTEP"] = (int(step), "checkpoint step of the model")
@@ -216,6 +237,7 @@ def _latent_hdu(plane: CompressedPlane, index: int) -> fits.ImageHDU:
     h["OFFSET"] = (plane.offset, "normalization offset (physical units)")
     h["SCALE"] = (plane.scale, "normalization scale (physical units per unit)")
     h["NFILLED"] = (plane.n_filled, "NaN/BLANK pixels filled with the background")
+    h["ETA"] = (int(plane.latent.shape[0]), "latent channels kept for this plane")
     h["BITSPP"] = (plane.bits_per_pixel, "latent payload bits per pixel")
     return hdu
 
@@ -235,9 +257,10 @@ def read_container(path) -> tuple[fits.Header, list[CompressedPlane]]:
                     continue
                 h = hdu.header
                 latent = np.asarray(hdu.data, dtype=np.float32)
-                if latent.ndim != 3 or latent.shape[0] != header["ETA"]:
+                kept = int(h.get("ETA", header["ETA"]))  # containers before budgets kept exactly ETA
+                if latent.ndim != 3 or latent.shape[0] != kept or not 1 <= kept <= header["ETA"]:
                     raise CodecError(f"{path}, HDU LATENT {h.get('EXTVER')}: latent shape {latent.shape} does not "
-                                     f"match ETA={header['ETA']}")
+                                     f"match its ETA={kept} within the budget ETA={header['ETA']}")
                 planes.append(CompressedPlane(
                     latent=latent, source=h["SRCFILE"], hdu=int(h["SRCHDU"]), plane=int(h["SRCPLANE"]),
                     shape=(int(h["ORIGH"]), int(h["ORIGW"])), offset=float(h["OFFSET"]),
@@ -266,7 +289,7 @@ def _load_model(run_dir, checkpoint):
     return cfg, model, step
 
 
-def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest") -> list[dict]:
+def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest", select="best") -> list[dict]:
     """Compress every image plane of ``inputs`` (one container per input file).
 
     Parameters
@@ -276,15 +299,19 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
     inputs : list of str
         FITS files, directories or globs (indexed like training data; unusable HDUs are reported).
     eta : int
-        Kept latent channels, 1..C.
+        Budget of latent channels, 1..C.
     out : path
         A ``.fits`` file when there is exactly one input file, else a directory that receives
         ``<stem>.fae.fits`` per input.
+    select : {"best", "fixed"}
+        ``best``: each plane keeps the first η′ ≤ η channels that reconstruct it best
+        (:mod:`fitsae.budget`); ``fixed``: exactly η.
 
     Returns
     -------
     list of dict
-        Per container: path, planes, pixels, latent values, bits per pixel, file sizes.
+        Per container: path, planes, pixels, channels kept per plane, latent values, bits per
+        pixel, file sizes.
     """
     from fitsae.data.manifest import index_paths
 
@@ -292,6 +319,8 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
     channels = int(model.latent_channels)
     if not 1 <= int(eta) <= channels:
         raise CodecError(f"--eta {eta}: must be in 1..{channels} (the model's latent channels)")
+    if select not in SELECTIONS:
+        raise CodecError(f"select {select!r}: must be one of {', '.join(SELECTIONS)}")
     # edge=pad: compression takes images of any size, none is "too small for a tile".
     manifest, rejected = index_paths(list(inputs), replace(cfg.data, edge="pad"))
     if len(manifest) == 0:
@@ -305,15 +334,16 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
     (out.parent if single_file else out).mkdir(parents=True, exist_ok=True)
     summaries = []
     for source, rows in by_file.items():
-        planes = [encode_plane(model, cfg.data, row, int(eta)) for row in rows]
+        planes = [encode_plane(model, cfg.data, row, int(eta), select) for row in rows]
         target = out if single_file else out / f"{_stem(source)}.fae.fits"
-        hdus = [fits.PrimaryHDU(header=_primary_header(cfg, model, run_dir, step, eta, len(planes)))]
+        hdus = [fits.PrimaryHDU(header=_primary_header(cfg, model, run_dir, step, eta, select, len(planes)))]
         hdus += [_latent_hdu(p, i) for i, p in enumerate(planes)]
         fits.HDUList(hdus).writeto(target, overwrite=True)
         pixels = sum(p.shape[0] * p.shape[1] for p in planes)
         values = sum(p.latent.size for p in planes)
         summaries.append({
             "source": source, "container": str(target), "planes": len(planes), "pixels": pixels,
+            "eta": int(eta), "eta_kept": [int(p.latent.shape[0]) for p in planes],
             "latent_values": values, "bits_per_pixel": 32.0 * values / pixels,
             "source_bytes": Path(source).stat().st_size, "container_bytes": target.stat().st_size,
         })
@@ -348,8 +378,9 @@ def decompress_file(container, out, run_dir=None, checkpoint=None) -> dict:
     if int(header["ETA"]) > int(model.latent_channels):
         raise CodecError(f"{container}: ETA={header['ETA']} exceeds the model's {model.latent_channels} channels")
     primary = fits.PrimaryHDU()
-    for key in ("FAEFMT", "FAEVER", "MODKIND", "ETA", "CKPTSTEP", "WDIGEST"):
-        primary.header[key] = header[key]
+    for key in ("FAEFMT", "FAEVER", "MODKIND", "ETA", "ETASEL", "CKPTSTEP", "WDIGEST"):
+        if key in header:
+            primary.header[key] = header[key]
     hdus = [primary]
     for i, plane in enumerate(planes):
         mu, sigma = decode_plane(model, cfg.data, plane)
@@ -358,6 +389,7 @@ def decompress_file(container, out, run_dir=None, checkpoint=None) -> dict:
             hdu = fits.ImageHDU(data, name=name, ver=i + 1)
             hdu.header["SRCFILE"] = plane.source
             hdu.header["SRCHDU"], hdu.header["SRCPLANE"] = plane.hdu, plane.plane
+            hdu.header["ETA"] = (int(plane.latent.shape[0]), "latent channels decoded")
             hdu.header["CONTENT"] = comment
             hdus.append(hdu)
     out = Path(out)

@@ -48,7 +48,7 @@ def _direct_decode(run_dir: Path, container: Path):
     _, model, _ = load_model(run_dir)
     with fits.open(container) as hdul:
         z = np.asarray(hdul["LATENT", 1].data).transpose(1, 2, 0)
-        eta = hdul[0].header["ETA"]
+        eta = hdul["LATENT", 1].header["ETA"]
     full = np.zeros(z.shape[:-1] + (model.latent_channels,), np.float32)
     full[..., :eta] = z
     if model.model_config.kind == "dense":
@@ -62,11 +62,13 @@ def test_round_trip_matches_the_model_at_eta(which, conv_run, dense_run, tmp_pat
     run = (conv_run if which == "conv" else dense_run)["run"]
     source = _odd_image(tmp_path / "odd.fits")
     container = tmp_path / "odd.fae.fits"
-    code, out, err = _cli(["compress", "--run-dir", str(run), "--eta", "2", str(source), "--out", str(container)], capsys)
+    code, out, err = _cli(["compress", "--run-dir", str(run), "--eta", "2", "--fixed-eta", str(source),
+                           "--out", str(container)], capsys)
     assert code == 0, err
     with fits.open(container) as hdul:
         head, latent = hdul[0].header, hdul["LATENT", 1]
         assert head["FAEFMT"] == "fitsae-latent-1" and head["ETA"] == 2 and head["CKPTSTEP"] > 0
+        assert head["ETASEL"] == "fixed" and latent.header["ETA"] == 2
         assert len(head["WDIGEST"]) == 64 and Path(head["RUNDIR"]) == run.resolve()
         # conv: stride 4 → ceil(30/4)×ceil(27/4) latent positions; dense: one vector per 8×8 tile
         grid = (8, 7) if which == "conv" else (4, 4)
@@ -91,6 +93,40 @@ def test_round_trip_matches_the_model_at_eta(which, conv_run, dense_run, tmp_pat
         mu_norm = mu_norm.reshape(ny, nx, 8, 8).transpose(0, 2, 1, 3).reshape(ny * 8, nx * 8)
     expected = mu_norm[:30, :27] * scale + offset  # robust normalization: physical = x·scale + offset
     np.testing.assert_allclose(mu, expected, rtol=1e-5, atol=1e-4 * scale)
+
+
+def _decoded_error(run: Path, source: Path, eta: int, select: str, tmp_path: Path) -> tuple[int, float]:
+    """Channels kept and the decoded μ's squared error on the measured pixels, via the library."""
+    from fitsae.codec import compress_files, decompress_file
+
+    container = tmp_path / f"{select}{eta}.fae.fits"
+    (summary,) = compress_files(run, [str(source)], eta, container, select=select)
+    decompress_file(container, tmp_path / f"{select}{eta}.decoded.fits")
+    with fits.open(source) as src, fits.open(tmp_path / f"{select}{eta}.decoded.fits") as dec:
+        x, mu = np.asarray(src[0].data, np.float64), np.asarray(dec["MU", 1].data, np.float64)
+        assert dec["MU", 1].header["ETA"] == summary["eta_kept"][0]
+    measured = np.isfinite(x)
+    return summary["eta_kept"][0], float(np.sum((x[measured] - mu[measured]) ** 2))
+
+
+@pytest.mark.parametrize("which", ["conv", "dense"])
+def test_budget_keeps_the_channels_that_decode_best(which, conv_run, dense_run, tmp_path):
+    """At budget η a plane keeps the η′ ≤ η whose decoded μ is closest to the image: its error is
+    the smallest fixed-η′ error, so it never grows with the budget."""
+    run = (conv_run if which == "conv" else dense_run)["run"]
+    source = _odd_image(tmp_path / "odd.fits")
+    channels = CONV["latent_channels"] if which == "conv" else DENSE["latent_channels"]
+    fixed = [_decoded_error(run, source, eta, "fixed", tmp_path) for eta in range(1, channels + 1)]
+    assert [kept for kept, _ in fixed] == list(range(1, channels + 1))
+    fixed_errors = [e for _, e in fixed]
+    previous = np.inf
+    for eta in range(1, channels + 1):
+        kept, error = _decoded_error(run, source, eta, "best", tmp_path)
+        # float32 μ round-trips through FITS: equal to the best fixed error up to that precision
+        assert error == pytest.approx(min(fixed_errors[:eta]), rel=1e-5)
+        assert kept == 1 + int(np.argmin(fixed_errors[:eta]))
+        assert error <= previous * (1 + 1e-5)
+        previous = error
 
 
 def test_real_compressed_sky_image_round_trips(conv_run, tmp_path, capsys):

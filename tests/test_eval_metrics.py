@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fitsae.evaluate import fpack
-from fitsae.evaluate.metrics import BAND_EDGES, Z_BIN_EDGES, DataRange, MetricBook, psnr, tile_error_over_noise
+from fitsae.evaluate.metrics import (BAND_EDGES, Z_BIN_EDGES, DataRange, KeptSums, MetricBook, psnr,
+                                     tile_error_over_noise)
 
 
 def _batch(rng, b=6, h=16, w=16):
@@ -179,3 +180,13 @@ def test_band_sums_split_the_pooled_error_by_the_true_pixels_brightness():
     empty = MetricBook().bands("empty")
     empty.update(x[:, :1, :1], recon[:, :1, :1], background, noise)  # only faint pixels
     assert empty.summary()[-1]["rmse_over_noise"] is None and empty.summary()[-1]["pixel_fraction"] == 0.0
+
+
+def test_kept_sums_count_the_chosen_channels_exactly():
+    sums = KeptSums(4)
+    sums.update(np.array([1, 3, 3]))
+    sums.update(np.array([4]))
+    assert sums.summary() == {"mean_eta_kept": pytest.approx(11 / 4), "tiles_by_eta_kept": {"1": 1, "3": 2, "4": 1}}
+    other = KeptSums(4)
+    other.load(sums.vector())
+    assert other.summary() == sums.summary()

@@ -70,7 +70,20 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
     pca_errors = [r["pca"]["mse"] for r in report["results"]]
     assert pca_errors == sorted(pca_errors, reverse=True)
     assert len(report["pca"]["eigenvalues"]) == 16 and report["pca"]["n_vectors"] == 12 * 4 * 16
-    assert isinstance(report["ae_error_nonincreasing_in_eta"], bool)
+    # The AE is scored with the budget choice (each tile keeps its best η′ ≤ η channels): never
+    # worse than exactly η channels, never worse than a smaller budget, and η′ stays within η.
+    assert report["ae_error_nonincreasing_in_eta"] is True and report["ae_error_increases"] == []
+    previous = math.inf
+    for row in report["results"]:
+        ae, mask = row["ae"], row["ae_fixed_mask"]
+        assert ae["mse"] <= mask["mse"] * (1 + 1e-12) and ae["rmse_over_noise"] <= previous * (1 + 1e-12)
+        previous = ae["rmse_over_noise"]
+        assert 1 <= ae["mean_eta_kept"] <= row["eta"] and sum(ae["tiles_by_eta_kept"].values()) == 12
+        assert all(1 <= int(k) <= row["eta"] for k in ae["tiles_by_eta_kept"])
+        assert ae["bits_per_pixel_stored"] == pytest.approx(row["bits_per_pixel"] * ae["mean_eta_kept"] / row["eta"])
+    first = report["results"][0]
+    assert first["ae"]["mse"] == pytest.approx(first["ae_fixed_mask"]["mse"], rel=1e-12)  # η=1: no choice
+    assert isinstance(report["ae_fixed_mask_nonincreasing_in_eta"], bool)
     assert report["ae_error_increase_significant"] == any(r["significant"] for r in report["ae_error_increases"])
     errors = {r["eta"]: r["ae"]["rmse_over_noise"] for r in report["results"]}
     for rise in report["ae_error_increases"]:  # the paired per-tile change is the pooled change
@@ -90,7 +103,7 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
     assert np.asarray(example["input"]).shape == (16, 16)
 
     lines = (out / CSV_NAME).read_text().splitlines()
-    assert len(lines) == 1 + 2 * 4 + 10
+    assert len(lines) == 1 + 3 * 4 + 10  # AE, AE with the plain mask and PCA at each η; fpack
     for name in FIGURES:
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
 
@@ -248,9 +261,9 @@ def test_two_ranks_give_the_single_process_numbers(full_eval, tmp_path, mpirun):
     two = json.loads((tmp_path / "two" / REPORT_NAME).read_text())
     assert two["data"]["ranks"] == 2 and one["data"]["n_tiles"] == two["data"]["n_tiles"] == 12
     for a, b in zip(one["results"], two["results"]):
-        for method in ("ae", "pca"):
+        for method in ("ae", "ae_fixed_mask", "pca"):
             for key, value in a[method].items():
-                if key == "z_hist" or key == "n_pixels":
+                if key in ("z_hist", "n_pixels", "tiles_by_eta_kept"):
                     assert b[method][key] == value, key
                 elif key == "bands":
                     for band_a, band_b in zip(value, b[method][key], strict=True):

@@ -20,13 +20,17 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fitsae compress",
-        description="Encode every image plane of the inputs with a trained run's model, keeping the "
-        "first ETA latent channels, into FITS containers (*.fae.fits: one LATENT image HDU per plane, "
+        description="Encode every image plane of the inputs with a trained run's model, keeping at most "
+        "the first ETA latent channels, into FITS containers (*.fae.fits: one LATENT image HDU per plane, "
         "normalization and model identity in the headers). Decode with `fitsae decompress`.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files, directories or globs")
     p.add_argument("--run-dir", type=Path, required=True, help="run directory written by `fitsae train`")
-    p.add_argument("--eta", type=int, required=True, help="kept latent channels, 1..C (larger: better, bigger)")
+    p.add_argument("--eta", type=int, required=True,
+                   help="budget of latent channels, 1..C (larger: better, bigger); each plane keeps the "
+                   "first ETA' <= ETA channels that reconstruct it best")
+    p.add_argument("--fixed-eta", action="store_true",
+                   help="keep exactly ETA channels in every plane (constant size, possibly worse)")
     p.add_argument("--out", type=Path, required=True,
                    help="output .fits file (one input file) or directory (<stem>.fae.fits per input)")
     p.add_argument("--checkpoint", default="latest", help="'latest' (default) or a step number")
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from fitsae.codec import CodecError, compress_files
 
     try:
-        results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint)
+        results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint,
+                                 select="fixed" if args.fixed_eta else "best")
     except CodecError as err:
         print(f"fitsae compress: {err}", file=sys.stderr)
         return 2
@@ -51,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             rej = r["rejected"]
             print(f"skipped {rej['path']} HDU {rej['hdu']}: {rej['reason']}", file=sys.stderr)
             continue
+        kept = ",".join(map(str, r["eta_kept"]))
         print(f"{r['source']} -> {r['container']}: {r['planes']} plane(s), {r['pixels']} pixels, "
+              f"eta kept {kept} of {r['eta']}, "
               f"{r['latent_values']} latent values = {r['bits_per_pixel']:.3f} bits/pixel "
               f"(file {r['source_bytes']} -> {r['container_bytes']} bytes)")
     return 0

@@ -38,6 +38,7 @@ __all__ = [
     "GaussianSums",
     "CodecSums",
     "PairedChangeSums",
+    "KeptSums",
     "tile_error_over_noise",
     "MetricBook",
     "DataRange",
@@ -267,7 +268,7 @@ class BandSums:
     """Squared error in noise units split by how bright the true pixel is.
 
     On sky images the pooled error is ruled by a handful of pixels: on the demo's GalSim fields
-    the 0.02 % of pixels above 300σ (a dozen star cores per 256×256 tile) carry 40–50 % of an AE's
+    the 0.02 % of pixels above 300σ (a dozen star cores per 256×256 tile) carry 30–50 % of an AE's
     squared error, while the faint pixels that hold most of the science barely move it. Splitting
     the sums by the true pixel's signal-to-noise (x − background)/σ_noise, with the fixed
     ``BAND_EDGES``, shows where a method loses and whether each band's error falls with η.
@@ -320,6 +321,39 @@ class BandSums:
         ]
 
 
+@dataclass
+class KeptSums:
+    """How many latent channels the budget left each tile (:mod:`fitsae.budget`), as counts.
+
+    ``size`` is the largest η′ possible (the model's channels); counts per η′ = 1..size sum
+    exactly over ranks.
+    """
+
+    size: int = 1
+    counts: np.ndarray = None
+
+    def __post_init__(self) -> None:
+        if self.counts is None:
+            self.counts = np.zeros(self.size, dtype=np.float64)
+
+    def update(self, kept: np.ndarray) -> None:
+        """Add the η′ (1-based) chosen for each tile of a batch."""
+        self.counts += np.bincount(np.asarray(kept, dtype=np.int64).ravel() - 1, minlength=self.size)[: self.size]
+
+    def vector(self) -> np.ndarray:
+        return self.counts.copy()
+
+    def load(self, values: np.ndarray) -> None:
+        self.counts = np.array(values, dtype=np.float64)
+
+    def summary(self) -> dict:
+        """``mean_eta_kept`` and ``tiles_by_eta_kept`` (η′ → tiles, only η′ that occurred)."""
+        total = float(self.counts.sum())
+        mean = float(np.dot(np.arange(1, self.size + 1), self.counts) / total) if total else math.nan
+        return {"mean_eta_kept": mean,
+                "tiles_by_eta_kept": {str(i + 1): int(c) for i, c in enumerate(self.counts) if c}}
+
+
 class MetricBook:
     """Named accumulators reduced over ranks in one exact allreduce.
 
@@ -345,6 +379,9 @@ class MetricBook:
 
     def bands(self, key) -> BandSums:
         return self._entries.setdefault(key, BandSums())
+
+    def kept(self, key, size: int) -> KeptSums:
+        return self._entries.setdefault(key, KeptSums(size))
 
     def __getitem__(self, key):
         return self._entries[key]

@@ -63,9 +63,12 @@ def _error_vs_ratio(report: dict, path: Path) -> None:
     rows = sorted(report["results"], key=lambda r: r["compression_ratio"])
     ratio = _values(rows, "compression_ratio")
     fig, axes = _subplots(1, 2, figsize=(10, 4))
-    for method, style in (("ae", "o-"), ("pca", "s--")):
-        axes[0].plot(ratio, _values(rows, method, "rmse_over_noise"), style, label=method.upper())
-        axes[1].plot(ratio, _values(rows, method, "psnr"), style, label=method.upper())
+    methods = [("ae", "o-", "AE (budget η: best η′ ≤ η per tile)"), ("pca", "s--", "PCA")]
+    if any("ae_fixed_mask" in r for r in rows):
+        methods.insert(1, ("ae_fixed_mask", "x:", "AE, exactly η channels"))
+    for method, style, label in methods:
+        axes[0].plot(ratio, _values(rows, method, "rmse_over_noise"), style, label=label)
+        axes[1].plot(ratio, _values(rows, method, "psnr"), style, label=label)
     axes[0].set_ylabel("RMSE / σ_noise")
     peak = report.get("data", {}).get("psnr_peak")
     axes[1].set_ylabel("PSNR [dB]" + (f" (peak {peak:.4g})" if peak else ""))
@@ -73,7 +76,7 @@ def _error_vs_ratio(report: dict, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("compression ratio (pixels / kept latent values)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(f"{_title(report)} vs PCA at equal kept values")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
