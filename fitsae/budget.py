@@ -22,7 +22,8 @@ for any sum over images:
 The cost is η decodes per image at compression time, none at decompression.
 
 Where the choice is made: per image plane in :mod:`fitsae.codec` (one η′ per ``LATENT`` HDU) and
-per tile in :mod:`fitsae.evaluate.runner`, whose tiles are what the codec would store.
+per scored tile in :mod:`fitsae.evaluate.runner`. The two coincide when a plane is one tile (the
+demo's 256×256 fields); a larger plane gets one η′ for the whole plane from the codec.
 """
 
 from __future__ import annotations
