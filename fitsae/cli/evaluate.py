@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fitsae evaluate",
         description="Score a run's checkpoints on held-out FITS images: per-η MSE, RMSE/σ_noise, "
         "PSNR, NLL and σ calibration, against PCA (fitted on training data) at equal kept values "
-        "and fpack (RICE_1/HCOMPRESS_1) at measured bits per pixel. Writes report.json, "
+        "and fpack (RICE_1/HCOMPRESS_1) at measured bits per pixel. η is a budget, as in `fitsae "
+        "compress`: each tile keeps its best η' <= η channels; exactly η channels are scored beside "
+        "it (ae_fixed_mask). Writes report.json, "
         "results.csv and PNG plots; prints the AE-vs-PCA table.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
