@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 __all__ = ["draw_all", "pick_etas"]
 
@@ -74,6 +75,11 @@ def _error_vs_ratio(report: dict, path: Path) -> None:
     axes[1].set_ylabel("PSNR [dB]" + (f" (peak {peak:.4g})" if peak else ""))
     for ax in axes:
         ax.set_xscale("log")
+        # Ratios span about one decade: label 2, 4, 8, … plainly; unlabeled minor ticks (the
+        # default labels them in scientific notation on top of each other).
+        ax.xaxis.set_major_locator(LogLocator(base=2))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("compression ratio (pixels / kept latent values)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
