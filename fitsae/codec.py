@@ -112,8 +112,12 @@ def _encode(model, x: np.ndarray, eta: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _decode(model, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(μ, log σ²) (N, H, W) from latents whose last axis holds the first η channels."""
+def _decode(model, z: np.ndarray, variance: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(μ, log σ²) (N, H, W) from latents whose last axis holds the first η channels.
+
+    ``variance=False`` skips the variance decoder (log σ² is None): the budget's trial decodes
+    need μ only.
+    """
     import tensorflow as tf
 
     channels = int(model.latent_channels)
@@ -123,8 +127,10 @@ def _decode(model, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for start in range(0, len(full), _BATCH):
         chunk = tf.convert_to_tensor(full[start:start + _BATCH])
         mus.append(np.asarray(model.decode_mean(chunk))[..., 0])
-        log_vars.append(np.asarray(model.decode_var(chunk))[..., 0])
-    return np.concatenate(mus).astype(np.float64), np.concatenate(log_vars).astype(np.float64)
+        if variance:
+            log_vars.append(np.asarray(model.decode_var(chunk))[..., 0])
+    mu = np.concatenate(mus).astype(np.float64)
+    return mu, (np.concatenate(log_vars).astype(np.float64) if variance else None)
 
 
 def _read_plane(row) -> np.ndarray:
@@ -175,13 +181,13 @@ def encode_plane(model, data_cfg, row, eta: int, select: str = "best") -> Compre
     measured = ~bad
     for kept in range(1, eta + 1):
         candidate = replace(plane, latent=plane.latent[:kept])
-        mu, _ = decode_plane(model, data_cfg, candidate)
+        mu, _ = decode_plane(model, data_cfg, candidate, sigma=False)
         best.offer(kept, [np.sum((pixels[measured] - mu[measured].astype(np.float64)) ** 2)])
     return replace(plane, latent=np.ascontiguousarray(plane.latent[: int(best.eta[0])]))
 
 
-def decode_plane(model, data_cfg, plane: CompressedPlane) -> tuple[np.ndarray, np.ndarray]:
-    """(μ, σ) of one plane in physical units, cropped to the original size."""
+def decode_plane(model, data_cfg, plane: CompressedPlane, sigma: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(μ, σ) of one plane in physical units, cropped to the original size (σ None if not ``sigma``)."""
     from fitsae.data.normalize import denormalize
 
     z = plane.latent.transpose(1, 2, 0)
@@ -189,17 +195,20 @@ def decode_plane(model, data_cfg, plane: CompressedPlane) -> tuple[np.ndarray, n
     if model.model_config.kind == "dense":
         th, tw = model.image_shape[:2]
         ny, nx = z.shape[:2]
-        mu_t, log_var_t = _decode(model, z.reshape(ny * nx, -1))
-        mu, log_var = _from_tiles(mu_t, ny, nx), _from_tiles(log_var_t, ny, nx)
+        mu_t, log_var_t = _decode(model, z.reshape(ny * nx, -1), variance=sigma)
+        mu = _from_tiles(mu_t, ny, nx)
+        log_var = _from_tiles(log_var_t, ny, nx) if sigma else None
     else:
-        mu, log_var = (a[0] for a in _decode(model, z[None]))
-    mu, log_var = mu[:h, :w], log_var[:h, :w]
+        mu, log_var = _decode(model, z[None], variance=sigma)
+        mu, log_var = mu[0], (log_var[0] if sigma else None)
+    mu = mu[:h, :w]
     mu_phys = np.asarray(denormalize(mu, np.float64(plane.offset), np.float64(plane.scale), data_cfg), np.float64)
-    sigma = np.exp(0.5 * log_var) * plane.scale
+    if not sigma:
+        return mu_phys.astype(np.float32), None
+    sigma_phys = np.exp(0.5 * log_var[:h, :w]) * plane.scale
     if data_cfg.normalization == "asinh":
-        a = data_cfg.asinh_softening
-        sigma = sigma * np.cosh(mu / a)
-    return mu_phys.astype(np.float32), sigma.astype(np.float32)
+        sigma_phys = sigma_phys * np.cosh(mu / data_cfg.asinh_softening)
+    return mu_phys.astype(np.float32), sigma_phys.astype(np.float32)
 
 
 # --- container ------------------------------------------------------------------------------
