@@ -19,7 +19,14 @@ for any sum over images:
   than the plain mask's error at the same η;
 - the stored rate is η′ ≤ η channels, so the budget's compression ratio is a lower bound.
 
-The cost is η decodes per image at compression time, none at decompression.
+The cost is one decode per tried η′ at compression time, none at decompression. Up to
+``EXHAUSTIVE_UP_TO`` channels every η′ ≤ η is tried; a model with more channels tries the values
+of a fixed log-spaced ladder (:func:`ladder`) below η, and η itself (:func:`candidates`), so
+compressing with a 192-channel model costs at most 65 decodes, not 192. The error then falls
+with the budget across ladder values (the candidates of a budget on the ladder are among those
+of every larger budget); a budget off the ladder is tried by itself and is not a candidate of the
+next one, so between two such budgets the error may rise. Evaluation scores ladder budgets only
+by default.
 
 Where the choice is made: per image plane in :mod:`fitsae.codec` (one η′ per ``LATENT`` HDU) and
 per scored tile in :mod:`fitsae.evaluate.runner`. The two coincide when a plane is one tile (the
@@ -30,7 +37,27 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RunningBest"]
+__all__ = ["EXHAUSTIVE_UP_TO", "LADDER_SIZE", "RunningBest", "candidates", "ladder"]
+
+EXHAUSTIVE_UP_TO = 64
+LADDER_SIZE = 64
+
+
+def ladder(channels: int) -> list[int]:
+    """The channel counts a budget may settle on below its η: all of 1..C up to
+    ``EXHAUSTIVE_UP_TO`` channels, else up to ``LADDER_SIZE`` log-spaced values from 1 to C."""
+    channels = int(channels)
+    if channels <= EXHAUSTIVE_UP_TO:
+        return list(range(1, channels + 1))
+    return sorted({int(k) for k in np.round(np.geomspace(1, channels, LADDER_SIZE))})
+
+
+def candidates(eta: int, channels: int) -> list[int]:
+    """The η′ an encoder with budget ``eta`` tries, in increasing order: the ladder's values
+    ≤ η, and η itself. The set grows with η, which is what makes the error non-increasing."""
+    eta = int(eta)
+    tried = [k for k in ladder(channels) if k <= eta]
+    return tried if tried and tried[-1] == eta else tried + [eta]
 
 
 class RunningBest:
@@ -48,6 +75,15 @@ class RunningBest:
         self.error: np.ndarray | None = None
         self.arrays: tuple[np.ndarray, ...] = ()
         self._last = 0
+
+    def copy(self) -> "RunningBest":
+        """An independent copy: to try one more η′ without offering it to this one."""
+        other = RunningBest()
+        other.eta = None if self.eta is None else self.eta.copy()
+        other.error = None if self.error is None else self.error.copy()
+        other.arrays = tuple(a.copy() for a in self.arrays)
+        other._last = self._last
+        return other
 
     def offer(self, eta: int, error, *arrays) -> None:
         eta = int(eta)

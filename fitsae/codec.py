@@ -35,7 +35,7 @@ import numpy as np
 from astropy.io import fits
 
 from fitsae import __version__
-from fitsae.budget import RunningBest
+from fitsae.budget import RunningBest, candidates
 
 __all__ = ["CodecError", "FORMAT", "SELECTIONS", "CompressedPlane", "weights_digest", "compress_files",
            "decompress_file", "read_container"]
@@ -179,7 +179,7 @@ def encode_plane(model, data_cfg, row, eta: int, select: str = "best") -> Compre
         return plane
     best = RunningBest()
     measured = ~bad
-    for kept in range(1, eta + 1):
+    for kept in candidates(eta, model.latent_channels):
         candidate = replace(plane, latent=plane.latent[:kept])
         mu, _ = decode_plane(model, data_cfg, candidate, sigma=False)
         best.offer(kept, [np.sum((pixels[measured] - mu[measured].astype(np.float64)) ** 2)])

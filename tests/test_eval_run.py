@@ -251,6 +251,36 @@ def test_dense_model_scores_every_eta_against_image_pca(tmp_path_factory, tmp_pa
     assert pca == sorted(pca, reverse=True)
 
 
+def test_a_wide_dense_model_tries_the_budget_ladder(tmp_path_factory, tmp_path, capsys):
+    """Beyond 64 channels the budget tries a log-spaced ladder (fitsae.budget): the default η are
+    ladder values, whose error cannot rise; a requested η off the ladder is tried by itself."""
+    from fitsae.budget import candidates, ladder
+    from fitsae.evaluate.runner import default_etas
+
+    channels = 70
+    wide = shared_run(tmp_path_factory, "wide", {**DENSE, "latent_channels": channels}, tile=8, steps=10,
+                      checkpoint_every=10)
+    steps = ladder(channels)
+    off = next(k for k in range(2, channels) if k not in steps)
+    etas = sorted(default_etas("dense", channels) + [off])
+    assert set(etas) - {off} <= set(steps) and len(steps) < channels
+    out = tmp_path / "eval"
+    code, _, stderr = evaluate(["--run-dir", str(wide["run"]), "--data", str(wide["test"]), "--out", str(out),
+                                "--etas", ",".join(map(str, etas)), "--fpack-tiles", "0", "--no-plots",
+                                "--no-tensorboard"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert [r["eta"] for r in report["results"]] == etas
+    previous = math.inf
+    for row in report["results"]:
+        kept = {int(k) for k in row["ae"]["tiles_by_eta_kept"]}
+        assert kept <= set(candidates(row["eta"], channels)), row["eta"]
+        assert row["ae"]["mse"] <= row["ae_fixed_mask"]["mse"] * (1 + 1e-12)
+        if row["eta"] != off:
+            assert row["ae"]["rmse_over_noise"] <= previous * (1 + 1e-12), row["eta"]
+            previous = row["ae"]["rmse_over_noise"]
+
+
 @pytest.mark.mpi
 def test_two_ranks_give_the_single_process_numbers(full_eval, tmp_path, mpirun):
     assert full_eval["code"] == 0

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out FITS files, directories, globs, or one .jsonl manifest")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/eval)")
     p.add_argument("--etas", help="η values: '1,2,8', '1-16' or 'all' (default: every η for a "
-                   "dense model with ≤128 units, else a log-spaced spread including C)")
+                   "dense model with ≤64 units, else a log-spaced spread including C)")
     p.add_argument("--checkpoint", default="latest",
                    help="'latest' (default), a step number, or 'all' (each in OUT/steps/step-N, "
                    "the newest also in OUT)")

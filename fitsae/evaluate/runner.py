@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fitsae import __version__, distributed
-from fitsae.budget import RunningBest
+from fitsae.budget import EXHAUSTIVE_UP_TO, RunningBest, ladder
 from fitsae.config import to_dict
 from fitsae.evaluate import fpack as fpack_mod
 from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook, tile_error_over_noise
@@ -42,9 +42,10 @@ __all__ = ["EvalOptions", "EvaluationError", "run", "default_etas", "parse_etas"
 
 log = logging.getLogger("fitsae")
 
-# Dense models are cheap per η (one small matmul each), so "every η" is the default up to this
-# many latent units; beyond it a log-spaced spread keeps an evaluation to minutes.
-_ALL_ETAS_UP_TO = 128
+# Dense models are cheap per η (one small matmul each), so "every η" is the default while the
+# budget tries every η′ anyway (fitsae.budget); beyond, a log-spaced spread keeps an evaluation
+# to minutes.
+_ALL_ETAS_UP_TO = EXHAUSTIVE_UP_TO
 _SPREAD = 16
 
 
@@ -82,11 +83,20 @@ class EvalOptions:
 
 
 def default_etas(kind: str, channels: int) -> list[int]:
-    """Every η for a small dense latent; otherwise a log-spaced spread over 1..C that includes C."""
+    """Every η for a small dense latent; otherwise a log-spaced spread over 1..C that includes C.
+
+    The spread is taken from the budget's ladder (:func:`fitsae.budget.ladder`), so that every
+    scored budget is a candidate of the next and the AE error cannot rise between them.
+    """
     if kind == "dense" and channels <= _ALL_ETAS_UP_TO:
         return list(range(1, channels + 1))
-    spread = np.unique(np.round(np.geomspace(1, channels, min(_SPREAD, channels))).astype(int))
-    return [int(e) for e in spread]
+    steps = ladder(channels)
+    if len(steps) == channels:  # every η′ is on the ladder
+        spread = np.unique(np.round(np.geomspace(1, channels, min(_SPREAD, channels))).astype(int))
+        return [int(e) for e in spread]
+    stride = max(1, round(len(steps) / _SPREAD))
+    spread = steps[::stride]
+    return spread if spread[-1] == channels else spread + [channels]
 
 
 def parse_etas(text: str | None) -> list[int] | str | None:
@@ -339,9 +349,10 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
     """One pass over the test tiles: AE and PCA sums for every η, data range and example tiles.
 
     The AE is scored as the codec stores it: at budget η each tile keeps the first η′ ≤ η
-    channels that reconstruct it best (:mod:`fitsae.budget`), so the model decodes every
-    η′ = 1..max(η) once per batch. The plain mask (exactly η channels) is scored alongside as
-    ``ae_fixed``, so what the choice changes is in the report.
+    channels that reconstruct it best among :func:`fitsae.budget.candidates` (every η′ ≤ η for up
+    to 64 channels), so the model decodes each candidate of the largest η, and each scored η, once
+    per batch. The plain mask (exactly η channels) is scored alongside as ``ae_fixed``, so what
+    the choice changes is in the report.
 
     Returns the reduced :class:`MetricBook`, the reduced :class:`DataRange`, the test tile count,
     and (rank 0) example tiles in normalized units.
@@ -349,6 +360,8 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
     predict = _predictor(model)
     book = MetricBook()
     top = max(etas)
+    steps = set(ladder(geometry.channels))
+    decodes = sorted({k for k in steps if k <= top} | set(etas))
     for eta in etas:  # same keys in the same order on every rank, before any data
         book.gaussian(("ae", eta))
         book.errors(("ae_fixed", eta))
@@ -374,24 +387,26 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
         want_example = not examples and distributed.is_root()
         example = None
         previous = None
-        best = RunningBest()
-        for kept in range(1, top + 1):
+        best = RunningBest()  # over the ladder; a scored η off the ladder is tried on a copy
+        for kept in decodes:
             mu, log_var = predict(x, kept)
             mu_phys = _denormalize(mu.astype(np.float32), batch, data_cfg)
             # σ_noise is constant over a tile, so the tile's error in noise units ranks η′
             # exactly as its squared error in physical units does (the codec's criterion).
-            best.offer(kept, tile_error_over_noise(x_phys, mu_phys, noise_phys), mu, log_var, mu_phys)
+            error = tile_error_over_noise(x_phys, mu_phys, noise_phys)
+            chosen = best if kept in steps else best.copy()
+            chosen.offer(kept, error, mu, log_var, mu_phys)
             if kept not in etas:
                 continue
             eta = kept
             book.errors(("ae_fixed", eta)).update(x_phys, mu_phys, noise_phys)
-            mu, log_var, mu_phys = best.arrays
+            mu, log_var, mu_phys = chosen.arrays
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys)
             book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys)
-            book.kept(("ae_kept", eta), top).update(best.eta)
+            book.kept(("ae_kept", eta), top).update(chosen.eta)
             if previous is not None:
-                book.paired(("ae_change", previous[0], eta)).update(previous[1], best.error)
-            previous = (eta, best.error)
+                book.paired(("ae_change", previous[0], eta)).update(previous[1], chosen.error)
+            previous = (eta, chosen.error)
             rec = _denormalize(_pca_reconstruct(pca, x64, geometry, eta).astype(np.float32), batch, data_cfg)
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
@@ -401,7 +416,7 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
                 if example is None:
                     example = {"tile_id": int(batch["tile_id"][0]), "noise": float(noise[0]),
                                "input": tile_input, "etas": []}
-                example["etas"].append({"eta": int(eta), "eta_kept": int(best.eta[0]), **entry})
+                example["etas"].append({"eta": int(eta), "eta_kept": int(chosen.eta[0]), **entry})
         if example is not None:
             examples.append(example)
     book.reduce()
@@ -476,7 +491,8 @@ def _monotonic_note(rows: list[dict], book: MetricBook) -> dict:
     fixed_rises = _rises([(r["eta"], r.get("ae_fixed_mask", {}).get("rmse_over_noise")) for r in rows])
     return {"ae_error_nonincreasing_in_eta": not rises, "ae_error_increases": rises,
             "ae_selection": "budget: each tile keeps the first η′ ≤ η latent channels whose μ has the "
-                            "smallest squared error (fitsae.budget), as `fitsae compress` does per plane",
+                            "smallest squared error among fitsae.budget.candidates(η) (every η′ ≤ η up to "
+                            f"{EXHAUSTIVE_UP_TO} channels), as `fitsae compress` does per plane",
             "ae_fixed_mask_nonincreasing_in_eta": not fixed_rises, "ae_fixed_mask_increases": fixed_rises,
             "ae_error_increase_significant": any(r["significant"] for r in rises),
             "ae_error_increase_test": f"paired per-tile change of mean(((x − x̂)/σ_noise)²) > "
