@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from eval_helpers import ASTROPY_DATA, CONV, DENSE, shared_run
+from eval_helpers import ASTROPY_DATA, CONV, DENSE, shared_run, write_fields
 from fitsae.cli import main
 
 
@@ -167,3 +169,24 @@ def test_bad_inputs_are_clear_errors(conv_run, tmp_path, capsys):
     code, _, err = _cli(["compress", "--run-dir", str(conv_run["run"]), "--eta", "1", str(tmp_path / "none"),
                          "--out", str(tmp_path / "c.fits")], capsys)
     assert code == 2 and "nothing to compress" in err
+
+
+def test_compress_and_evaluate_choose_the_same_channels_for_one_tile_planes(conv_run, tmp_path, capsys):
+    """Evaluation scores the budget per tile, the codec chooses per plane: on planes that are one
+    tile each, both must keep the same η′ (the demo's held-out fields are such planes)."""
+    fields = write_fields(tmp_path / "fields", 8, seed=5, size=16)
+    code, _, err = _cli(["evaluate", "--run-dir", str(conv_run["run"]), "--data", str(fields), "--out",
+                         str(tmp_path / "eval"), "--fpack-tiles", "0", "--no-plots", "--no-tensorboard"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["data"]["n_tiles"] == 8
+    for row in report["results"]:
+        out = tmp_path / f"c{row['eta']}"
+        code, stdout, err = _cli(["compress", "--run-dir", str(conv_run["run"]), "--eta", str(row["eta"]),
+                                  str(fields), "--out", str(out)], capsys)
+        assert code == 0, err
+        kept = Counter()
+        for container in out.glob("*.fae.fits"):
+            with fits.open(container) as hdul:
+                kept[str(hdul["LATENT", 1].header["ETA"])] += 1
+        assert dict(kept) == row["ae"]["tiles_by_eta_kept"], row["eta"]
