@@ -164,9 +164,11 @@ def _examples(report: dict, path: Path) -> None:
         # stays visible while bright sources do not saturate.
         noise = float(tile.get("noise") or 1.0)
         lo, hi = np.percentile(_asinh(x, noise), [1, 99.5])
+        kept = eta_entry.get("eta_kept")
+        label = f"μ, η={eta_entry['eta']}" + (f" (kept {kept})" if kept not in (None, eta_entry["eta"]) else "")
         for ax, img, title, kw in (
             (ax_row[0], _asinh(x, noise), f"input (tile {tile.get('tile_id')})", dict(vmin=lo, vmax=hi)),
-            (ax_row[1], _asinh(mu, noise), f"μ, η={eta_entry['eta']}", dict(vmin=lo, vmax=hi)),
+            (ax_row[1], _asinh(mu, noise), label, dict(vmin=lo, vmax=hi)),
             (ax_row[2], sigma, "σ", dict(cmap="magma")),
             (ax_row[3], resid / noise, "residual / σ_noise", dict(cmap="RdBu_r", vmin=-3, vmax=3)),
         ):
