@@ -54,7 +54,8 @@ def ladder(channels: int) -> list[int]:
 
 def candidates(eta: int, channels: int) -> list[int]:
     """The η′ an encoder with budget ``eta`` tries, in increasing order: the ladder's values
-    ≤ η, and η itself. The set grows with η, which is what makes the error non-increasing."""
+    ≤ η, and η itself. A budget on the ladder, and all it tries, is tried by every larger
+    budget: that is what keeps the error from rising between ladder budgets."""
     eta = int(eta)
     tried = [k for k in ladder(channels) if k <= eta]
     return tried if tried and tried[-1] == eta else tried + [eta]
