@@ -190,3 +190,22 @@ def test_compress_and_evaluate_choose_the_same_channels_for_one_tile_planes(conv
             with fits.open(container) as hdul:
                 kept[str(hdul["LATENT", 1].header["ETA"])] += 1
         assert dict(kept) == row["ae"]["tiles_by_eta_kept"], row["eta"]
+
+
+def test_containers_written_before_budgets_still_decode(conv_run, tmp_path, capsys):
+    """A container without the per-plane ETA (fitsae before budgets) kept exactly the primary ETA."""
+    source = _odd_image(tmp_path / "odd.fits")
+    container = tmp_path / "odd.fae.fits"
+    assert _cli(["compress", "--run-dir", str(conv_run["run"]), "--eta", "3", "--fixed-eta", str(source),
+                 "--out", str(container)], capsys)[0] == 0
+    with fits.open(container, mode="update") as hdul:
+        del hdul[0].header["ETASEL"]
+        del hdul["LATENT", 1].header["ETA"]
+    code, _, err = _cli(["decompress", str(container), "--out", str(tmp_path / "old.fits")], capsys)
+    assert code == 0, err
+    with fits.open(tmp_path / "old.fits") as hdul:
+        assert hdul["MU", 1].header["ETA"] == 3 and hdul["MU", 1].data.shape == (30, 27)
+    with fits.open(container, mode="update") as hdul:
+        hdul[0].header["ETA"] = 2  # latents of 3 channels under a budget of 2: refused, not misread
+    code, _, err = _cli(["decompress", str(container), "--out", str(tmp_path / "bad.fits")], capsys)
+    assert code == 2 and "does not match its ETA=2" in err
