@@ -114,6 +114,7 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
     acc.Reload()
     tags = acc.Tags()["tensors"] + acc.Tags()["scalars"]
     assert "eval/ae_rmse_over_noise/eta_004" in tags and "eval/pca_psnr/eta_001" in tags
+    assert "eval/ae_fixed_mask_rmse_over_noise/eta_004" in tags and "eval/ae_mean_eta_kept/eta_004" in tags
     events = acc.Tensors("eval/ae_rmse_over_noise/eta_004")
     assert events[-1].step == 20
     value = float(np.asarray(__import__("tensorflow").make_ndarray(events[-1].tensor_proto)))
