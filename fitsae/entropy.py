@@ -1,0 +1,209 @@
+"""Frozen probability tables and the entropy coder of the latents (``constriction``'s ANS).
+
+A model's latent channel c is coded as integers k = round(z_c / step_c) under a fixed table of
+integer frequencies over its support low_c..high_c plus one **escape** symbol: a latent outside
+the support (bright stars put some far out) is coded as the escape and its value follows the
+ANS stream raw (int32). The tables are data — integers made once when the model is frozen
+(:func:`tables_from_prior`, :func:`tables_from_latents`) — so encoder and decoder use the very
+same probabilities in any process, thread count or machine; nothing here evaluates a float
+density at decode time.
+
+A tile's code is ``ANS words (uint32, little-endian) ‖ escaped values (int32, little-endian)``;
+the number of escapes is stored beside it (the container's ``NESC`` column). Channels are
+coded in order 0..η′−1, each channel's positions in C order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PRECISION", "TAIL_MASS", "CodingError", "LatentTables", "tables_from_prior", "tables_from_latents",
+           "encode_latents", "decode_latents"]
+
+PRECISION = 24  # bits of the fixed-point frequencies: constriction's default for its ANS coder
+TAIL_MASS = 1e-6  # probability left outside a learned prior's support, given to the escape
+MAX_SUPPORT = 4096  # symbols per channel at most; anything further out is escaped
+# A model trained without rate never saw rounding: its latents are quantized on a grid this
+# fraction of each channel's spread, fine enough that the decoded μ barely moves (the
+# quantization noise is (1/16)²/12 ≈ 3·10⁻⁴ of the channel's variance).
+UNTRAINED_STEP_FRACTION = 1.0 / 16.0
+
+
+class CodingError(ValueError):
+    """Coded bytes that cannot be decoded with these tables (corrupt, or another model's)."""
+
+
+@dataclass(frozen=True)
+class LatentTables:
+    """Per channel: quantization step, support start and integer frequencies (escape last).
+
+    ``freqs[c]`` has ``high_c − low_c + 2`` entries summing to 2**PRECISION; entry i is the
+    frequency of k = low_c + i, the last one the escape's.
+    """
+
+    step: np.ndarray  # (C,) float64
+    low: np.ndarray  # (C,) int64
+    freqs: tuple  # C arrays of int64
+    source: str  # "prior" (learned with the model) or "fitted" (to latents at freezing)
+
+    @property
+    def channels(self) -> int:
+        return len(self.freqs)
+
+    def digest(self) -> str:
+        h = hashlib.sha256(self.source.encode())
+        h.update(np.ascontiguousarray(self.step, np.float64).tobytes())
+        h.update(np.ascontiguousarray(self.low, np.int64).tobytes())
+        for f in self.freqs:
+            h.update(np.int64(len(f)).tobytes())
+            h.update(np.ascontiguousarray(f, np.int64).tobytes())
+        return h.hexdigest()
+
+    def symbols(self, z: np.ndarray) -> np.ndarray:
+        """Integers k = round(z / step) of latents ``z`` (…, C′) for the first C′ channels."""
+        c = z.shape[-1]
+        return np.rint(np.asarray(z, np.float64) / self.step[:c]).astype(np.int64)
+
+    def values(self, k: np.ndarray) -> np.ndarray:
+        """The latent values the decoder sees for integers ``k`` (…, C′): k · step (float32)."""
+        c = k.shape[-1]
+        return (np.asarray(k, np.float64) * self.step[:c]).astype(np.float32)
+
+    def ideal_bits(self, k: np.ndarray) -> float:
+        """−Σ log₂ P(k) under the tables (escaped values counted at their 32 raw bits too)."""
+        total = 0.0
+        for c in range(k.shape[-1]):
+            index, escaped = self._index(c, k[..., c].reshape(-1))
+            p = self.freqs[c][index] / float(1 << PRECISION)
+            total += float(-np.log2(p).sum()) + 32.0 * int(escaped.sum())
+        return total
+
+    def _index(self, c: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = len(self.freqs[c]) - 1
+        index = k - self.low[c]
+        escaped = (index < 0) | (index >= size)
+        return np.where(escaped, size, index).astype(np.int32), escaped
+
+
+def _quantize_frequencies(p: np.ndarray) -> np.ndarray:
+    """Float probabilities (escape last) → positive int64 frequencies summing to 2**PRECISION."""
+    p = np.maximum(np.asarray(p, np.float64), 0.0)
+    p = p / p.sum()
+    total = 1 << PRECISION
+    f = np.floor(p * (total - len(p))).astype(np.int64) + 1  # every symbol stays codable
+    f[np.argmax(f)] += total - int(f.sum())
+    return f
+
+
+def tables_from_prior(prior, tail: float = TAIL_MASS) -> LatentTables:
+    """Freeze a learned :class:`~fitsae.models.prior.FactorizedPrior` (step 1: the model was
+    trained on rounded latents) on each channel's central 1 − ``tail`` of probability."""
+    q_low, q_high = prior.quantiles(tail)
+    low = np.floor(q_low).astype(np.int64)
+    high = np.maximum(np.ceil(q_high).astype(np.int64), low)
+    centre = (low + high) // 2
+    low = np.maximum(low, centre - MAX_SUPPORT // 2)
+    high = np.minimum(high, low + MAX_SUPPORT - 1)
+    pmfs = prior.cdf_table(low, high)
+    freqs = []
+    for pmf in pmfs:
+        escape = max(1.0 - float(pmf.sum()), tail)
+        freqs.append(_quantize_frequencies(np.append(pmf, escape)))
+    return LatentTables(np.ones(len(freqs)), low, tuple(freqs), "prior")
+
+
+def tables_from_latents(latents: np.ndarray) -> LatentTables:
+    """Tables fitted to a sample of a model's latents (N, C), for a model trained without rate.
+
+    Step per channel: ``UNTRAINED_STEP_FRACTION`` of its standard deviation (of the median
+    absolute deviation when that is smaller, so one far star does not coarsen the grid). The
+    histogram of the quantized sample gives the frequencies (plus one count everywhere in the
+    observed range, and for the escape).
+    """
+    z = np.asarray(latents, np.float64).reshape(-1, latents.shape[-1])
+    spread = np.minimum(z.std(axis=0), 1.4826 * np.median(np.abs(z - np.median(z, axis=0)), axis=0))
+    spread = np.where(spread > 0, spread, np.maximum(z.std(axis=0), 1e-6))
+    step = spread * UNTRAINED_STEP_FRACTION
+    k = np.rint(z / step).astype(np.int64)
+    lows, freqs = [], []
+    for c in range(z.shape[1]):
+        kc = k[:, c]
+        lo, hi = np.quantile(kc, [1e-4, 1 - 1e-4]).astype(np.int64)
+        centre = (lo + hi) // 2
+        lo, hi = max(lo, centre - MAX_SUPPORT // 2), min(hi, max(lo, centre - MAX_SUPPORT // 2) + MAX_SUPPORT - 1)
+        inside = kc[(kc >= lo) & (kc <= hi)]
+        counts = np.bincount(inside - lo, minlength=hi - lo + 1).astype(np.float64) + 1.0
+        escape = float(len(kc) - len(inside)) + 1.0
+        lows.append(lo)
+        freqs.append(_quantize_frequencies(np.append(counts, escape)))
+    return LatentTables(step, np.array(lows, np.int64), tuple(freqs), "fitted")
+
+
+def _categorical(freqs: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(freqs / float(1 << PRECISION), perfect=False)
+
+
+def encode_latents(tables: LatentTables, k: np.ndarray) -> tuple[bytes, int]:
+    """Code integers ``k`` (positions…, C′) channel by channel; returns (bytes, escapes)."""
+    import constriction
+
+    coder = constriction.stream.stack.AnsCoder()
+    flat = k.reshape(-1, k.shape[-1])
+    escaped_values = []
+    indices = []
+    for c in range(flat.shape[1]):
+        index, escaped = tables._index(c, flat[:, c])
+        indices.append(index)
+        escaped_values.append(flat[escaped, c])
+    for c in reversed(range(flat.shape[1])):  # a stack: encode last what is decoded first
+        coder.encode_reverse(indices[c], _categorical(tables.freqs[c]))
+    words = np.asarray(coder.get_compressed(), dtype="<u4")
+    escapes = np.concatenate(escaped_values) if escaped_values else np.zeros(0, np.int64)
+    if np.any(np.abs(escapes) >= 2 ** 31):
+        raise CodingError(f"a latent integer {int(np.abs(escapes).max())} does not fit the escape's 32 bits")
+    return words.tobytes() + escapes.astype("<i4").tobytes(), int(len(escapes))
+
+
+def decode_latents(tables: LatentTables, data: bytes, escapes: int, shape: tuple) -> np.ndarray:
+    """Inverse of :func:`encode_latents`: integers of ``shape`` (positions…, C′)."""
+    import constriction
+
+    n_esc = int(escapes)
+    if n_esc < 0 or 4 * n_esc > len(data) or (len(data) - 4 * n_esc) % 4:
+        raise CodingError(f"{len(data)} coded bytes cannot hold {n_esc} escaped values and whole ANS words")
+    split = len(data) - 4 * n_esc
+    words = np.frombuffer(data[:split], dtype="<u4").astype(np.uint32)
+    escaped_values = np.frombuffer(data[split:], dtype="<i4").astype(np.int64)
+    channels = shape[-1]
+    if channels > tables.channels:
+        raise CodingError(f"{channels} channels coded, the tables have {tables.channels}")
+    n = int(np.prod(shape[:-1]))
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        out = np.empty((n, channels), np.int64)
+        used = 0
+        for c in range(channels):
+            index = np.asarray(coder.decode(_categorical(tables.freqs[c]), n), np.int64)
+            size = len(tables.freqs[c]) - 1
+            escaped = index == size
+            values = index + tables.low[c]
+            count = int(escaped.sum())
+            if used + count > n_esc:
+                raise CodingError("more escapes decoded than stored")
+            values[escaped] = escaped_values[used:used + count]
+            used += count
+            out[:, c] = values
+        leftover = not coder.is_empty()
+    except CodingError:
+        raise
+    except Exception as err:  # constriction reports a bad stream as ValueError/AssertionError
+        raise CodingError(f"the ANS stream does not decode: {err}") from err
+    if used != n_esc or leftover:
+        raise CodingError("the coded bytes do not decode to exactly the stored latents "
+                          f"({used} of {n_esc} escapes used, {'data left over' if leftover else 'stream ended'})")
+    return out.reshape(shape)
