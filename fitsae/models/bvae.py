@@ -414,6 +414,10 @@ class BetaVAE(keras.Model):
             out[f"logbeta_{value:+.2f}"] = (self.decode_mean(z, logbeta), self.decode_var(z, logbeta))
         return out
 
+    def coded_rates(self, x, etas=None) -> dict:
+        """Nothing yet: the β-VAE's latents are not entropy-coded (its rate is the KL bound)."""
+        return {}
+
     def inference_module(self, params_yaml: str = "") -> "BVAEInference":
         """The SavedModel-ready inference half (see :class:`BVAEInference`)."""
         return BVAEInference(self, params_yaml)

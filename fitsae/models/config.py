@@ -6,7 +6,7 @@ Kept free of TensorFlow imports so that reading, validating and printing a confi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 from fitsae.models.bvae_config import BVAEConfig
 
@@ -59,6 +59,20 @@ class ModelConfig:
         If true, the variance decoder's NLL also trains the encoder (optimizer 2 then updates the
         encoder too). Default false: z and μ are held fixed (``tf.stop_gradient``) so the variance
         head cannot trade reconstruction quality for a better-calibrated σ.
+    rate_lambda : float, optional
+        λ of the rate–distortion loss λ·D + R of optimizer 1 (D: the MSE in normalized units,
+        R: bits per pixel of the kept latent channels under the learned prior,
+        :mod:`fitsae.models.prior`). Unset (the default, and every run trained before the
+        codec): no prior and no rate term, the loss is the MSE alone; the codec then fits a prior
+        to the model's latents when it freezes the model. Larger λ buys lower error with more bits.
+    rate_lambda_eta_power : float
+        p in λ(η) = λ·(η/C)^p: one λ for every η at p = 0; p > 0 weighs distortion less at small
+        η, where the mask already bounds the rate (SlimCAE, arXiv 2103.15726, found one λ for
+        every width not enough).
+    rate_decoder_input : {"round", "noise"}
+        What the mean decoder sees in training when ``rate_lambda`` is set: the rounded latent
+        with a straight-through gradient (what it will decode from the file), or the latent plus
+        the same uniform noise the rate is measured on (Ballé et al. 2017).
     bvae : BVAEConfig
         ``kind: bvae`` only: architecture (dense/conv), log β range, β_r, KL warm-up, free bits
         (see ``fitsae.models.bvae_config``).
@@ -79,6 +93,9 @@ class ModelConfig:
     eta_min: int = 1
     eta_per: Literal["batch", "example"] = "batch"
     nll_to_encoder: bool = False
+    rate_lambda: Optional[float] = None
+    rate_lambda_eta_power: float = 0.0
+    rate_decoder_input: Literal["round", "noise"] = "round"
     bvae: BVAEConfig = field(default_factory=BVAEConfig)
 
     def __post_init__(self):
@@ -97,6 +114,8 @@ class ModelConfig:
                 raise ValueError(f"strides {self.strides} must have one entry per stage of filters {self.filters}")
             if any(s < 1 for s in self.strides):
                 raise ValueError(f"strides must be >= 1, got {self.strides}")
+        if self.rate_lambda is not None and not self.rate_lambda > 0:
+            raise ValueError(f"rate_lambda must be positive (or unset for no rate term), got {self.rate_lambda}")
         if any(w < 1 for w in self.hidden + self.filters):
             raise ValueError("layer widths in hidden/filters must be >= 1")
 

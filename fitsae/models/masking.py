@@ -16,7 +16,7 @@ import tensorflow as tf
 __all__ = ["PURPOSE", "step_seed", "sample_eta", "latent_mask", "apply_mask"]
 
 # Independent streams per use of randomness, so adding a new random draw never shifts the others.
-PURPOSE = {"eta": 1, "noise": 2, "beta": 3, "images": 4}
+PURPOSE = {"eta": 1, "noise": 2, "beta": 3, "images": 4, "quantize": 5}
 
 
 def step_seed(seed, rank, step, purpose: str | int) -> tf.Tensor:

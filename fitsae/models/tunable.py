@@ -10,12 +10,14 @@ model plug into the same loop, checkpoints and export.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fitsae import losses
 from fitsae.models import masking
 from fitsae.models.config import ModelConfig
 from fitsae.models.inference import InferenceModule
+from fitsae.models.prior import FactorizedPrior
 
 __all__ = ["LogVarianceHead", "TunableAutoencoder"]
 
@@ -56,14 +58,48 @@ class TunableAutoencoder(keras.Model):
         self.image_shape = tuple(image_shape)
         self.latent_channels = int(model_config.latent_channels)
         self.stride = int(model_config.total_stride)
+        # Only models trained for rate carry a prior: a checkpoint written before the codec has
+        # no prior variables, and restoring it into a model that had some would fail.
+        self.prior = FactorizedPrior(self.latent_channels, name="prior") if self.trains_rate else None
+
+    @property
+    def trains_rate(self) -> bool:
+        """Whether the loss of optimizer 1 is λ·D + R (a learned prior) rather than the MSE."""
+        return self.model_config.rate_lambda is not None
+
+    def quantize_latent(self, z):
+        """The latent the decoder sees from a file: rounded for a rate-trained model, else as is.
+
+        A model trained without rate never saw rounding; the codec quantizes its latents on a
+        finer per-channel grid (:mod:`fitsae.entropy`), not here.
+        """
+        return tf.round(z) if self.trains_rate else z
 
     def image_predictions(self, x, etas) -> dict:
         """``{"eta_<η>": (μ, log σ²)}`` for TensorBoard's image panels, at each of ``etas``."""
         x = tf.convert_to_tensor(x, tf.float32)
         out = {}
         for eta in etas:
-            z = self.encode(x, tf.fill([tf.shape(x)[0]], tf.constant(int(eta), tf.int32)))
+            z = self.quantize_latent(self.encode(x, tf.fill([tf.shape(x)[0]], tf.constant(int(eta), tf.int32))))
             out[f"eta_{int(eta):03d}"] = (self.decode_mean(z), self.decode_var(z))
+        return out
+
+    def coded_rates(self, x, etas) -> dict:
+        """``{"rate/bpp_coded/eta_<η>": bits per pixel}``: ``x``'s latents at each η, rounded and
+        really coded under tables frozen from the current prior (empty without a rate term)."""
+        if self.prior is None:
+            return {}
+        from fitsae.entropy import encode_latents, tables_from_prior
+
+        x = tf.convert_to_tensor(x, tf.float32)
+        tables = tables_from_prior(self.prior)
+        pixels = int(x.shape[0]) * int(x.shape[1]) * int(x.shape[2])
+        out = {}
+        for eta in etas:
+            z = self.encode(x, tf.fill([tf.shape(x)[0]], tf.constant(int(eta), tf.int32)))
+            k = tables.symbols(np.asarray(z)[..., : int(eta)])
+            coded = sum(len(encode_latents(tables, k[i])[0]) for i in range(len(k)))
+            out[f"rate/bpp_coded/eta_{int(eta):03d}"] = 8.0 * coded / pixels
         return out
 
     def inference_module(self, params_yaml: str = "") -> "TunableInference":
@@ -95,8 +131,9 @@ class TunableAutoencoder(keras.Model):
 
     @property
     def primary_variables(self) -> list:
-        """Trained by optimizer 1 on the MSE: encoder and mean decoder."""
-        return list(self.encoder.trainable_variables) + list(self.mean_decoder.trainable_variables)
+        """Trained by optimizer 1 on the MSE (or λ·D + R): encoder, mean decoder (and the prior)."""
+        own = list(self.encoder.trainable_variables) + list(self.mean_decoder.trainable_variables)
+        return own + (list(self.prior.trainable_variables) if self.prior is not None else [])
 
     @property
     def variance_variables(self) -> list:
@@ -134,12 +171,33 @@ class TunableAutoencoder(keras.Model):
         Returns
         -------
         dict
-            ``loss_primary`` (mean MSE, optimizer 1), ``loss_variance`` (mean Gaussian NLL,
-            optimizer 2), and per-example (B,) float32 ``mse``, ``nll``, ``eta``.
+            ``loss_primary`` (mean MSE, or mean λ(η)·MSE + bpp for a rate-trained model:
+            optimizer 1), ``loss_variance`` (mean Gaussian NLL, optimizer 2), and per-example (B,)
+            float32 ``mse``, ``nll``, ``eta`` and, with a rate term, ``bpp`` (bits per pixel of
+            the kept channels under the prior: of the noisy latent in training, of the rounded
+            one otherwise).
         """
         if eta is None:
             eta = self.sample_eta(tf.shape(x)[0], step, seed, rank)
-        z = self.encode(x, eta, training=training)
+        out = {}
+        if self.trains_rate:
+            z = self.encoder(x, training=training)
+            if training:
+                u = tf.random.stateless_uniform(tf.shape(z), masking.step_seed(seed, rank, step, "quantize"),
+                                                minval=-0.5, maxval=0.5)
+                z_rate = z + u
+                rounded = z + tf.stop_gradient(tf.round(z) - z)  # straight-through
+                z_decoded = rounded if self.model_config.rate_decoder_input == "round" else z_rate
+            else:
+                z_rate = z_decoded = tf.round(z)
+            mask = masking.latent_mask(eta, self.latent_channels, len(z.shape), z.dtype)
+            latent_axes = list(range(1, len(z.shape)))
+            pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
+            bpp = tf.reduce_sum(self.prior.bits(z_rate) * mask, axis=latent_axes) / pixels
+            z = z_decoded * mask
+            out["bpp"] = bpp
+        else:
+            z = self.encode(x, eta, training=training)
         mu = self.decode_mean(z, training=training)
         # The variance decoder explains the error of a *given* reconstruction: without the
         # stop_gradient the NLL would pull μ and z towards whatever makes σ easy to predict.
@@ -147,12 +205,20 @@ class TunableAutoencoder(keras.Model):
         logvar = self.decode_var(z_var, training=training)
         mse = losses.mse(x, mu)
         nll = losses.gaussian_nll(x, tf.stop_gradient(mu), logvar)
+        if self.trains_rate:
+            cfg = self.model_config
+            share = tf.cast(eta, tf.float32) / float(self.latent_channels)
+            lam = cfg.rate_lambda * tf.pow(share, cfg.rate_lambda_eta_power)
+            primary = tf.reduce_mean(lam * mse + out["bpp"])
+        else:
+            primary = tf.reduce_mean(mse)
         return {
-            "loss_primary": tf.reduce_mean(mse),
+            "loss_primary": primary,
             "loss_variance": tf.reduce_mean(nll),
             "mse": mse,
             "nll": nll,
             "eta": tf.cast(eta, tf.float32),
+            **out,
         }
 
 

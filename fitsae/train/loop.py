@@ -123,7 +123,13 @@ def _current_rate(optimizer) -> float:
 
 
 class _Window:
-    """Sums and counts of per-example metrics since the last log, reduced exactly over ranks."""
+    """Sums and counts of per-example metrics since the last log, reduced exactly over ranks.
+
+    ``mse`` and, for a rate-trained model, ``bpp`` are also summed per η bucket and logged as
+    ``mse_eta/AAA-BBB`` and ``rate/bpp_eta/AAA-BBB``: what one model does at each rate.
+    """
+
+    BUCKETED = {"mse": "mse_eta", "bpp": "rate/bpp_eta"}
 
     def __init__(self, channels: int, buckets: int):
         edges = np.unique(np.round(np.geomspace(1, channels + 1, buckets + 1)).astype(int))
@@ -133,7 +139,7 @@ class _Window:
     def reset(self):
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
-        self.bucket_sum = np.zeros(len(self.edges) - 1)
+        self.bucket_sum = {key: np.zeros(len(self.edges) - 1) for key in self.BUCKETED}
         self.bucket_count = np.zeros(len(self.edges) - 1)
         self.images = 0
 
@@ -142,9 +148,11 @@ class _Window:
         for key, value in arrays.items():
             self.sums[key] = self.sums.get(key, 0.0) + float(np.sum(value, dtype=np.float64))
             self.counts[key] = self.counts.get(key, 0) + value.size
-        if "eta" in arrays and "mse" in arrays:
+        if "eta" in arrays:
             index = np.clip(np.searchsorted(self.edges, arrays["eta"], side="right") - 1, 0, len(self.edges) - 2)
-            np.add.at(self.bucket_sum, index, arrays["mse"])
+            for key in self.BUCKETED:
+                if key in arrays:
+                    np.add.at(self.bucket_sum[key], index, arrays[key])
             np.add.at(self.bucket_count, index, 1)
         self.images += len(next(iter(arrays.values()))) if arrays else 0
 
@@ -152,18 +160,24 @@ class _Window:
         """Global means over all ranks; ``keys`` must be the same list on every rank."""
         local = np.concatenate([
             [self.sums.get(k, 0.0) for k in keys], [self.counts.get(k, 0) for k in keys],
-            self.bucket_sum, self.bucket_count, [self.images],
+            *self.bucket_sum.values(), self.bucket_count, [self.images],
         ])
         total = distributed.allreduce_sum(local)
         n = len(keys)
         sums, counts = total[:n], total[n:2 * n]
-        nb = len(self.bucket_sum)
-        bsum, bcount = total[2 * n:2 * n + nb], total[2 * n + nb:2 * n + 2 * nb]
-        means = {k: s / c for k, s, c in zip(keys, sums, counts) if c}
+        nb = len(self.bucket_count)
+        bucket_totals = {key: total[2 * n + i * nb:2 * n + (i + 1) * nb] for i, key in enumerate(self.BUCKETED)}
+        start = 2 * n + len(self.BUCKETED) * nb
+        bcount = total[start:start + nb]
+        means = {k: s / c for k, s, c in zip(keys, sums, counts, strict=True) if c}
+        if "bpp" in means:
+            means["rate/bpp"] = means.pop("bpp")
         for i in range(nb):
             if bcount[i]:
                 lo, hi = self.edges[i], self.edges[i + 1] - 1
-                means[f"mse_eta/{lo:03d}-{hi:03d}"] = bsum[i] / bcount[i]
+                for key, tag in self.BUCKETED.items():
+                    if key in keys:
+                        means[f"{tag}/{lo:03d}-{hi:03d}"] = bucket_totals[key][i] / bcount[i]
         means["images"] = total[-1]
         return means
 
@@ -374,7 +388,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
         summaries.scalars(step, means)
         if root and cfg.train.progress:
             rate = means["perf/images_per_sec"]
-            text = "  ".join(f"{k} {means[k]:.4g}" for k in ("mse", "nll") if k in means)
+            text = "  ".join(f"{k} {means[k]:.4g}" for k in ("mse", "nll", "rate/bpp") if k in means)
             log.info("step %d/%d  %s  %.0f img/s", step, total, text, rate)
         window.reset()
         if cfg.train.trace_eta:

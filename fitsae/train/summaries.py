@@ -77,6 +77,8 @@ class Summaries:
         with self._writer.as_default(step=step):
             for tag, (mu, log_var) in model.image_predictions(x, etas).items():
                 tf.summary.image(f"images/{tag}", render(x, mu, log_var), max_outputs=int(x.shape[0]))
+            for tag, value in model.coded_rates(x, etas).items():
+                tf.summary.scalar(tag, float(value))
 
     def flush(self) -> None:
         if self.enabled:
