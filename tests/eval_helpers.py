@@ -14,6 +14,7 @@ from astropy.io import fits
 ASTROPY_DATA = Path(fits.__file__).parent
 CONV = {"kind": "conv", "latent_channels": 4, "filters": [8, 8]}
 DENSE = {"kind": "dense", "latent_channels": 6, "hidden": [], "activation": "linear"}
+CONV_RATE = {**CONV, "rate_lambda": 4.0}
 
 
 def write_fields(directory: Path, n: int, seed: int, size: int = 32) -> Path:

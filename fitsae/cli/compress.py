@@ -5,7 +5,8 @@ Example::
     fitsae compress --run-dir RUN --eta 4 image.fits --out image.fae.fits
     fitsae compress --run-dir RUN --eta 4 night1/ --out compressed/
 
-The container format is described in :mod:`fitsae.codec`; ``fitsae decompress`` inverts it.
+The container format is described in :mod:`fitsae.codec.container`; ``fitsae decompress``
+inverts it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fitsae compress",
-        description="Encode every image plane of the inputs with a trained run's model, keeping at most "
-        "the first ETA latent channels, into FITS containers (*.fae.fits: one LATENT image HDU per plane, "
-        "normalization and model identity in the headers). Decode with `fitsae decompress`.",
+        description="Encode every image plane of the inputs with a trained run's model, tile by tile, "
+        "keeping at most the first ETA latent channels, quantized and entropy-coded, into FITS containers "
+        "(*.fae.fits: one table row of coded bytes per tile). The run's checkpoint is frozen into "
+        "RUN/models/<digest> (weights and probability tables), which decoding needs. Decode with "
+        "`fitsae decompress`.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files, directories or globs")
     p.add_argument("--run-dir", type=Path, required=True, help="run directory written by `fitsae train`")
@@ -34,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="output .fits file (one input file) or directory (<stem>.fae.fits per input)")
     p.add_argument("--checkpoint", default="latest", help="'latest' (default) or a step number")
+    p.add_argument("--tile", type=int, default=256,
+                   help="side of the square tiles each plane is cut into and coded alone (default 256; a "
+                   "multiple of the model's stride; dense models use their own image size)")
     return p
 
 
@@ -43,11 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fitsae compress: --checkpoint must be latest or a step number, got {args.checkpoint!r}",
               file=sys.stderr)
         return 2
+    if args.tile < 1:
+        print(f"fitsae compress: --tile must be positive, got {args.tile}", file=sys.stderr)
+        return 2
     from fitsae.codec import CodecError, compress_files
 
     try:
         results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint,
-                                 select="fixed" if args.fixed_eta else "best")
+                                 select="fixed" if args.fixed_eta else "best", tile=args.tile)
     except CodecError as err:
         print(f"fitsae compress: {err}", file=sys.stderr)
         return 2
@@ -56,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
             rej = r["rejected"]
             print(f"skipped {rej['path']} HDU {rej['hdu']}: {rej['reason']}", file=sys.stderr)
             continue
-        kept = ",".join(map(str, r["eta_kept"]))
+        kept = sorted(set(r["eta_kept"]))
         print(f"{r['source']} -> {r['container']}: {r['planes']} plane(s), {r['pixels']} pixels, "
-              f"eta kept {kept} of {r['eta']}, "
-              f"{r['latent_values']} latent values = {r['bits_per_pixel']:.3f} bits/pixel "
+              f"eta kept {','.join(map(str, kept))} of {r['eta']}, {r['bits_per_pixel']:.3f} bits/pixel "
+              f"coded ({r['bits_per_pixel_file']:.3f} with headers), RMSE/noise {r['rmse_over_noise']:.3f} "
               f"(file {r['source_bytes']} -> {r['container_bytes']} bytes)")
+        if r["grew"]:
+            print(f"warning: {r['container']} is larger than its source {r['source']} "
+                  f"({r['container_bytes']} > {r['source_bytes']} bytes): the source is already compressed "
+                  "or small; keep the source", file=sys.stderr)
     return 0

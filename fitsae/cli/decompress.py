@@ -1,17 +1,20 @@
-"""``fitsae decompress``: decode ``fitsae compress`` containers to μ and σ FITS images.
+"""``fitsae decompress``: decode ``fitsae compress`` containers back to FITS images.
 
 Example::
 
     fitsae decompress image.fae.fits --out image.decoded.fits
-    fitsae decompress compressed/*.fae.fits --out decoded/
+    fitsae decompress compressed/ --out decoded/ --sigma
+    fitsae decompress big.fae.fits --section 0:512,1024:2048 --out cut.fits
 
-The output has one ``MU`` (decoded mean) and one ``SIGMA`` (predicted 1σ) image HDU per plane,
-in the physical units of the original.
+The output mirrors the source: the same image HDUs with their headers (WCS and all), NaN/BLANK
+pixels where they were, integer BITPIX kept; ``--sigma`` adds the predicted 1σ map per HDU.
+Version-1 containers (float32 latents) decode to ``MU`` and ``SIGMA`` HDUs as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 from pathlib import Path
 
@@ -21,16 +24,34 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fitsae decompress",
-        description="Decode fitsae latent containers (*.fae.fits) with the model that wrote them into "
-        "FITS files holding MU and SIGMA image HDUs (physical units). The model's weight digest must "
-        "match the one recorded in the container.",
+        description="Decode fitsae containers (*.fae.fits) with the frozen model they name (found by its "
+        "digest) into FITS files shaped like their sources.",
     )
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER", help="containers, directories or globs")
     p.add_argument("--out", type=Path, required=True,
                    help="output .fits file (one container) or directory (<stem>.decoded.fits each)")
-    p.add_argument("--run-dir", type=Path, help="run directory of the model (default: RUNDIR in the container)")
-    p.add_argument("--checkpoint", help="step number (default: CKPTSTEP in the container)")
+    p.add_argument("--model", type=Path,
+                   help="frozen model folder, or a folder of them such as RUN/models (default: $FITSAE_MODELS, "
+                   "then the models/ of the run recorded in the container)")
+    p.add_argument("--section", help="decode only rows y0:y1 and columns x0:x1 of every plane (0-based, end "
+                   "exclusive): 'y0:y1,x0:x1'; only the tiles it touches are decoded")
+    p.add_argument("--sigma", action="store_true", help="add a SIGMA image HDU (predicted 1σ, physical units)")
+    p.add_argument("--run-dir", type=Path, help="version-1 containers: run directory (default: RUNDIR in it)")
+    p.add_argument("--checkpoint", help="version-1 containers: step number (default: CKPTSTEP in it)")
     return p
+
+
+def _expand(items: list[str]) -> list[Path]:
+    found = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(path.rglob("*.fae.fits"))
+        elif any(ch in item for ch in "*?["):
+            found += sorted(Path(p) for p in glob.glob(item, recursive=True))
+        else:
+            found.append(path)
+    return found
 
 
 def _target(container: Path, out: Path, single: bool) -> Path:
@@ -46,16 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None and not args.checkpoint.isdigit():
         print(f"fitsae decompress: --checkpoint must be a step number, got {args.checkpoint!r}", file=sys.stderr)
         return 2
-    containers = [Path(c) for c in args.containers]
+    containers = _expand(args.containers)
+    missing = [str(c) for c in containers if not c.is_file()]
+    if not containers or missing:
+        print(f"fitsae decompress: no such container: {', '.join(missing) or ', '.join(args.containers)}",
+              file=sys.stderr)
+        return 2
     single = len(containers) == 1 and args.out.suffix.lower() in (".fits", ".fit", ".fts")
-    from fitsae.codec import CodecError, decompress_file
+    from fitsae.codec import CodecError, decompress_file, parse_section
 
     try:
-        for container in containers:
-            r = decompress_file(container, _target(container, args.out, single), args.run_dir,
-                                int(args.checkpoint) if args.checkpoint else None)
-            print(f"{r['container']} -> {r['out']}: {r['planes']} plane(s) (MU, SIGMA), "
-                  f"{r['bits_per_pixel']:.3f} bits/pixel stored")
+        section = parse_section(args.section)
+        targets = [_target(c, args.out, single) for c in containers]
+        if len(set(targets)) != len(targets):
+            raise CodecError("two containers share a name and would be decoded to the same file; decode them "
+                             "into separate --out directories")
+        for container, target in zip(containers, targets, strict=True):
+            r = decompress_file(container, target, model=args.model, section=section, sigma=args.sigma,
+                                run_dir=args.run_dir, checkpoint=int(args.checkpoint) if args.checkpoint else None)
+            print(f"{r['container']} -> {r['out']}: {r['planes']} plane(s), {r['bits_per_pixel']:.3f} bits/pixel "
+                  "coded")
     except CodecError as err:
         print(f"fitsae decompress: {err}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ __all__ = [
     "CodecSums",
     "PairedChangeSums",
     "KeptSums",
+    "RateSums",
     "tile_error_over_noise",
     "MetricBook",
     "DataRange",
@@ -354,6 +355,37 @@ class KeptSums:
                 "tiles_by_eta_kept": {str(i + 1): int(c) for i, c in enumerate(self.counts) if c}}
 
 
+@dataclass
+class RateSums:
+    """Coded bytes of a learned codec (real bytes) beside the bits its tables predicted."""
+
+    payload_bytes: float = 0.0
+    estimated_bits: float = 0.0
+    pixels: float = 0.0
+
+    def update(self, payload_bytes: int, estimated_bits: float, pixels: int) -> None:
+        self.payload_bytes += payload_bytes
+        self.estimated_bits += estimated_bits
+        self.pixels += pixels
+
+    def vector(self) -> np.ndarray:
+        return np.array([self.payload_bytes, self.estimated_bits, self.pixels], dtype=np.float64)
+
+    def load(self, values: np.ndarray) -> None:
+        self.payload_bytes, self.estimated_bits, self.pixels = (float(v) for v in values)
+
+    def summary(self) -> dict:
+        """``bits_per_pixel_coded`` (8 × coded bytes / pixels), ``bits_per_pixel_estimated``
+        (−Σ log₂ P under the frozen tables / pixels) and their ratio."""
+        if not self.pixels:
+            return {"bits_per_pixel_coded": math.nan, "bits_per_pixel_estimated": math.nan,
+                    "estimated_over_coded": math.nan}
+        coded = 8.0 * self.payload_bytes / self.pixels
+        estimated = self.estimated_bits / self.pixels
+        return {"bits_per_pixel_coded": coded, "bits_per_pixel_estimated": estimated,
+                "estimated_over_coded": estimated / coded if coded else math.nan}
+
+
 class MetricBook:
     """Named accumulators reduced over ranks in one exact allreduce.
 
@@ -382,6 +414,9 @@ class MetricBook:
 
     def kept(self, key, size: int) -> KeptSums:
         return self._entries.setdefault(key, KeptSums(size))
+
+    def rate(self, key) -> RateSums:
+        return self._entries.setdefault(key, RateSums())
 
     def __getitem__(self, key):
         return self._entries[key]

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from fitsae import __version__, distributed
-from fitsae.budget import EXHAUSTIVE_UP_TO, RunningBest, ladder
+from fitsae.budget import EXHAUSTIVE_UP_TO, ladder
 from fitsae.config import to_dict
 from fitsae.evaluate import fpack as fpack_mod
-from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook, tile_error_over_noise
+from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook
 from fitsae.evaluate.pca import PCAFit, StreamingPCA, from_patches, to_patches
 from fitsae.evaluate.plots import draw_all, pick_etas
 from fitsae.evaluate.report import format_fpack_table, format_table, write_report
@@ -314,24 +314,6 @@ def fpack_baselines(manifest, data_cfg, geometry: _Geometry, seed: int, batch_si
 # --- one checkpoint ------------------------------------------------------------------------
 
 
-def _predictor(model):
-    """A traced ``(x, eta) → (μ, log σ²)``; retraced only for new tile shapes."""
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def predict(x, eta):
-        z = model.encode(x, eta)
-        return model.decode_mean(z), model.decode_var(z)
-
-    def run(x: np.ndarray, eta: int):
-        x = tf.convert_to_tensor(x, tf.float32)
-        etas = tf.fill([tf.shape(x)[0]], tf.constant(int(eta), tf.int32))
-        mu, log_var = predict(x, etas)
-        return mu.numpy().astype(np.float64), log_var.numpy().astype(np.float64)
-
-    return run
-
-
 def _example_entry(x, mu, log_var, noise, size: int) -> tuple[list, dict]:
     h, w = x.shape[:2]
     ch, cw = min(h, size), min(w, size)
@@ -344,28 +326,27 @@ def _example_entry(x, mu, log_var, noise, size: int) -> tuple[list, dict]:
     return plain(x), {"mu": plain(mu), "sigma": plain(np.exp(0.5 * log_var)), "residual": plain(x - mu)}
 
 
-def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[int], pca: PCAFit,
+def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[int], pca: PCAFit,
                      seed: int, batch_size: int, max_tiles: int | None, example_size: int):
     """One pass over the test tiles: AE and PCA sums for every η, data range and example tiles.
 
-    The AE is scored as the codec stores it: at budget η each tile keeps the first η′ ≤ η
-    channels that reconstruct it best among :func:`fitsae.budget.candidates` (every η′ ≤ η for up
-    to 64 channels), so the model decodes each candidate of the largest η, and each scored η, once
-    per batch. The plain mask (exactly η channels) is scored alongside as ``ae_fixed``, so what
-    the choice changes is in the report.
+    The AE is scored through the codec (:class:`fitsae.codec.encoder.TileCodec`, the encoder
+    ``fitsae compress`` uses): latents quantized as the file stores them, at budget η each tile
+    keeps the first η′ ≤ η channels whose decoded μ is closest to it (:mod:`fitsae.budget`), and
+    its rate is the bytes the entropy coder writes for those channels. The plain mask (exactly η
+    channels) is scored alongside as ``ae_fixed``, with its own coded bytes.
 
     Returns the reduced :class:`MetricBook`, the reduced :class:`DataRange`, the test tile count,
     and (rank 0) example tiles in normalized units.
     """
-    predict = _predictor(model)
     book = MetricBook()
     top = max(etas)
-    steps = set(ladder(geometry.channels))
-    decodes = sorted({k for k in steps if k <= top} | set(etas))
     for eta in etas:  # same keys in the same order on every rank, before any data
         book.gaussian(("ae", eta))
         book.errors(("ae_fixed", eta))
         book.kept(("ae_kept", eta), top)
+        book.rate(("ae_rate", eta))
+        book.rate(("ae_fixed_rate", eta))
         book.errors(("pca", eta))
         book.bands(("ae_bands", eta))
         book.bands(("pca_bands", eta))
@@ -384,29 +365,36 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
         background_phys = np.asarray(batch["offset"], np.float64)
         data_range.update(x_phys)
         tiles += len(x)
+        # The codec keeps decoded values inside each tile's range (recorded in the container).
+        lo, hi = x_phys.min(axis=(1, 2, 3)), x_phys.max(axis=(1, 2, 3))
+
+        def to_physical(mu, lo=lo, hi=hi, batch=batch):
+            phys = _denormalize(np.asarray(mu, np.float64)[..., None], batch, data_cfg)[..., 0]
+            return np.clip(phys, lo[:, None, None], hi[:, None, None])
+
+        chosen, fixed = codec.choose(x[..., 0], x_phys[..., 0], to_physical, etas)
         want_example = not examples and distributed.is_root()
         example = None
         previous = None
-        best = RunningBest()  # over the ladder; a scored η off the ladder is tried on a copy
-        for kept in decodes:
-            mu, log_var = predict(x, kept)
-            mu_phys = _denormalize(mu.astype(np.float32), batch, data_cfg)
-            # σ_noise is constant over a tile, so the tile's error in noise units ranks η′
-            # exactly as its squared error in physical units does (the codec's criterion).
-            error = tile_error_over_noise(x_phys, mu_phys, noise_phys)
-            chosen = best if kept in steps else best.copy()
-            chosen.offer(kept, error, mu, log_var, mu_phys)
-            if kept not in etas:
-                continue
-            eta = kept
-            book.errors(("ae_fixed", eta)).update(x_phys, mu_phys, noise_phys)
-            mu, log_var, mu_phys = chosen.arrays
+        for eta in etas:
+            pick, plain = chosen[eta], fixed[eta]
+            log_var = codec.per_tile(pick.symbols, pick.eta, variance=True)[..., None]
+            mu, mu_phys = pick.mu[..., None].astype(np.float64), pick.mu_phys[..., None]
+            book.errors(("ae_fixed", eta)).update(x_phys, plain.mu_phys[..., None], noise_phys)
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys)
             book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys)
-            book.kept(("ae_kept", eta), top).update(chosen.eta)
+            book.kept(("ae_kept", eta), top).update(pick.eta)
+            for choice, key in ((pick, "ae_rate"), (plain, "ae_fixed_rate")):
+                for i in range(len(x)):
+                    k = choice.symbols[i][..., :int(choice.eta[i])]
+                    data, _ = codec.code(k, int(choice.eta[i]))
+                    book.rate((key, eta)).update(len(data), codec.tables.ideal_bits(k), geometry.pixels)
+            # σ_noise is constant over a tile: the tile's error in noise units ranks η′ exactly
+            # as its squared error in physical units does (the codec's criterion).
+            tile_error = pick.error / geometry.pixels / noise_phys ** 2
             if previous is not None:
-                book.paired(("ae_change", previous[0], eta)).update(previous[1], chosen.error)
-            previous = (eta, chosen.error)
+                book.paired(("ae_change", previous[0], eta)).update(previous[1], tile_error)
+            previous = (eta, tile_error)
             rec = _denormalize(_pca_reconstruct(pca, x64, geometry, eta).astype(np.float32), batch, data_cfg)
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
@@ -416,7 +404,7 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
                 if example is None:
                     example = {"tile_id": int(batch["tile_id"][0]), "noise": float(noise[0]),
                                "input": tile_input, "etas": []}
-                example["etas"].append({"eta": int(eta), "eta_kept": int(chosen.eta[0]), **entry})
+                example["etas"].append({"eta": int(eta), "eta_kept": int(pick.eta[0]), **entry})
         if example is not None:
             examples.append(example)
     book.reduce()
@@ -433,16 +421,17 @@ def _results(book: MetricBook, geometry: _Geometry, etas: list[int], peak: float
     for eta in etas:
         values = geometry.latent_values(eta)
         kept = book[("ae_kept", eta)].summary()
-        ae = {**book[("ae", eta)].summary(peak), "bands": book[("ae_bands", eta)].summary(), **kept,
-              "bits_per_pixel_stored": 32.0 * geometry.latent_values(1) * kept["mean_eta_kept"] / geometry.pixels}
+        rate = book[("ae_rate", eta)].summary()
+        ae = {**book[("ae", eta)].summary(peak), "bands": book[("ae_bands", eta)].summary(), **kept, **rate}
         pca = {**book[("pca", eta)].summary(peak), "bands": book[("pca_bands", eta)].summary()}
+        bpp = rate["bits_per_pixel_coded"]
         rows.append({
             "eta": int(eta),
             "latent_values": values,
-            "compression_ratio": geometry.pixels / values,
-            "bits_per_pixel": 32.0 * values / geometry.pixels,
+            "compression_ratio": 32.0 / bpp if bpp > 0 else math.nan,
+            "bits_per_pixel": bpp,
             "ae": ae,
-            "ae_fixed_mask": book[("ae_fixed", eta)].summary(peak),
+            "ae_fixed_mask": {**book[("ae_fixed", eta)].summary(peak), **book[("ae_fixed_rate", eta)].summary()},
             "pca": pca,
         })
     return rows
@@ -638,9 +627,13 @@ class _Context:
 
 def _evaluate_one(ctx: _Context, model, step: int, out_dir: Path) -> dict:
     opts = ctx.options
+    from fitsae.codec.artifact import tables_for
+    from fitsae.codec.encoder import TileCodec
+
     log.info("evaluating checkpoint step %d at η = %s", step, ctx.etas)
+    codec = TileCodec(model, tables_for(opts.run_dir, ctx.cfg, model, step))
     book, data_range, tiles, examples = score_checkpoint(
-        model, ctx.test_manifest, ctx.data_cfg, ctx.geometry, ctx.etas, ctx.pca, ctx.seed,
+        codec, ctx.test_manifest, ctx.data_cfg, ctx.geometry, ctx.etas, ctx.pca, ctx.seed,
         ctx.batch_size, opts.max_tiles, opts.example_size,
     )
     peak = data_range.peak
@@ -687,7 +680,9 @@ def _evaluate_one(ctx: _Context, model, step: int, out_dir: Path) -> dict:
             "ranks": distributed.workers().size,
         },
         "results": results,
-        "rate_note": "AE/PCA bits_per_pixel count 32-bit floats per kept latent value (no entropy coding yet)",
+        "rate_note": "AE bits_per_pixel: 8 × the bytes the codec's entropy coder writes for each tile's kept "
+                     "latents / pixels (fitsae.codec, tables frozen from the checkpoint); compression_ratio = "
+                     "32 / bits_per_pixel; PCA's latent_values are kept coefficients (not coded)",
         **_monotonic_note(results, book),
         "baselines": {"fpack": ctx.fpack, "fpack_tiles": opts.fpack_tiles,
                       "fpack_rate": "compressed heap bytes (PCOUNT) × 8 / pixels; FITS headers and block padding excluded"},

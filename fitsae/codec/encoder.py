@@ -1,0 +1,160 @@
+"""The one encoder: tiles → quantized latents within a budget → coded bytes, and back to μ.
+
+``fitsae compress`` and ``fitsae evaluate`` both call :meth:`TileCodec.choose`, so the
+evaluation scores exactly what the codec writes: the same quantization, the same budget choice
+(:mod:`fitsae.budget`: each tile keeps the first η′ ≤ η channels whose decoded μ is closest to
+the tile in physical units) and the same coded bytes. A tile here is normalized pixels of a
+shape the model takes (conv: sides divisible by the stride; dense: the model's image size);
+cutting planes into tiles and padding them is the caller's (:mod:`fitsae.codec.files`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from fitsae.budget import RunningBest, ladder
+from fitsae.entropy import LatentTables, decode_latents, encode_latents
+
+__all__ = ["Choice", "TileCodec", "mu_checksum"]
+
+_BATCH = 64
+
+
+def mu_checksum(mu_phys: np.ndarray) -> str:
+    """SHA-256 of a decoded tile's μ as float32: what the container stores and decoding checks."""
+    return hashlib.sha256(np.ascontiguousarray(mu_phys, np.float32).tobytes()).hexdigest()
+
+
+@dataclass
+class Choice:
+    """Per tile of a batch at one budget: channels kept, integers (padded to the budget), μ."""
+
+    eta: np.ndarray  # (N,) channels kept
+    symbols: np.ndarray  # (N, ..., budget) int64, zero beyond each tile's η′
+    mu: np.ndarray  # (N, H, W) normalized
+    mu_phys: np.ndarray  # (N, H, W) physical units
+    error: np.ndarray  # (N,) squared error in physical units over the measured pixels
+
+
+class TileCodec:
+    """A model plus its frozen tables: encode, choose η′, code and decode tiles."""
+
+    def __init__(self, model, tables: LatentTables):
+        self.model = model
+        self.tables = tables
+        self.channels = int(model.latent_channels)
+
+    # --- model I/O ---------------------------------------------------------------------------
+
+    def latents(self, x: np.ndarray) -> np.ndarray:
+        """All C latent channels of normalized tiles ``x`` (N, H, W), float32 (N, …, C)."""
+        import tensorflow as tf
+
+        out = []
+        for start in range(0, len(x), _BATCH):
+            chunk = tf.convert_to_tensor(np.asarray(x[start:start + _BATCH], np.float32)[..., None])
+            eta = tf.fill([tf.shape(chunk)[0]], tf.constant(self.channels, tf.int32))
+            out.append(np.asarray(self.model.encode(chunk, eta), np.float32))
+        return np.concatenate(out)
+
+    def _full(self, k: np.ndarray) -> np.ndarray:
+        kept = k.shape[-1]
+        full = np.zeros(k.shape[:-1] + (self.channels,), np.float32)
+        full[..., :kept] = self.tables.values(k)  # dropped channels are zero, as the mask made them
+        return full
+
+    def _decode(self, k: np.ndarray, variance: bool) -> np.ndarray:
+        import tensorflow as tf
+
+        decoder = self.model.decode_var if variance else self.model.decode_mean
+        full = self._full(k)
+        out = [np.asarray(decoder(tf.convert_to_tensor(full[s:s + _BATCH])), np.float32)[..., 0]
+               for s in range(0, len(full), _BATCH)]
+        return np.concatenate(out)
+
+    def mean(self, k: np.ndarray) -> np.ndarray:
+        """μ (N, H, W), normalized, from integers ``k`` (N, …, η′) of one η′ for all tiles."""
+        return self._decode(k, variance=False)
+
+    def log_variance(self, k: np.ndarray) -> np.ndarray:
+        """log σ² (N, H, W), normalized, from integers ``k`` (N, …, η′)."""
+        return self._decode(k, variance=True)
+
+    def per_tile(self, symbols: np.ndarray, eta: np.ndarray, variance: bool = False) -> np.ndarray:
+        """μ (or log σ²) of tiles whose η′ differ: tiles are decoded in groups of equal η′."""
+        out = None
+        for kept in np.unique(eta):
+            rows = np.flatnonzero(eta == kept)
+            part = self._decode(symbols[rows][..., :int(kept)], variance)
+            if out is None:
+                out = np.empty((len(eta),) + part.shape[1:], np.float32)
+            out[rows] = part
+        return out
+
+    # --- the budget choice -------------------------------------------------------------------
+
+    def choose(self, x: np.ndarray, target: np.ndarray, to_physical: Callable[[np.ndarray], np.ndarray],
+               budgets: list[int], measured: np.ndarray | None = None) -> tuple[dict, dict]:
+        """Budget choices and plain masks for a batch of tiles, at every budget in one pass.
+
+        Parameters
+        ----------
+        x : ndarray (N, H, W)
+            Normalized tiles.
+        target : ndarray (N, H, W)
+            The tiles in physical units (what the error is measured against).
+        to_physical : callable
+            Normalized μ (N, H, W) → physical μ (N, H, W) for these tiles.
+        budgets : list of int
+            Budgets η to answer, increasing.
+        measured : ndarray of bool (N, H, W), optional
+            Pixels that count in the error (NaN/BLANK pixels do not); default all.
+
+        Returns
+        -------
+        (dict, dict)
+            ``{η: Choice}`` with the budget choice (first η′ ≤ η with the smallest error among
+            :func:`fitsae.budget.candidates`; ties keep the smaller η′), and ``{η: Choice}`` with
+            the plain mask (exactly η channels).
+        """
+        budgets = sorted(int(b) for b in budgets)
+        z = self.latents(x)
+        top = budgets[-1]
+        steps = set(ladder(self.channels))
+        decodes = sorted({k for k in steps if k <= top} | set(budgets))
+        weight = np.ones(target.shape, bool) if measured is None else measured
+        best = RunningBest()  # over the ladder; a budget off the ladder is tried on a copy
+        chosen, fixed = {}, {}
+        for kept in decodes:
+            k = self.tables.symbols(z[..., :kept])
+            mu = self.mean(k)
+            mu_phys = to_physical(mu)
+            error = np.sum(np.where(weight, (target - mu_phys) ** 2, 0.0), axis=(1, 2))
+            padded = np.zeros(k.shape[:-1] + (top,), np.int64)
+            padded[..., :kept] = k
+            trial = best if kept in steps else best.copy()
+            trial.offer(kept, error, padded, mu, mu_phys)
+            if kept in budgets:
+                fixed[kept] = Choice(np.full(len(x), kept), padded[..., :kept], mu, mu_phys, error)
+                eta, (symbols, c_mu, c_phys) = trial.eta.copy(), trial.arrays
+                chosen[kept] = Choice(eta, symbols[..., :kept], c_mu, c_phys, trial.error.copy())
+        return chosen, fixed
+
+    # --- bytes -------------------------------------------------------------------------------
+
+    def code(self, symbols: np.ndarray, eta: int) -> tuple[bytes, int]:
+        """One tile's first ``eta`` channels of integers (…, ≥ η) → (coded bytes, escapes)."""
+        return encode_latents(self.tables, np.asarray(symbols)[..., :int(eta)])
+
+    def uncode(self, data: bytes, escapes: int, latent_shape: tuple, eta: int) -> np.ndarray:
+        """Coded bytes → integers (1, …, η′) of one tile whose latent grid is ``latent_shape``."""
+        return decode_latents(self.tables, data, escapes, tuple(latent_shape) + (int(eta),))[None]
+
+    def latent_grid(self, height: int, width: int) -> tuple:
+        """Latent positions of a tile of (height, width): (rows, cols) for conv, () for dense."""
+        shape = self.model.latent_shape(height, width)
+        return tuple(shape[:-1])

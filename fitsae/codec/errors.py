@@ -1,0 +1,9 @@
+"""The codec's one error type: every expected failure of compress/decompress is one of these."""
+
+from __future__ import annotations
+
+__all__ = ["CodecError"]
+
+
+class CodecError(ValueError):
+    """An input, container or model the codec cannot use; the message names it and says why."""

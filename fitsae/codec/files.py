@@ -1,0 +1,462 @@
+"""``compress_files`` and ``decompress_file``: FITS images ⇄ ``.fae.fits`` containers.
+
+Each image plane is cut into tiles (``tile``×``tile``, 256 by default; a dense model's own image
+size), each tile padded to a shape the model takes (mirrored, so the border adds no edges to
+spend bits on), encoded within the budget by :class:`~fitsae.codec.encoder.TileCodec` and
+coded with the frozen model's tables. A tile is decoded alone, exactly as the encoder re-decoded
+it for the checksum, so a section decodes without the rest. The decoded file mirrors the input:
+the same HDUs with the source headers (WCS and all), NaN/BLANK pixels where they were, and the
+source's BITPIX/BZERO/BSCALE when the input was integer (values clipped to its range).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from fitsae.codec import artifact
+from fitsae.codec.container import FORMAT, FORMAT_V1, Plane, Tile, pack_mask, read_container, source_header, \
+    unpack_mask, write_container
+from fitsae.codec.encoder import TileCodec, mu_checksum
+from fitsae.entropy import CodingError
+from fitsae.codec.errors import CodecError
+
+__all__ = ["SELECTIONS", "DEFAULT_TILE", "compress_files", "decompress_file", "parse_section", "container_format"]
+
+log = logging.getLogger("fitsae")
+
+SELECTIONS = ("best", "fixed")
+DEFAULT_TILE = 256
+_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts", ".fz")
+
+
+def _stem(path) -> str:
+    name = Path(path).name
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+@dataclass
+class _Geometry:
+    """How a model cuts a plane: tile size, and the padded shape of a (h, w) tile."""
+
+    tile: tuple
+    stride: int
+    fixed: bool  # a dense model takes exactly one image size
+
+    @classmethod
+    def of(cls, model, tile: int) -> "_Geometry":
+        fixed_h, fixed_w = model.image_shape[:2]
+        if fixed_h is not None:
+            return cls((int(fixed_h), int(fixed_w)), 1, True)
+        stride = int(model.stride)
+        if tile % stride:
+            raise CodecError(f"--tile {tile} is not a multiple of the model's stride {stride}")
+        return cls((int(tile), int(tile)), stride, False)
+
+    def padded(self, h: int, w: int) -> tuple:
+        if self.fixed:
+            return self.tile
+        return (h + (-h) % self.stride, w + (-w) % self.stride)
+
+    def origins(self, height: int, width: int) -> list[tuple]:
+        th, tw = self.tile
+        return [(y, x, min(th, height - y), min(tw, width - x)) for y in range(0, height, th) for x in range(0, width, tw)]
+
+
+def _pad(a: np.ndarray, shape: tuple) -> np.ndarray:
+    ph, pw = shape[0] - a.shape[0], shape[1] - a.shape[1]
+    return np.pad(a, ((0, ph), (0, pw)), mode="symmetric") if ph or pw else a
+
+
+def _read_plane(row) -> tuple[np.ndarray, fits.Header, str, int | None]:
+    from fitsae.io.read import read_plane_astropy
+
+    try:
+        with fits.open(row.path, memmap=False) as hdul:
+            pixels = np.asarray(read_plane_astropy(hdul, row.hdu, row.plane, row.naxis), dtype=np.float64)
+            full = hdul[row.hdu].header
+            header = source_header(full)
+            extname = str(full.get("EXTNAME", "")) if row.hdu else ""
+            extver = int(full["EXTVER"]) if row.hdu and "EXTVER" in full else None
+        if row.blank is not None and row.bitpix > 0:
+            # astropy turns BLANK into NaN only when it scales to float (not for unsigned data):
+            # find BLANK pixels in the stored integers themselves.
+            with fits.open(row.path, memmap=False, do_not_scale_image_data=True) as hdul:
+                raw = np.asarray(read_plane_astropy(hdul, row.hdu, row.plane, row.naxis))
+            pixels[raw == row.blank] = np.nan
+    except Exception as err:  # astropy raises many types for damaged files; name the input
+        raise CodecError(f"{row.path}, HDU {row.hdu}, plane {row.plane}: cannot read pixels: {err}") from err
+    return pixels, header, extname, extver
+
+
+def _physical(mu: np.ndarray, offset, scale, data_cfg, lo, hi) -> np.ndarray:
+    """Normalized μ → physical units, kept inside each tile's recorded range [lo, hi]."""
+    from fitsae.data.normalize import denormalize
+
+    phys = np.asarray(denormalize(np.asarray(mu, np.float64), np.float64(offset), np.float64(scale), data_cfg))
+    return np.clip(phys, np.reshape(lo, (-1, 1, 1)), np.reshape(hi, (-1, 1, 1)))
+
+
+def _encode_plane(codec: TileCodec, data_cfg, geometry: _Geometry, row, eta: int, select: str) -> tuple[Plane, dict]:
+    from fitsae.data.normalize import image_parameters, normalize
+
+    import tensorflow as tf
+
+    pixels, header, extname, extver = _read_plane(row)
+    bad = ~np.isfinite(pixels)
+    filled = np.where(bad, row.offset, pixels)  # background where nothing was measured
+    offset, scale, _ = image_parameters(row.offset, row.noise, data_cfg.normalization)
+    x = np.asarray(normalize(tf.constant(filled, tf.float32), offset, scale, data_cfg), np.float32)
+    plane = Plane(source=row.path, hdu=row.hdu, plane=row.plane, naxis=row.naxis, shape=(row.height, row.width),
+                  offset=float(offset), scale=float(scale), n_filled=int(bad.sum()), bitpix=int(row.bitpix),
+                  bzero=float(row.bzero), bscale=float(row.bscale), blank=row.blank, header=header,
+                  extname=extname, extver=extver)
+    groups: dict[tuple, list] = {}
+    for y0, x0, h, w in geometry.origins(row.height, row.width):
+        groups.setdefault(geometry.padded(h, w), []).append((y0, x0, h, w))
+    squared, counted = 0.0, 0
+    for shape, origins in groups.items():
+        xs, targets, weights, los, his = [], [], [], [], []
+        for y0, x0, h, w in origins:
+            cut = (slice(y0, y0 + h), slice(x0, x0 + w))
+            measured = ~bad[cut]
+            values = pixels[cut][measured]
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (float(row.offset),) * 2
+            xs.append(_pad(x[cut], shape))
+            targets.append(_pad(filled[cut], shape))
+            weight = np.zeros(shape, bool)
+            weight[:h, :w] = measured
+            weights.append(weight)
+            los.append(lo)
+            his.append(hi)
+        los, his = np.array(los), np.array(his)
+        chosen, fixed = codec.choose(np.stack(xs), np.stack(targets),
+                                     lambda mu: _physical(mu, offset, scale, data_cfg, los, his), [eta],
+                                     np.stack(weights))
+        result = (chosen if select == "best" else fixed)[eta]
+        for i, (y0, x0, h, w) in enumerate(origins):
+            kept = int(result.eta[i])
+            k = result.symbols[i][..., :kept]
+            data, escapes = codec.code(k, kept)
+            # Re-decoded alone, exactly as decompress will: the checksum is of what it will see.
+            mu = _physical(codec.mean(k[None]), offset, scale, data_cfg, los[i:i + 1], his[i:i + 1])[0, :h, :w]
+            mu32 = mu.astype(np.float32)
+            measured = ~bad[y0:y0 + h, x0:x0 + w]
+            squared += float(np.sum((pixels[y0:y0 + h, x0:x0 + w][measured] - mu32[measured]) ** 2))
+            counted += int(measured.sum())
+            plane.tiles.append(Tile(y0, x0, h, w, kept, escapes, float(los[i]), float(his[i]),
+                                    codec.tables.ideal_bits(k), mu_checksum(mu32), data,
+                                    pack_mask(bad[y0:y0 + h, x0:x0 + w])))
+    plane.tiles.sort(key=lambda t: (t.y0, t.x0))
+    stats = {"squared_error": squared, "measured": counted, "noise": float(row.noise)}
+    return plane, stats
+
+
+def _primary(frozen, eta: int, select: str, geometry: _Geometry) -> fits.Header:
+    header = fits.Header()
+    header["MODDIG"] = frozen.digest  # SHA-256 of the frozen model (weights and tables)
+    header["CKPTSTEP"] = (int(frozen.step), "checkpoint step the model was frozen from")
+    header["ETA"] = (int(eta), "budget: most latent channels a tile keeps")
+    header["ETASEL"] = (select, "best: each tile keeps its best eta' <= ETA")
+    header["LATCH"] = (int(frozen.model.latent_channels), "latent channels C of the model")
+    header["TILEH"], header["TILEW"] = (int(v) for v in geometry.tile)
+    header["NORM"] = (frozen.cfg.data.normalization, "data.normalization")
+    header["ASINHA"] = (float(frozen.cfg.data.asinh_softening), "data.asinh_softening")
+    header["TABLES"] = (frozen.tables.source, "prior: learned; fitted: at freezing")
+    header["RUNDIR"] = str(frozen.run_dir)
+    return header
+
+
+def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest", select="best",
+                   tile: int = DEFAULT_TILE) -> list[dict]:
+    """Compress every image plane of ``inputs`` (one container per input file).
+
+    Parameters
+    ----------
+    run_dir : path
+        Trained run whose model encodes; its checkpoint is frozen into ``RUN/models/`` first
+        (:func:`fitsae.codec.artifact.freeze`), and the container names that frozen model.
+    inputs : list of str
+        FITS files, directories or globs (indexed like training data; unusable HDUs are reported).
+    eta : int
+        Budget of latent channels, 1..C.
+    out : path
+        A ``.fits`` file when there is exactly one input file, else a directory that receives
+        ``<stem>.fae.fits`` per input (two inputs with the same stem are refused).
+    select : {"best", "fixed"}
+        ``best``: each tile keeps the first η′ ≤ η channels that reconstruct it best
+        (:mod:`fitsae.budget`); ``fixed``: exactly η.
+    tile : int
+        Side of the square tiles a plane is cut into (conv models; a multiple of the stride).
+
+    Returns
+    -------
+    list of dict
+        Per container: source, container, planes, pixels, channels kept per tile, payload and
+        file bits per pixel, RMSE/σ_noise achieved, sizes and whether the file grew; then one
+        ``{"rejected": ...}`` per unusable input HDU.
+    """
+    from dataclasses import replace
+
+    from fitsae.data.manifest import index_paths
+
+    if select not in SELECTIONS:
+        raise CodecError(f"select {select!r}: must be one of {', '.join(SELECTIONS)}")
+    frozen = artifact.load_frozen(artifact.freeze(run_dir, checkpoint))
+    channels = int(frozen.model.latent_channels)
+    if not 1 <= int(eta) <= channels:
+        raise CodecError(f"--eta {eta}: must be in 1..{channels} (the model's latent channels)")
+    geometry = _Geometry.of(frozen.model, int(tile))
+    # edge=pad: compression takes images of any size, none is "too small for a tile".
+    manifest, rejected = index_paths(list(inputs), replace(frozen.cfg.data, edge="pad"))
+    if len(manifest) == 0:
+        reasons = "; ".join(f"{r['path']} HDU {r['hdu']}: {r['reason']}" for r in rejected) or "no FITS files found"
+        raise CodecError(f"nothing to compress in {', '.join(map(str, inputs))}: {reasons}")
+    by_file: dict[str, list] = {}
+    for row in manifest:
+        by_file.setdefault(row.path, []).append(row)
+    out = Path(out)
+    single_file = len(by_file) == 1 and out.suffix.lower() in (".fits", ".fit", ".fts")
+    targets = {source: out if single_file else out / f"{_stem(source)}.fae.fits" for source in by_file}
+    clash: dict[Path, list] = {}
+    for source, target in targets.items():
+        clash.setdefault(target, []).append(source)
+    clashes = [sources for sources in clash.values() if len(sources) > 1]
+    if clashes:
+        raise CodecError(f"inputs {' and '.join(clashes[0])} would both be written to {targets[clashes[0][0]]}; "
+                         "compress them into separate --out directories")
+    try:
+        (out.parent if single_file else out).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CodecError(f"{out}: cannot create the output directory: {err.strerror or err}") from err
+    codec = TileCodec(frozen.model, frozen.tables)
+    summaries = []
+    for source, rows in by_file.items():
+        encoded = [_encode_plane(codec, frozen.cfg.data, geometry, row, int(eta), select) for row in rows]
+        planes = [p for p, _ in encoded]
+        target = targets[source]
+        try:
+            size = write_container(target, _primary(frozen, eta, select, geometry), planes)
+        except OSError as err:
+            raise CodecError(f"{target}: cannot write the container: {err.strerror or err}") from err
+        pixels = sum(p.shape[0] * p.shape[1] for p in planes)
+        payload = sum(p.payload_bytes for p in planes)
+        msq = [s["squared_error"] / s["measured"] / s["noise"] ** 2 for _, s in encoded if s["measured"]]
+        source_bytes = Path(source).stat().st_size
+        summaries.append({
+            "source": source, "container": str(target), "planes": len(planes), "pixels": pixels,
+            "eta": int(eta), "eta_kept": [t.eta for p in planes for t in p.tiles],
+            "payload_bytes": payload, "bits_per_pixel": 8.0 * payload / pixels,
+            "bits_per_pixel_file": 8.0 * size / pixels,
+            "rmse_over_noise": math.sqrt(float(np.mean(msq))) if msq else math.nan,
+            "source_bytes": source_bytes, "container_bytes": size, "grew": size > source_bytes,
+            "model": str(frozen.path),
+        })
+    return summaries + [{"rejected": r} for r in rejected]
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def parse_section(text: str | None) -> tuple | None:
+    """``"y0:y1,x0:x1"`` (0-based, end exclusive, like numpy) → ((y0, y1), (x0, x1))."""
+    if not text:
+        return None
+    try:
+        rows, cols = text.split(",")
+        out = tuple(tuple(int(v) for v in part.split(":")) for part in (rows, cols))
+        if any(len(p) != 2 or p[0] < 0 or p[1] <= p[0] for p in out):
+            raise ValueError
+    except ValueError:
+        raise CodecError(f"--section {text!r}: expected y0:y1,x0:x1 with 0 <= y0 < y1 and 0 <= x0 < x1") from None
+    return out
+
+
+def container_format(path) -> str | None:
+    """``FAEFMT`` of a file's primary header (None if it has none); CodecError if not FITS at all."""
+    try:
+        return fits.getheader(path, 0).get("FAEFMT")
+    except Exception as err:
+        raise CodecError(f"{path}: cannot read as FITS: {err}") from err
+
+
+def _find_model(container, header, model_path) -> Path:
+    digest = header.get("MODDIG")
+    run_dir = header.get("RUNDIR")
+    search = [model_path, os.environ.get("FITSAE_MODELS"), Path(run_dir) / artifact.MODELS_DIR if run_dir else None]
+    found = artifact.find_frozen(digest, search)
+    if found is None:
+        looked = ", ".join(str(s) for s in search if s)
+        raise CodecError(
+            f"{container}: needs the frozen model {str(digest)[:16]}… (from run {run_dir}, checkpoint step "
+            f"{header.get('CKPTSTEP')}), not found in {looked or 'any models directory'}; pass --model with its "
+            f"folder (copy RUN/{artifact.MODELS_DIR}/{str(digest)[:16]} along with the files it decodes), or, if that "
+            "run's checkpoint still exists, compress again"
+        )
+    return found
+
+
+def _decode_tile(codec: TileCodec, data_cfg, geometry: _Geometry, plane: Plane, tile: Tile, container,
+                 index: int, sigma: bool):
+    shape = geometry.padded(tile.h, tile.w)
+    if tile.eta < 1 or tile.eta > codec.channels:
+        raise CodecError(f"{container}, plane {index + 1}, tile at ({tile.y0}, {tile.x0}): η′={tile.eta} "
+                         f"outside 1..{codec.channels}")
+    try:
+        k = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*shape), tile.eta)
+    except CodingError as err:
+        raise CodecError(f"{container}, plane {index + 1}, tile at ({tile.y0}, {tile.x0}): {err}") from err
+    mu_norm = codec.mean(k)
+    mu = _physical(mu_norm, plane.offset, plane.scale, data_cfg, [tile.lo], [tile.hi])[0, :tile.h, :tile.w]
+    mu32 = mu.astype(np.float32)
+    matches = mu_checksum(mu32) == tile.mu_checksum
+    sig = None
+    if sigma:
+        log_var = codec.log_variance(k)[0, :tile.h, :tile.w].astype(np.float64)
+        sig = np.exp(0.5 * log_var) * plane.scale
+        if data_cfg.normalization == "asinh":
+            sig = sig * np.cosh(mu_norm[0, :tile.h, :tile.w] / data_cfg.asinh_softening)
+    mask = unpack_mask(tile.mask, (tile.h, tile.w))
+    return mu32, sig, mask, matches
+
+
+def _stored(values: np.ndarray, mask: np.ndarray, plane: Plane, header: fits.Header, primary: bool):
+    """An image HDU of ``values`` (physical) in the source's representation where it fits.
+
+    Integer sources keep BITPIX/BZERO/BSCALE/BLANK (values clipped to the type's range); an
+    integer source without BLANK whose decoded plane has masked pixels becomes float32 with NaN.
+    """
+    kind = fits.PrimaryHDU if primary else fits.ImageHDU
+    header = header.copy()
+    if plane.bitpix > 0 and (plane.blank is not None or not mask.any()):
+        dtype = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64}[plane.bitpix]
+        info = np.iinfo(dtype)
+        raw = np.rint((np.asarray(values, np.float64) - plane.bzero) / plane.bscale)
+        raw = np.clip(raw, info.min, info.max).astype(dtype)
+        if plane.blank is not None:
+            raw[mask] = plane.blank
+        hdu = kind(raw, header=header)
+        # Set after construction: given with the data, astropy would take them as already applied.
+        hdu.header["BZERO"], hdu.header["BSCALE"] = plane.bzero, plane.bscale
+        if plane.blank is not None:
+            hdu.header["BLANK"] = plane.blank
+        return hdu, raw
+    data = np.where(mask, np.nan, values).astype(np.float32)
+    return kind(data, header=header), data
+
+
+def decompress_file(container, out, model=None, section=None, sigma: bool = False, run_dir=None,
+                    checkpoint=None) -> dict:
+    """Decode a container to a FITS file shaped like its source (or a section of it).
+
+    Parameters
+    ----------
+    container, out : path
+    model : path, optional
+        A frozen model folder, or a folder of them (``RUN/models``); by default the container's
+        ``$FITSAE_MODELS`` and the recorded run's ``models/`` are searched by digest.
+    section : ((y0, y1), (x0, x1)), optional
+        Decode only this part of every plane (only the tiles it touches are decoded).
+    sigma : bool
+        Add a ``SIGMA`` image HDU (predicted 1σ, physical units) per decoded HDU.
+    run_dir, checkpoint :
+        Version-1 containers only (decoded by :mod:`fitsae.codec.legacy`).
+    """
+    fmt = container_format(container)
+    if fmt == FORMAT_V1:
+        from fitsae.codec import legacy
+
+        return legacy.decompress_file(container, out, run_dir, checkpoint)
+    if fmt != FORMAT:
+        raise CodecError(f"{container}: not a fitsae container (FAEFMT={fmt!r}, expected {FORMAT!r})")
+    header, planes = read_container(container)
+    frozen = artifact.load_frozen(_find_model(container, header, model))
+    if frozen.digest != header["MODDIG"]:
+        raise CodecError(f"{container}: was compressed by model {header['MODDIG'][:16]}…, {frozen.path} is "
+                         f"{frozen.digest[:16]}…")
+    codec = TileCodec(frozen.model, frozen.tables)
+    geometry = _Geometry.of(frozen.model, int(header["TILEH"]))
+    mismatched = []
+    decoded = []
+    for i, plane in enumerate(planes):
+        (y0, y1), (x0, x1) = section or ((0, plane.shape[0]), (0, plane.shape[1]))
+        if y1 > plane.shape[0] or x1 > plane.shape[1]:
+            raise CodecError(f"--section {y0}:{y1},{x0}:{x1} outside plane {i + 1} of {container} "
+                             f"({plane.shape[0]}×{plane.shape[1]})")
+        mu = np.zeros((y1 - y0, x1 - x0), np.float32)
+        sig = np.zeros_like(mu) if sigma else None
+        mask = np.zeros(mu.shape, bool)
+        for tile in plane.tiles:
+            if tile.y0 >= y1 or tile.y0 + tile.h <= y0 or tile.x0 >= x1 or tile.x0 + tile.w <= x0:
+                continue
+            t_mu, t_sig, t_mask, matches = _decode_tile(codec, frozen.cfg.data, geometry, plane, tile, container, i,
+                                                        sigma)
+            if not matches:
+                mismatched.append(f"plane {i + 1} tile ({tile.y0}, {tile.x0})")
+            sy = slice(max(y0, tile.y0), min(y1, tile.y0 + tile.h))
+            sx = slice(max(x0, tile.x0), min(x1, tile.x0 + tile.w))
+            src = (slice(sy.start - tile.y0, sy.stop - tile.y0), slice(sx.start - tile.x0, sx.stop - tile.x0))
+            dst = (slice(sy.start - y0, sy.stop - y0), slice(sx.start - x0, sx.stop - x0))
+            mu[dst], mask[dst] = t_mu[src], t_mask[src]
+            if sigma:
+                sig[dst] = t_sig[src]
+        decoded.append((plane, mu, sig, mask))
+    if mismatched:
+        log.warning("%s: decoded μ differs from what the encoder computed in %d tile(s) (%s): TensorFlow's float "
+                    "arithmetic differs between the two runs (threads, CPU); each pixel is within float32 "
+                    "rounding of it in this lossy mode", container, len(mismatched), ", ".join(mismatched[:5]))
+    hdus = _output_hdus(decoded, section, sigma)
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        fits.HDUList(hdus).writeto(partial, overwrite=True)
+        partial.replace(out)
+    except OSError as err:
+        raise CodecError(f"{out}: cannot write the decoded file: {err.strerror or err}") from err
+    pixels = sum(p.shape[0] * p.shape[1] for p in planes)
+    payload = sum(p.payload_bytes for p in planes)
+    return {"container": str(container), "out": str(out), "planes": len(planes), "model": str(frozen.path),
+            "bits_per_pixel": 8.0 * payload / pixels if pixels else math.nan, "checksum_mismatches": len(mismatched)}
+
+
+def _output_hdus(decoded: list, section, sigma: bool) -> list:
+    """Reassemble planes into the source's HDUs (cubes restacked), in source HDU order."""
+    by_hdu: dict[int, list] = {}
+    for item in decoded:
+        by_hdu.setdefault(item[0].hdu, []).append(item)
+    hdus = []
+    for hdu_index in sorted(by_hdu):
+        items = sorted(by_hdu[hdu_index], key=lambda it: it[0].plane)
+        plane = items[0][0]
+        header = plane.header.copy()
+        if section is not None:
+            (y0, _), (x0, _) = section
+            for key, shift in (("CRPIX1", x0), ("CRPIX2", y0)):
+                if key in header:
+                    header[key] = header[key] - shift
+        if plane.naxis == 3:
+            values = np.stack([it[1] for it in items])
+            mask = np.stack([it[3] for it in items])
+        else:
+            values, mask = items[0][1], items[0][3]
+        hdu, _ = _stored(values, mask, plane, header, primary=hdu_index == 0)
+        if plane.extname:
+            hdu.header["EXTNAME"] = plane.extname
+        if plane.extver is not None:
+            hdu.header["EXTVER"] = plane.extver
+        hdus.append(hdu)
+        if sigma:
+            sig = np.stack([it[2] for it in items]) if plane.naxis == 3 else items[0][2]
+            hdus.append(fits.ImageHDU(np.where(mask, np.nan, sig).astype(np.float32), name="SIGMA",
+                                      ver=len([h for h in hdus if h.name == "SIGMA"]) + 1))
+    return hdus if min(by_hdu) == 0 else [fits.PrimaryHDU()] + hdus
