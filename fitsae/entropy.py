@@ -19,9 +19,10 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.io import fits
 
 __all__ = ["PRECISION", "TAIL_MASS", "CodingError", "LatentTables", "tables_from_prior", "tables_from_latents",
-           "encode_latents", "decode_latents"]
+           "tables_from_widths", "tables_to_hdu", "tables_from_hdu", "encode_latents", "decode_latents"]
 
 PRECISION = 24  # bits of the fixed-point frequencies: constriction's default for its ANS coder
 TAIL_MASS = 1e-6  # probability left outside a learned prior's support, given to the escape
@@ -88,6 +89,27 @@ class LatentTables:
         return np.where(escaped, size, index).astype(np.int32), escaped
 
 
+def tables_to_hdu(tables: LatentTables) -> fits.BinTableHDU:
+    """The tables as a FITS binary table, one row per channel (frequencies variable-length)."""
+    cols = [
+        fits.Column("CHANNEL", "J", array=np.arange(tables.channels, dtype=np.int32)),
+        fits.Column("STEP", "D", array=np.asarray(tables.step, np.float64)),
+        fits.Column("LOW", "K", array=np.asarray(tables.low, np.int64)),
+        fits.Column("FREQS", "PK()", array=np.array([np.asarray(f, np.int64) for f in tables.freqs], dtype=object)),
+    ]
+    hdu = fits.BinTableHDU.from_columns(cols, name="TABLES")
+    hdu.header["SOURCE"] = (tables.source, "prior: learned in training; fitted: at freezing")
+    return hdu
+
+
+def tables_from_hdu(hdu) -> LatentTables:
+    data = hdu.data
+    return LatentTables(
+        step=np.asarray(data["STEP"], np.float64), low=np.asarray(data["LOW"], np.int64),
+        freqs=tuple(np.asarray(f, np.int64) for f in data["FREQS"]), source=str(hdu.header["SOURCE"]),
+    )
+
+
 def _quantize_frequencies(p: np.ndarray) -> np.ndarray:
     """Float probabilities (escape last) → positive int64 frequencies summing to 2**PRECISION."""
     p = np.maximum(np.asarray(p, np.float64), 0.0)
@@ -140,6 +162,26 @@ def tables_from_latents(latents: np.ndarray) -> LatentTables:
         lows.append(lo)
         freqs.append(_quantize_frequencies(np.append(counts, escape)))
     return LatentTables(step, np.array(lows, np.int64), tuple(freqs), "fitted")
+
+
+def _laplace_cdf(v: np.ndarray, b: float) -> np.ndarray:
+    return np.where(v < 0, 0.5 * np.exp(np.minimum(v, 0) / b), 1 - 0.5 * np.exp(-np.maximum(v, 0) / b))
+
+
+def tables_from_widths(widths: np.ndarray, step: float) -> LatentTables:
+    """Tables of discretized Laplace densities (zero mean, standard deviations ``widths``) on a
+    grid of ``step``: for coefficients whose spread is known but never learned (PCA's, whose
+    variances are its eigenvalues). Laplace rather than Gaussian: sky coefficients have heavy tails."""
+    widths = np.maximum(np.asarray(widths, np.float64), 1e-9)
+    lows, freqs = [], []
+    for width in widths:
+        b = width / np.sqrt(2.0) / step  # Laplace scale in steps
+        half = int(min(MAX_SUPPORT // 2 - 1, np.ceil(b * np.log(1.0 / TAIL_MASS)) + 1))
+        k = np.arange(-half, half + 1, dtype=np.float64)
+        pmf = _laplace_cdf(k + 0.5, b) - _laplace_cdf(k - 0.5, b)
+        lows.append(-half)
+        freqs.append(_quantize_frequencies(np.append(pmf, max(1.0 - pmf.sum(), TAIL_MASS))))
+    return LatentTables(np.full(len(widths), float(step)), np.array(lows, np.int64), tuple(freqs), "laplace")
 
 
 def _categorical(freqs: np.ndarray):

@@ -2,7 +2,8 @@
 # README line 1: the main job on built-in defaults.
 #   set-up (idempotent) → simulate GalSim fields → `mpirun -np 2 fitsae train` (fully-conv tunable AE,
 #   256×256 tiles, trained on crops) → `fitsae evaluate` against PCA and fpack on held-out simulated
-#   tiles and on a real sky image shipped with astropy → print where the results are.
+#   tiles and on a real sky image shipped with astropy → compress and decompress them with the codec →
+#   print where the results are.
 # Run again, it reuses the data and resumes the run (already finished: nothing to train), then
 # re-evaluates. FITSAE_DEMO_DIR moves the outputs (default: <repo>/demo); FITSAE_DEMO_STEPS,
 # FITSAE_DEMO_NP change the training length and rank count.
@@ -46,13 +47,18 @@ say "evaluating on astropy's real image of M13 (not like the training data)"
 M13="$(python -c 'import astropy, pathlib; print(pathlib.Path(astropy.__file__).parent / "io/fits/hdu/compressed/tests/data/m13.fits")')"
 fitsae evaluate --run-dir "$RUN" --data "$M13" --out "$RUN/eval-m13" --no-tensorboard
 
+say "compressing the held-out fields and M13 with the codec (budget η = 16), and decoding them back"
+fitsae compress --run-dir "$RUN" --eta 16 "$OUT/data/test" "$M13" --out "$OUT/compressed" | tail -n 3
+fitsae decompress "$OUT/compressed" --out "$OUT/decoded" | tail -n 1
+
 say "done"
 cat <<EOF
 run directory : $RUN
   params      : $RUN/params.yaml
   checkpoints : $RUN/checkpoints/
   TensorBoard : tensorboard --logdir $RUN/tb
-  model       : $RUN/export/
+  model       : $RUN/export/ (SavedModel), $RUN/models/ (frozen for the codec)
 evaluation    : $RUN/eval/report.json, $RUN/eval/*.png, $RUN/eval/results.csv
   on M13      : $RUN/eval-m13/
+codec         : $OUT/compressed/*.fae.fits -> $OUT/decoded/*.decoded.fits
 EOF

@@ -89,7 +89,7 @@ def test_report_round_trip_csv_and_schema(tmp_path: Path):
     assert {r["method"] for r in rows} == {"ae", "pca", "fpack"}
     assert len(rows) == 2 * len(report["results"]) + len(report["baselines"]["fpack"])
     table = format_table(loaded)
-    assert "winner" in table and len(table.splitlines()) == 3 + len(report["results"])
+    assert "winner" in table and len(table.splitlines()) == 4 + len(report["results"])
 
     del loaded["results"][1]["pca"]["psnr"]
     assert missing_keys(loaded) == ["results[1].pca.psnr"]

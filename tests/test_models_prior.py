@@ -73,3 +73,15 @@ def test_a_larger_lambda_buys_lower_error_with_more_bits(tmp_path):
     generous = _trained(tmp_path, 20.0, "generous")
     assert generous["rate/bpp"] > frugal["rate/bpp"]
     assert generous["mse"] < frugal["mse"]
+
+
+def test_the_export_of_a_rate_model_carries_its_frozen_tables(tmp_path):
+    from astropy.io import fits
+
+    from fitsae.entropy import tables_from_hdu
+    from fitsae.train.export import export_model
+
+    model = _rate_model()
+    export_model(model, tmp_path / "export")
+    with fits.open(tmp_path / "export" / "tables.fits", checksum=True) as hdul:
+        assert tables_from_hdu(hdul["TABLES"]).digest() == tables_from_prior(model.prior).digest()

@@ -30,11 +30,10 @@ import yaml
 from astropy.io import fits
 
 from fitsae import __version__
-from fitsae.entropy import LatentTables, tables_from_latents, tables_from_prior
+from fitsae.entropy import LatentTables, tables_from_hdu, tables_from_latents, tables_from_prior, tables_to_hdu
 from fitsae.codec.errors import CodecError
 
-__all__ = ["FrozenModel", "freeze", "tables_for", "load_frozen", "find_frozen", "tables_to_hdu", "tables_from_hdu",
-           "weights_digest", "MODELS_DIR"]
+__all__ = ["FrozenModel", "freeze", "tables_for", "load_frozen", "find_frozen", "weights_digest", "MODELS_DIR"]
 
 log = logging.getLogger("fitsae")
 
@@ -65,27 +64,6 @@ class FrozenModel:
 
 def _digest(model, tables: LatentTables) -> str:
     return hashlib.sha256((weights_digest(model) + tables.digest()).encode()).hexdigest()
-
-
-def tables_to_hdu(tables: LatentTables) -> fits.BinTableHDU:
-    """The tables as a FITS binary table, one row per channel (frequencies variable-length)."""
-    cols = [
-        fits.Column("CHANNEL", "J", array=np.arange(tables.channels, dtype=np.int32)),
-        fits.Column("STEP", "D", array=np.asarray(tables.step, np.float64)),
-        fits.Column("LOW", "K", array=np.asarray(tables.low, np.int64)),
-        fits.Column("FREQS", "PK()", array=np.array([np.asarray(f, np.int64) for f in tables.freqs], dtype=object)),
-    ]
-    hdu = fits.BinTableHDU.from_columns(cols, name="TABLES")
-    hdu.header["SOURCE"] = (tables.source, "prior: learned in training; fitted: at freezing")
-    return hdu
-
-
-def tables_from_hdu(hdu) -> LatentTables:
-    data = hdu.data
-    return LatentTables(
-        step=np.asarray(data["STEP"], np.float64), low=np.asarray(data["LOW"], np.int64),
-        freqs=tuple(np.asarray(f, np.int64) for f in data["FREQS"]), source=str(hdu.header["SOURCE"]),
-    )
 
 
 def _fit_tables(run_dir: Path, cfg, model) -> LatentTables:

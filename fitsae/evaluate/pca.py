@@ -78,6 +78,17 @@ class PCAFit:
         v = self.components[:, : max(0, min(int(k), self.dim))]
         return (x @ v) @ v.T + self.mean
 
+    def coefficients(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """Projections (n, k) of rows onto the top ``k`` components."""
+        x = np.asarray(rows, dtype=np.float64) - self.mean
+        return x @ self.components[:, : max(0, min(int(k), self.dim))]
+
+    def from_coefficients(self, coefficients: np.ndarray) -> np.ndarray:
+        """Rows from (n, k) coefficients of the top k components (the inverse of :meth:`coefficients`
+        on the subspace)."""
+        k = coefficients.shape[-1]
+        return np.asarray(coefficients, np.float64) @ self.components[:, :k].T + self.mean
+
     def expected_mse(self, k: int) -> float:
         """Per-pixel MSE the fit predicts for its own distribution: Σ dropped eigenvalues / d."""
         return float(self.eigenvalues[int(k):].sum() / self.dim)

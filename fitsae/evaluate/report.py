@@ -144,9 +144,10 @@ def format_table(report: dict) -> str:
         f"{_num(peak, '.4g')}, the physical data range)",
         "AE = budget η: each tile keeps its best η′ ≤ η channels (η′ = their mean); "
         "mask = exactly η channels",
-        "bpp = bits per pixel the entropy coder really wrote (AE budget, and the plain mask)",
+        "bpp = bits per pixel the entropy coder really wrote (AE budget, the plain mask, PCA's quantized "
+        "coefficients)",
         f"{'eta':>5} {'AE bpp':>8} {'mask bpp':>8} {'AE rmse/σ':>10} {'η′':>5} {'mask rmse/σ':>12} "
-        f"{'PCA rmse/σ':>11} {'AE PSNR':>8} {'PCA PSNR':>9} {'σ_z std':>8} {'cov1σ':>6}  winner",
+        f"{'PCA rmse/σ':>11} {'PCA bpp':>8} {'AE PSNR':>8} {'PCA PSNR':>9} {'σ_z std':>8} {'cov1σ':>6}  winner",
     ]
     for row in report.get("results", []):
         ae, pca, mask = row.get("ae") or {}, row.get("pca") or {}, row.get("ae_fixed_mask") or {}
@@ -156,7 +157,8 @@ def format_table(report: dict) -> str:
             f"{row['eta']:>5} {_num(ae.get('bits_per_pixel_coded'), '.3f'):>8} "
             f"{_num(mask.get('bits_per_pixel_coded'), '.3f'):>8} "
             f"{_num(a, '.4f'):>10} {_num(ae.get('mean_eta_kept'), '.2f'):>5} "
-            f"{_num(mask.get('rmse_over_noise'), '.4f'):>12} {_num(p, '.4f'):>11} {_num(ae.get('psnr'), '.2f'):>8} "
+            f"{_num(mask.get('rmse_over_noise'), '.4f'):>12} {_num(p, '.4f'):>11} "
+            f"{_num(pca.get('bits_per_pixel_coded'), '.3f'):>8} {_num(ae.get('psnr'), '.2f'):>8} "
             f"{_num(pca.get('psnr'), '.2f'):>9} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
             f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}  {winner}"
         )

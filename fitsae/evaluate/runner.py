@@ -281,9 +281,26 @@ def fit_pca(manifest, data_cfg, geometry: _Geometry, seed: int, batch_size: int,
     return pca.fit()
 
 
-def _pca_reconstruct(fit: PCAFit, x: np.ndarray, geometry: _Geometry, eta: int) -> np.ndarray:
+# PCA's coefficients are quantized on a grid of the noise level (normalized units, σ ≈ 1) — the
+# step fpack's q = 1 uses for pixels — and coded under Laplace tables of the fitted eigenvalues.
+PCA_STEP = 1.0
+
+
+def _pca_code(fit: PCAFit, tables, x: np.ndarray, geometry: _Geometry, eta: int):
+    """PCA at k = η per patch, coefficients quantized and entropy-coded like the AE's latents.
+
+    Returns the reconstruction (B, H, W, 1) from the quantized coefficients and, per tile, the
+    coded bytes and the tables' estimate in bits.
+    """
+    from fitsae.entropy import encode_latents
+
     rows = to_patches(x, geometry.patch)
-    return from_patches(fit.reconstruct(rows, eta), geometry.shape, geometry.patch)[..., None]
+    k = np.rint(fit.coefficients(rows, eta) / PCA_STEP).astype(np.int64)
+    rec = from_patches(fit.from_coefficients(k * PCA_STEP), geometry.shape, geometry.patch)[..., None]
+    per_tile = k.reshape(len(x), -1, k.shape[-1])
+    coded = [len(encode_latents(tables, tile)[0]) for tile in per_tile]
+    estimated = [tables.ideal_bits(tile) for tile in per_tile]
+    return rec, coded, estimated
 
 
 def fpack_baselines(manifest, data_cfg, geometry: _Geometry, seed: int, batch_size: int,
@@ -330,6 +347,9 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[
                      seed: int, batch_size: int, max_tiles: int | None, example_size: int):
     """One pass over the test tiles: AE and PCA sums for every η, data range and example tiles.
 
+    PCA keeps k = η components per patch, its coefficients quantized and entropy-coded too
+    (:func:`_pca_code`), so both methods' rates are real bytes.
+
     The AE is scored through the codec (:class:`fitsae.codec.encoder.TileCodec`, the encoder
     ``fitsae compress`` uses): latents quantized as the file stores them, at budget η each tile
     keeps the first η′ ≤ η channels whose decoded μ is closest to it (:mod:`fitsae.budget`), and
@@ -339,14 +359,18 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[
     Returns the reduced :class:`MetricBook`, the reduced :class:`DataRange`, the test tile count,
     and (rank 0) example tiles in normalized units.
     """
+    from fitsae.entropy import tables_from_widths
+
     book = MetricBook()
     top = max(etas)
+    pca_tables = tables_from_widths(np.sqrt(np.maximum(pca.eigenvalues[:top], 0.0)), PCA_STEP)
     for eta in etas:  # same keys in the same order on every rank, before any data
         book.gaussian(("ae", eta))
         book.errors(("ae_fixed", eta))
         book.kept(("ae_kept", eta), top)
         book.rate(("ae_rate", eta))
         book.rate(("ae_fixed_rate", eta))
+        book.rate(("pca_rate", eta))
         book.errors(("pca", eta))
         book.bands(("ae_bands", eta))
         book.bands(("pca_bands", eta))
@@ -395,7 +419,10 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[
             if previous is not None:
                 book.paired(("ae_change", previous[0], eta)).update(previous[1], tile_error)
             previous = (eta, tile_error)
-            rec = _denormalize(_pca_reconstruct(pca, x64, geometry, eta).astype(np.float32), batch, data_cfg)
+            rec, coded, estimated = _pca_code(pca, pca_tables, x64, geometry, eta)
+            rec = _denormalize(rec.astype(np.float32), batch, data_cfg)
+            for nbytes, bits in zip(coded, estimated, strict=True):
+                book.rate(("pca_rate", eta)).update(nbytes, bits, geometry.pixels)
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
             if want_example and eta in example_etas:
@@ -423,7 +450,8 @@ def _results(book: MetricBook, geometry: _Geometry, etas: list[int], peak: float
         kept = book[("ae_kept", eta)].summary()
         rate = book[("ae_rate", eta)].summary()
         ae = {**book[("ae", eta)].summary(peak), "bands": book[("ae_bands", eta)].summary(), **kept, **rate}
-        pca = {**book[("pca", eta)].summary(peak), "bands": book[("pca_bands", eta)].summary()}
+        pca = {**book[("pca", eta)].summary(peak), "bands": book[("pca_bands", eta)].summary(),
+               **book[("pca_rate", eta)].summary(), "quantization_step": PCA_STEP}
         bpp = rate["bits_per_pixel_coded"]
         rows.append({
             "eta": int(eta),
@@ -682,7 +710,9 @@ def _evaluate_one(ctx: _Context, model, step: int, out_dir: Path) -> dict:
         "results": results,
         "rate_note": "AE bits_per_pixel: 8 × the bytes the codec's entropy coder writes for each tile's kept "
                      "latents / pixels (fitsae.codec, tables frozen from the checkpoint); compression_ratio = "
-                     "32 / bits_per_pixel; PCA's latent_values are kept coefficients (not coded)",
+                     "32 / bits_per_pixel; PCA's coefficients are quantized with step "
+                     f"{PCA_STEP:g} (normalized units) and coded the same way, under Laplace tables of its "
+                     "eigenvalues (pca.bits_per_pixel_coded)",
         **_monotonic_note(results, book),
         "baselines": {"fpack": ctx.fpack, "fpack_tiles": opts.fpack_tiles,
                       "fpack_rate": "compressed heap bytes (PCOUNT) × 8 / pixels; FITS headers and block padding excluded"},
