@@ -283,6 +283,29 @@ def test_simulated_truth_is_scored_for_every_method(conv_run, tmp_path, capsys):
     assert "AE truth" in stdout and "truth" in stdout.split("fpack (astropy")[1]
 
 
+def test_a_truth_equal_to_the_image_gives_every_method_its_input_figures(conv_run, tmp_path, capsys):
+    """TRUTH planes that are the image itself: the truth figures must be the input figures, pixel for pixel."""
+    from astropy.io import fits
+
+    data = tmp_path / "same"
+    data.mkdir()
+    for path in sorted(conv_run["test"].iterdir())[:2]:
+        image = fits.getdata(path)
+        fits.HDUList([fits.PrimaryHDU(image), fits.ImageHDU(image, name="TRUTH")]).writeto(data / path.name)
+    out = tmp_path / "eval"
+    code, _, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", str(data), "--out", str(out),
+                                "--etas", "1,4", "--fpack-tiles", "2", "--no-tensorboard", "--no-plots"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    entries = [r[m] for r in report["results"] for m in ("ae", "ae_fixed_mask", "pca")]
+    entries += report["baselines"]["fpack"] + report["baselines"]["jpegxl"]
+    for entry in entries:
+        assert entry["n_pixels_truth"] == entry["n_pixels"]
+        for key in ("rmse_over_noise", "mean_error_over_noise", "max_abs_error_over_noise"):
+            # x̂ − x and x̂ − truth differ only by the float32 round trip of the normalization.
+            assert entry[key + "_truth"] == pytest.approx(entry[key], rel=1e-4, abs=1e-5), key
+
+
 def test_dense_model_scores_every_eta_against_image_pca(tmp_path_factory, tmp_path, capsys):
     dense = shared_run(tmp_path_factory, "dense", DENSE, tile=8, steps=10, checkpoint_every=10)
     out = tmp_path / "eval"

@@ -254,8 +254,10 @@ def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None
             if pts:
                 ax.plot(*zip(*pts), style, label=f"{method.upper()} (32-bit latents)")
         for ctype, marker in (("RICE_1", "^"), ("HCOMPRESS_1", "v")):
+            # Lossless settings (error 0) have no place on the log error axis.
             entries = sorted((e for e in report.get("baselines", {}).get("fpack", [])
-                              if e.get("compression_type") == ctype), key=lambda e: e.get("bits_per_pixel") or 0)
+                              if e.get("compression_type") == ctype and not e.get("lossless")),
+                             key=lambda e: e.get("bits_per_pixel") or 0)
             if entries:
                 ax.plot([e["bits_per_pixel"] for e in entries], [e["rmse_over_noise"] for e in entries],
                         marker + ":", label=f"fpack {ctype}")
