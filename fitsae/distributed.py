@@ -38,6 +38,7 @@ __all__ = [
     "gradient",
     "broadcast",
     "allreduce_sum",
+    "allreduce_max_array",
     "allreduce_max",
     "is_root",
     "root_print",
@@ -292,6 +293,18 @@ def allreduce_sum(values) -> np.ndarray:
 
     out = np.empty_like(array)
     _comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.SUM)
+    return out
+
+
+def allreduce_max_array(values) -> np.ndarray:
+    """Elementwise largest float64 value over ranks of an array (eager); e.g. ℓ∞ errors."""
+    array = np.asarray(values, dtype=np.float64)
+    if _hvd is None:
+        return array
+    from mpi4py import MPI
+
+    out = np.empty_like(array)
+    _comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.MAX)
     return out
 
 

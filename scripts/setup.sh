@@ -80,7 +80,7 @@ else
   say "installing fitsae and its pinned stack into $VENV (first time: several minutes)"
   "${PIP[@]}" install -q -c "$CONSTRAINTS" --upgrade pip setuptools wheel
   # mpi4py must be compiled against this machine's MPI, not take a wheel bundling another one.
-  "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-binary mpi4py -e "$ROOT[$TF_EXTRA,sim,dev]" mpi4py
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-binary mpi4py -e "$ROOT[$TF_EXTRA,sim,codecs,dev]" mpi4py
   # Horovod compiles against the TensorFlow now installed, so it needs no build isolation;
   # pip keeps the built wheel in its cache, so later venvs on this machine reuse it.
   HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \

@@ -128,6 +128,37 @@ def test_evaluation_covers_every_tile_once_and_denormalizes_to_astropy(dataset, 
     assert tile_origins(24, 16, 16, "shift") == [0, 8]
 
 
+@pytest.mark.parametrize("edge", ["shift", "pad"])
+def test_evaluation_tiles_come_with_their_truth_pixel_for_pixel(tmp_path, edge):
+    """A plane's TRUTH (here the image + 1000, exactly) is delivered aligned with each evaluation tile."""
+    rng = np.random.default_rng(11)
+    for i, shape in enumerate(((20, 27), (16, 16))):
+        image = rng.integers(0, 500, shape).astype(np.float32)
+        truth = fits.ImageHDU(image + 1000.0, name="TRUTH")
+        fits.HDUList([fits.PrimaryHDU(image), truth]).writeto(tmp_path / f"t{i}.fits")
+    fits.PrimaryHDU(rng.integers(0, 500, (16, 16)).astype(np.float32)).writeto(tmp_path / "plain.fits")
+    cfg = DataConfig(tile=16, batch_size=3, normalization="none", edge=edge)
+    manifest, rejected = index_paths([str(tmp_path)], cfg)
+    assert rejected == [] and [r.truth_hdu for r in manifest] == [None, 1, 1]
+    pipe = Pipeline(manifest, cfg)
+    assert pipe.has_truth
+    checked = 0
+    for batch in _take(pipe.evaluation(3), 10):
+        x = batch["x"][..., 0].astype(np.float64)
+        truth = pipe.tile_pixels(batch["tile_id"], "truth")
+        stored = pipe.tile_pixels(batch["tile_id"], "image")
+        for tile, t, s, xi in zip(batch["tile_id"], truth, stored, x, strict=True):
+            if pipe.tile_info(tile)["path"].endswith("plain.fits"):
+                assert np.isnan(t).all()
+                continue
+            inside = np.isfinite(s)  # edge=pad: outside the image there is neither pixel nor truth
+            np.testing.assert_array_equal(np.isfinite(t), inside)
+            np.testing.assert_array_equal(t[inside], s[inside] + 1000.0)
+            np.testing.assert_array_equal(xi[inside], s[inside])  # normalization none: x is the pixel
+            checked += 1
+    assert checked == 5
+
+
 def test_vectorized_and_per_tile_decoding_give_identical_batches(tmp_path, monkeypatch):
     """Batches decoded a batch at a time (compiled kernels) equal those decoded tile by tile."""
     rng = np.random.default_rng(8)

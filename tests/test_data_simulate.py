@@ -69,3 +69,68 @@ def test_cli_writes_files_and_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         simulate_cli.main(["--kind", "nope", "--n", "1", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_simulated_fields_carry_truth_and_sigma_planes_that_index_does_not_take_as_images(tmp_path):
+    from fitsae.data.simulate import toy_field
+
+    files = simulate("toy", 2, 24, tmp_path / "toy", seed=3)
+    with fits.open(files[1]) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "TRUTH", "SIGMA"]
+        image, truth, sigma = (np.asarray(hdul[i].data) for i in range(3))
+    field = toy_field(np.random.default_rng([3, 1]), 24)
+    np.testing.assert_array_equal(truth, field.truth)
+    assert hdul["TRUTH"].header["BITPIX"] == hdul["SIGMA"].header["BITPIX"] == -32 and np.all(sigma == 1.0)
+    assert abs(np.std(image - truth) - 1.0) < 0.15  # the noise drawn around the truth has the σ the map says
+    manifest, rejected = index_paths([str(tmp_path / "toy")], DataConfig(tile=24))
+    assert rejected == [] and len(manifest) == 2
+    assert [(r.hdu, r.truth_hdu, r.sigma_hdu) for r in manifest] == [(0, 1, 2), (0, 1, 2)]
+    assert "2 with a TRUTH plane" in manifest.summary()
+
+    (cube,) = simulate("toy", 3, 24, tmp_path / "cube", seed=3, cube=True)
+    with fits.open(cube) as hdul:
+        assert hdul["TRUTH"].data.shape == hdul["SIGMA"].data.shape == (3, 24, 24)
+    manifest, rejected = index_paths([str(cube)], DataConfig(tile=24))
+    assert rejected == [] and [(r.plane, r.truth_hdu) for r in manifest] == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_galsim_sigma_map_is_the_true_noise_and_int16_truth_the_expected_adu(tmp_path):
+    (path,) = simulate("galsim", 1, 128, tmp_path, seed=2, dtype="int16")
+    with fits.open(path) as hdul:
+        image = hdul[0].data.astype(np.float64)
+        truth, sigma = hdul["TRUTH"].data.astype(np.float64), hdul["SIGMA"].data.astype(np.float64)
+    assert hdul[0].header["BITPIX"] == 16 and not np.array_equal(truth, np.rint(truth))
+    z = (image - truth) / sigma
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1.0) < 0.05
+    bright = sigma > 2 * sigma.min()  # sources' own Poisson noise at least 3× the sky's variance
+    assert bright.sum() > 100 and abs(z[bright].std() - 1.0) < 0.15
+    assert np.all(sigma >= np.sqrt(25.0)) and sigma.max() > 3 * sigma.min()
+
+
+def test_truth_planes_that_fit_no_image_are_rejected_with_the_reason_and_old_files_still_index(tmp_path):
+    image = np.arange(64, dtype=np.float32).reshape(8, 8)
+    fits.HDUList([fits.PrimaryHDU(image), fits.ImageHDU(image[:4], name="TRUTH")]).writeto(tmp_path / "shape.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, name="TRUTH"), fits.ImageHDU(image, name="SCI")]).writeto(
+        tmp_path / "orphan.fits")
+    fits.PrimaryHDU(image).writeto(tmp_path / "old.fits")
+    manifest, rejected = index_paths([str(tmp_path)], DataConfig(tile=8))
+    assert sorted((r.path.split("/")[-1], r.hdu, r.truth_hdu) for r in manifest) == [
+        ("old.fits", 0, None), ("orphan.fits", 2, None), ("shape.fits", 0, None)]
+    reasons = {(r["path"].split("/")[-1], r["hdu"]): r["reason"] for r in rejected}
+    assert reasons.keys() == {("shape.fits", 1), ("orphan.fits", 1)}
+    assert "TRUTH extension has shape [4, 8]" in reasons[("shape.fits", 1)]
+    assert "follows no image HDU" in reasons[("orphan.fits", 1)]
+
+
+def test_manifests_written_before_truth_planes_still_load(tmp_path):
+    import json
+
+    from fitsae.data.manifest import Manifest
+
+    simulate("toy", 1, 16, tmp_path / "d", seed=1)
+    manifest, _ = index_paths([str(tmp_path / "d")], DataConfig(tile=16))
+    record = json.loads(manifest[0].to_json())
+    del record["truth_hdu"], record["sigma_hdu"]
+    (tmp_path / "old.jsonl").write_text(json.dumps(record) + "\n")
+    (row,) = Manifest.load(tmp_path / "old.jsonl")
+    assert row.truth_hdu is None and row.path == manifest[0].path

@@ -1,4 +1,4 @@
-"""Metrics as exact sums, and the fpack baseline through astropy's real tile compression."""
+"""Metrics as exact sums: errors against input and truth, bias, ℓ∞, robust quantiles, bands."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fitsae.evaluate import fpack
-from fitsae.evaluate.metrics import (BAND_EDGES, Z_BIN_EDGES, DataRange, KeptSums, MetricBook, psnr,
-                                     tile_error_over_noise)
+from fitsae.evaluate.metrics import (ABS_ERROR_EDGES, BAND_EDGES, Z_BIN_EDGES, DataRange, KeptSums, MetricBook,
+                                     hist_quantile, psnr, tile_error_over_noise)
 
 
 def _batch(rng, b=6, h=16, w=16):
@@ -85,42 +84,6 @@ def test_psnr_and_range():
     assert r.peak == 7.0
 
 
-def test_fpack_rice_error_follows_quantization_step_and_rate_grows_with_level():
-    rng = np.random.default_rng(2)
-    sigma = 3.0
-    tile = (100.0 + sigma * rng.normal(size=(64, 64))).astype(np.float32)
-    last_bits = 0.0
-    for q in (1.0, 2.0, 4.0, 8.0, 16.0):
-        out = fpack.roundtrip(tile, fpack.FpackSetting("RICE_1", q), tile_id=5)
-        rmse_over_noise = np.sqrt(np.mean((out.decoded - tile) ** 2)) / sigma
-        # Dithered quantization with step σ/q leaves uniform error: rms = step/√12.
-        assert rmse_over_noise == pytest.approx(1.0 / (q * np.sqrt(12.0)), rel=0.15)
-        bits = 8.0 * out.heap_bytes / tile.size
-        assert last_bits < bits < 32.0
-        last_bits = bits
-        assert out.table_bytes > 0
-
-
-def test_fpack_hcompress_loses_more_at_larger_scale():
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[:32, :32]
-    tile = (50 * np.exp(-((xx - 16) ** 2 + (yy - 12) ** 2) / 20.0) + rng.normal(size=(32, 32))).astype(np.float32)
-    errors, bits = [], []
-    for s in (1.0, 4.0, 16.0):
-        out = fpack.roundtrip(tile, fpack.FpackSetting("HCOMPRESS_1", 4.0, s))
-        errors.append(np.sqrt(np.mean((out.decoded - tile) ** 2)))
-        bits.append(out.heap_bytes * 8.0 / tile.size)
-    assert errors[0] < errors[1] < errors[2]
-    assert bits[0] > bits[1] > bits[2]
-
-
-def test_fpack_rejects_tiles_hcompress_cannot_take():
-    assert fpack.applicable(fpack.FpackSetting("HCOMPRESS_1", 4.0, 2.5), (3, 8)) is not None
-    assert fpack.applicable(fpack.FpackSetting("RICE_1", 4.0), (3, 8)) is None
-    with pytest.raises(ValueError, match="2-D"):
-        fpack.roundtrip(np.zeros((2, 4, 4)), fpack.DEFAULT_SETTINGS[0])
-
-
 def test_paired_change_is_the_pooled_change_with_the_tile_scatter_as_its_error():
     rng = np.random.default_rng(4)
     book = MetricBook()
@@ -153,10 +116,10 @@ def test_paired_change_is_the_pooled_change_with_the_tile_scatter_as_its_error()
 def test_band_sums_split_the_pooled_error_by_the_true_pixels_brightness():
     # Two tiles with their own background and noise; pixels placed at chosen signal-to-noise.
     background, noise = np.array([100.0, -5.0]), np.array([2.0, 0.5])
-    snr = np.array([[0.0, 1.0, 5.0, 50.0], [2.0, 20.0, 150.0, 1000.0]])
-    err_over_noise = np.array([[1.0, -1.0, 2.0, 3.0], [0.5, 4.0, -6.0, 80.0]])
-    x = (background[:, None] + snr * noise[:, None]).reshape(2, 2, 2, 1)
-    recon = x - (err_over_noise * noise[:, None]).reshape(2, 2, 2, 1)
+    snr = np.array([[0.0, 1.0, 5.0, 50.0, -4.0, -40000.0], [2.0, 20.0, 150.0, 1000.0, -6.0, 0.5]])
+    err_over_noise = np.array([[1.0, -1.0, 2.0, 3.0, 0.25, 40000.0], [0.5, 4.0, -6.0, 80.0, 7.0, 0.0]])
+    x = (background[:, None] + snr * noise[:, None]).reshape(2, 2, 3, 1)
+    recon = x - (err_over_noise * noise[:, None]).reshape(2, 2, 3, 1)
     book = MetricBook()
     whole, split = book.bands("whole"), book.bands("split")
     whole.update(x, recon, background, noise)
@@ -167,16 +130,23 @@ def test_band_sums_split_the_pooled_error_by_the_true_pixels_brightness():
     bands = whole.summary()
     assert bands == split.summary()
     assert [(b["snr_low"], b["snr_high"]) for b in bands] == list(zip((None, *BAND_EDGES), (*BAND_EDGES, None)))
-    # Expected band of each pixel from the edges 3, 10, 30, 100, 300.
-    members = {0: [1.0, -1.0, 0.5], 1: [2.0], 2: [4.0], 3: [3.0], 4: [-6.0], 5: [80.0]}
+    # Expected band of each pixel from the edges −5, 3, 10, 30, 100, 300: strongly negative pixels
+    # (an artifact at −40 000σ, a −6σ dip) have a band of their own, away from the faint one.
+    members = {0: [40000.0, 7.0], 1: [1.0, -1.0, 0.25, 0.5, 0.0], 2: [2.0], 3: [4.0], 4: [3.0], 5: [-6.0], 6: [80.0]}
     total = float((err_over_noise**2).sum())
     for k, band in enumerate(bands):
-        e = np.array(members[k])
-        assert band["pixel_fraction"] == pytest.approx(len(e) / 8)
+        e = np.abs(np.array(members[k]))
+        assert band["pixel_fraction"] == pytest.approx(len(e) / 12)
         assert band["rmse_over_noise"] == pytest.approx(math.sqrt(np.mean(e**2)))
         assert band["share_of_error"] == pytest.approx(float((e**2).sum()) / total)
+        # One pixel: its |error| is the median and the 99th percentile, to the histogram's bin.
+        if len(e) == 1:
+            assert band["median_abs_error_over_noise"] == pytest.approx(e[0], rel=0.05)
+            assert band["p99_abs_error_over_noise"] == pytest.approx(e[0], rel=0.05)
+    # The faint band's typical pixel is not ruled by the artifact: its median stays below 1σ.
+    assert bands[1]["median_abs_error_over_noise"] == pytest.approx(0.5, rel=0.05)
     assert sum(b["share_of_error"] for b in bands) == pytest.approx(1.0)
-    assert total / 8 == pytest.approx(pooled.summary(1.0)["rmse_over_noise"] ** 2)
+    assert total / 12 == pytest.approx(pooled.summary(1.0)["rmse_over_noise"] ** 2)
     empty = MetricBook().bands("empty")
     empty.update(x[:, :1, :1], recon[:, :1, :1], background, noise)  # only faint pixels
     assert empty.summary()[-1]["rmse_over_noise"] is None and empty.summary()[-1]["pixel_fraction"] == 0.0
@@ -190,3 +160,83 @@ def test_kept_sums_count_the_chosen_channels_exactly():
     other = KeptSums(4)
     other.load(sums.vector())
     assert other.summary() == sums.summary()
+
+
+def test_error_sums_give_bias_linf_and_truth_figures_exactly():
+    # Two 1×3 tiles, σ = 2 and 4; e = x̂ − x.
+    x = np.array([[[10.0, 12.0, 14.0]], [[0.0, 4.0, -4.0]]])
+    recon = x + np.array([[[1.0, -3.0, 2.0]], [[8.0, 0.0, -4.0]]])
+    noise = np.array([2.0, 4.0])
+    truth = np.array([[[10.5, 11.0, 15.0]], [[np.nan] * 3]])  # the second tile's image has no truth
+    book = MetricBook()
+    sums = book.errors("m")
+    sums.update(x, recon, noise, truth)
+    book.reduce()
+    out = sums.summary(peak=18.0)
+    e = np.array([1.0, -3.0, 2.0, 8.0, 0.0, -4.0])
+    en = e / np.repeat(noise, 3)
+    assert out["mean_error"] == pytest.approx(e.mean(), rel=1e-15)
+    assert out["mean_error_over_noise"] == pytest.approx(en.mean(), rel=1e-15)
+    assert out["max_abs_error"] == 8.0 and out["max_abs_error_over_noise"] == 2.0
+    assert out["rmse_over_noise"] == pytest.approx(math.sqrt(np.mean(en ** 2)), rel=1e-15)
+    et = np.array([0.5, -2.0, 1.0])  # recon − truth on the first tile only
+    assert out["n_pixels_truth"] == 3 and out["n_pixels"] == 6
+    assert out["mse_truth"] == pytest.approx(np.mean(et ** 2), rel=1e-15)
+    assert out["rmse_over_noise_truth"] == pytest.approx(math.sqrt(np.mean((et / 2) ** 2)), rel=1e-15)
+    assert out["mean_error_truth"] == pytest.approx(et.mean(), rel=1e-15)
+    assert out["max_abs_error_truth"] == 2.0 and out["max_abs_error_over_noise_truth"] == 1.0
+    # Robust figures: |e|/σ = 0.5, 1.5, 1, 2, 0, 1 → median 1 (to the histogram's bin), p99 at the max.
+    assert out["median_abs_error_over_noise"] == pytest.approx(1.0, rel=0.05)
+    assert out["p99_abs_error_over_noise"] == pytest.approx(2.0, rel=0.05)
+
+    no_truth = MetricBook().errors("plain")
+    no_truth.update(x, recon, noise)
+    plain = no_truth.summary(peak=18.0)
+    assert plain["n_pixels_truth"] == 0
+    assert all(math.isnan(plain[k]) for k in ("rmse_over_noise_truth", "mean_error_truth", "max_abs_error_truth"))
+    assert plain["mean_error"] == out["mean_error"]
+
+
+def test_error_sums_survive_the_reduction_and_batching():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(6, 4, 4))
+    recon = x + rng.normal(scale=0.3, size=x.shape)
+    truth = x + rng.normal(scale=0.1, size=x.shape)
+    noise = rng.uniform(0.5, 2.0, size=6)
+    whole, split = MetricBook().errors("w"), MetricBook().errors("s")
+    whole.update(x, recon, noise, truth)
+    for i in range(6):
+        split.update(x[i:i + 1], recon[i:i + 1], noise[i:i + 1], truth[i:i + 1])
+    copy = MetricBook().errors("c")
+    copy.load(whole.vector())
+    copy.load_maxima(whole.maxima())
+    a, b, c = whole.summary(1.0), split.summary(1.0), copy.summary(1.0)
+    assert a == c
+    for key, value in a.items():
+        assert b[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_quantiles_from_the_histogram_are_within_a_bin_and_exact_at_zero():
+    rng = np.random.default_rng(8)
+    values = np.abs(rng.standard_cauchy(50001))
+    book = MetricBook().errors("q")
+    book.update(np.zeros((1, values.size)), values[None], np.ones(1))
+    out = book.summary(1.0)
+    # Interpolated within its bin (4.7 % wide), a quantile of a smooth sample lands much closer.
+    assert out["median_abs_error_over_noise"] == pytest.approx(np.median(values), rel=0.01)
+    assert out["p99_abs_error_over_noise"] == pytest.approx(np.quantile(values, 0.99), rel=0.01)
+    assert out["max_abs_error_over_noise"] == values.max()
+    # Exact zeros (a lossless method, or most pixels of a near-lossless one) read exactly 0, not a bin's edge.
+    exact = MetricBook().errors("exact")
+    exact.update(np.ones((2, 3)), np.ones((2, 3)), np.ones(2))
+    assert exact.summary(1.0)["median_abs_error_over_noise"] == 0.0
+    assert exact.summary(1.0)["p99_abs_error_over_noise"] == 0.0
+    mostly = MetricBook().errors("mostly")
+    mostly.update(np.zeros((1, 7)), np.array([[0.0, 0, 0, 0, 0, 0, 3.0]]), np.ones(1))
+    assert mostly.summary(1.0)["median_abs_error_over_noise"] == 0.0
+    # Below the first edge and above the last: bounded by 0 and by the largest value seen.
+    counts = np.zeros(len(ABS_ERROR_EDGES) + 2)
+    counts[1], counts[-1] = 1.0, 1.0
+    assert 0.0 < hist_quantile(counts, 0.5, 2e7) <= ABS_ERROR_EDGES[0]
+    assert ABS_ERROR_EDGES[-1] <= hist_quantile(counts, 0.99, 2e7) <= 2e7
+    assert math.isnan(hist_quantile(np.zeros_like(counts), 0.5, 0.0))

@@ -14,57 +14,58 @@ import numpy as np
 import pytest
 
 from fitsae.cli import evaluate as cli
-from fitsae.evaluate import fpack
+from fitsae.evaluate import baselines
 from fitsae.evaluate.metrics import Z_BIN_EDGES, MetricBook
 from fitsae.evaluate.pca import StreamingPCA, from_patches, to_patches
 from fitsae.evaluate.report import format_table, load_report, missing_keys, write_report
 
 
 def _report_from_real_sums(tmp_path: Path) -> dict:
-    """A schema-complete report whose numbers come from real PCA/fpack runs on random fields.
+    """A schema-complete report whose numbers come from real PCA/fpack/JPEG-XL runs on random fields.
 
     The "AE" rows are PCA reconstructions with a constant σ: enough to exercise every field the
-    plots and tables read, without TensorFlow.
+    plots and tables read, without TensorFlow. The fields' noiseless part is their truth.
     """
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:16, :16]
-    tiles = np.stack([
+    truth = np.stack([
         5 * np.exp(-((xx - rng.uniform(4, 12)) ** 2 + (yy - rng.uniform(4, 12)) ** 2) / 6.0)
-        + rng.normal(size=(16, 16))
         for _ in range(40)
     ])[..., None]
+    tiles = truth + rng.normal(size=truth.shape)
     pca = StreamingPCA(16)
     pca.update(to_patches(tiles[:30], (4, 4)))
     pca.reduce()
     fit = pca.fit()
-    test = tiles[30:]
+    test, test_truth = tiles[30:], truth[30:]
     book = MetricBook()
     noise = np.ones(len(test))
     results = []
     for eta in (1, 2, 4, 8):
         rec = from_patches(fit.reconstruct(to_patches(test, (4, 4)), eta), (16, 16), (4, 4))[..., None]
-        book.gaussian(("ae", eta)).update(test, rec, np.zeros_like(test), test, rec, noise)
-        book.errors(("pca", eta)).update(test, rec, noise)
+        book.gaussian(("ae", eta)).update(test, rec, np.zeros_like(test), test, rec, noise, test_truth)
+        book.errors(("pca", eta)).update(test, rec, noise, test_truth)
     book.reduce()
     peak = float(test.max() - test.min())
     for eta in (1, 2, 4, 8):
         results.append({"eta": eta, "latent_values": eta * 16, "compression_ratio": 256 / (eta * 16),
                         "bits_per_pixel": 32 * eta * 16 / 256,
                         "ae": book[("ae", eta)].summary(peak), "pca": book[("pca", eta)].summary(peak)})
-    fp = []
-    for setting in fpack.DEFAULT_SETTINGS[:3]:
+    classical = {"fpack": [], "jpegxl": []}
+    for setting in (baselines.Setting("RICE_1", 0.5), baselines.Setting("RICE_1", 1.0),
+                    baselines.Setting("HCOMPRESS_1", 4.0, 2.5), baselines.Setting("JPEG_XL", 1.0)):
         entry = MetricBook().codec(setting)
-        for tile in test[..., 0]:
-            out = fpack.roundtrip(tile, setting)
-            entry.update(tile[None], out.decoded[None], [1.0])
-            entry.add_bytes(out.heap_bytes, out.table_bytes)
-        fp.append({**setting.as_dict(), **entry.summary(peak)})
+        for tile, tile_truth in zip(test[..., 0], test_truth[..., 0], strict=True):
+            out = baselines.roundtrip(tile, setting)
+            entry.update(tile[None], out.decoded[None], [1.0], tile_truth[None])
+            entry.add_bytes(out.payload_bytes, out.table_bytes, out.file_bytes, 32 * tile.size)
+        classical[setting.family].append({**setting.as_dict(), **entry.summary(peak)})
     x = test[0, ..., 0]
     return {
         "model": {"kind": "conv", "checkpoint_step": 7},
         "data": {"psnr_peak": peak},
         "results": results,
-        "baselines": {"fpack": fp},
+        "baselines": classical,
         "pca": {"eigenvalues": fit.eigenvalues.tolist(), "dim": 16, "n_vectors": fit.n},
         "calibration": {"bin_edges": Z_BIN_EDGES.tolist()},
         "examples": {"units": "normalized", "tiles": [{
@@ -86,8 +87,10 @@ def test_report_round_trip_csv_and_schema(tmp_path: Path):
     assert loaded["results"][0]["ae"]["psnr"] is None
     with open(tmp_path / "eval" / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["method"] for r in rows} == {"ae", "pca", "fpack"}
-    assert len(rows) == 2 * len(report["results"]) + len(report["baselines"]["fpack"])
+    assert {r["method"] for r in rows} == {"ae", "pca", "fpack", "jpegxl"}
+    assert len(rows) == 2 * len(report["results"]) + 4
+    jpegxl = next(r for r in rows if r["method"] == "jpegxl")
+    assert jpegxl["setting"] == "JPEG-XL q=1" and float(jpegxl["rmse_over_noise_truth"]) > 0
     table = format_table(loaded)
     assert "winner" in table and len(table.splitlines()) == 4 + len(report["results"])
 
@@ -183,16 +186,37 @@ def test_band_trend_names_the_band_whose_error_rises_with_eta():
 
     lows, highs = (None, *BAND_EDGES), (*BAND_EDGES, None)
     # Every band falls with η except the brightest, which rises 10 % from η=2 to η=4.
-    per_band = {1: [1.2, 2.0, 3.0, 8.0, 20.0, 100.0], 2: [1.0, 1.5, 2.5, 6.0, 15.0, 80.0],
-                4: [0.99, 1.5, 2.4, 5.0, 14.0, 88.0]}
+    per_band = {1: [900.0, 1.2, 2.0, 3.0, 8.0, 20.0, 100.0], 2: [800.0, 1.0, 1.5, 2.5, 6.0, 15.0, 80.0],
+                4: [800.0, 0.99, 1.5, 2.4, 5.0, 14.0, 88.0]}
     rows = [{"eta": eta, "latent_values": eta, "compression_ratio": 64.0 / eta, "ae": {"bands": [
         {"snr_low": lo, "snr_high": hi, "pixel_fraction": 0.1, "rmse_over_noise": v, "share_of_error": 0.2}
-        for lo, hi, v in zip(lows, highs, values)]}} for eta, values in per_band.items()]
+        for lo, hi, v in zip(lows, highs, values, strict=True)]}} for eta, values in per_band.items()]
     trend = _band_trend(rows)
-    assert [t["nonincreasing_in_eta"] for t in trend] == [True] * 5 + [False]
+    assert [t["nonincreasing_in_eta"] for t in trend] == [True] * 6 + [False]
     assert trend[-1]["rises"] == [{"from_eta": 2, "to_eta": 4, "increase": pytest.approx(8.0),
                                    "relative_increase": pytest.approx(0.1)}]
     table = format_table({"results": rows, "ae_error_by_band": trend}).splitlines()
     assert table[-1].split()[0] == "≥" and table[-1].endswith("+10.0%")
-    assert table[-6].split()[:2] == ["<", "3σ"] and table[-6].endswith("none")
+    assert table[-7].split()[:2] == ["<", "-5σ"] and table[-6].split()[0] == "-5–3σ" and table[-6].endswith("none")
     assert _band_trend([{"eta": 1, "ae": {"rmse_over_noise": 1.0}}]) == []  # reports before bands existed
+
+
+def test_the_rate_distortion_plot_reads_the_aes_coded_bits_when_the_codec_measured_them(tmp_path: Path):
+    from fitsae.evaluate.plots import _rd_series
+
+    report = _report_from_real_sums(tmp_path)
+
+    def ae_bits():
+        ((label, points),) = [(label, pts) for label, _, pts in _rd_series(report) if label.startswith("AE, budget")]
+        return label, [bits for bits, _, _ in points]
+
+    assert ae_bits() == ("AE, budget η (32-bit latents)", [r["bits_per_pixel"] for r in report["results"]])
+    for row in report["results"]:
+        row["ae"]["bits_per_pixel_stored"] = row["bits_per_pixel"] / 2
+    assert ae_bits()[1] == [r["bits_per_pixel"] / 2 for r in report["results"]]
+    for row in report["results"]:
+        row["ae"]["bits_per_pixel_coded"] = 0.01 * row["eta"]
+    assert ae_bits() == ("AE, budget η (coded bits)", [0.01 * r["eta"] for r in report["results"]])
+    labels = [label for label, _, _ in _rd_series(report)]
+    assert labels == ["AE, budget η (coded bits)", "PCA (32-bit coefficients)", "fpack RICE_1", "fpack HCOMPRESS_1",
+                      "JPEG-XL on RICE_1's integers"]

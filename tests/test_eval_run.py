@@ -94,11 +94,22 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
         assert rise["mean_tile_change"] == pytest.approx(errors[rise["to_eta"]] ** 2 - errors[rise["from_eta"]] ** 2,
                                                          rel=1e-6, abs=1e-9)
 
-    fpack = report["baselines"]["fpack"]
-    assert {e["compression_type"] for e in fpack} == {"RICE_1", "HCOMPRESS_1"} and len(fpack) == 10
+    fpack, jpegxl = report["baselines"]["fpack"], report["baselines"]["jpegxl"]
+    # Float input: no lossless settings; RICE_1 at 6 levels, HCOMPRESS_1 at 6 scales, JPEG-XL at RICE's levels.
+    assert {e["compression_type"] for e in fpack} == {"RICE_1", "HCOMPRESS_1"} and len(fpack) == 12
+    assert [e["label"] for e in jpegxl] == [f"JPEG-XL q={q:g}" for q in (0.5, 1, 2, 4, 8, 16)]
     rice = [e for e in fpack if e["compression_type"] == "RICE_1"]
     assert [e["bits_per_pixel"] for e in rice] == sorted(e["bits_per_pixel"] for e in rice)
     assert all(e["n_tiles"] == 8 and 0 < e["rmse_over_noise"] < 1 for e in rice)
+    assert all(e["bits_per_pixel_with_headers"] > e["bits_per_pixel"] for e in fpack + jpegxl)
+    assert all(e["compression_ratio"] == pytest.approx(32 / e["bits_per_pixel"]) for e in fpack + jpegxl)
+    # No TRUTH planes in these fields: the truth figures are null, the others are there.
+    assert report["data"]["input_bitpix"] == [-32] and report["data"]["planes_with_truth"] == 0
+    for entry in [r[m] for r in report["results"] for m in ("ae", "ae_fixed_mask", "pca")] + fpack + jpegxl:
+        assert entry["rmse_over_noise_truth"] is None and entry["n_pixels_truth"] == 0
+        assert _finite(entry["max_abs_error_over_noise"]) and _finite(entry["mean_error_over_noise"])
+        assert 0 <= entry["median_abs_error_over_noise"] <= entry["p99_abs_error_over_noise"] \
+            <= entry["max_abs_error_over_noise"]
 
     assert report["data"]["psnr_peak"] > 0 and "max − min" in report["data"]["psnr_peak_definition"]
     example = report["examples"]["tiles"][0]
@@ -106,7 +117,7 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
     assert np.asarray(example["input"]).shape == (16, 16)
 
     lines = (out / CSV_NAME).read_text().splitlines()
-    assert len(lines) == 1 + 3 * 4 + 10  # AE, AE with the plain mask and PCA at each η; fpack
+    assert len(lines) == 1 + 3 * 4 + 12 + 6  # AE, AE with the plain mask and PCA at each η; fpack; JPEG-XL
     for name in FIGURES:
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
 
@@ -237,6 +248,65 @@ def test_real_sky_images_shipped_with_astropy(conv_run, tmp_path, capsys):
     manifest = [json.loads(line) for line in (out / "test.manifest.jsonl").read_text().splitlines()]
     assert [Path(m["path"]).name for m in manifest] == ["m13_rice.fits", "m13_hcomp.fits"]
     assert all(m["compressed"] for m in manifest)
+    # int16 input: every ratio counts 16 input bits per pixel, and the lossless codecs are exact.
+    assert report["data"]["input_bitpix"] == [16] and report["data"]["input_bits_per_pixel"] == 16
+    assert all(r["compression_ratio"] == pytest.approx(16 / r["bits_per_pixel"]) for r in report["results"])
+    lossless = {e["label"]: e for family in ("fpack", "jpegxl") for e in report["baselines"][family] if e["lossless"]}
+    assert set(lossless) == {"RICE_1 lossless", "JPEG-XL lossless"}
+    for entry in lossless.values():
+        assert entry["n_tiles"] == 4 and entry["max_abs_error"] == 0.0 and entry["rmse_over_noise"] == 0.0
+        assert entry["compression_ratio"] == pytest.approx(16 / entry["bits_per_pixel"])
+
+
+def test_simulated_truth_is_scored_for_every_method(conv_run, tmp_path, capsys):
+    """On fields that carry their noiseless truth, every method is scored against it too."""
+    from fitsae.data.simulate import simulate
+
+    simulate("toy", 2, 32, tmp_path / "sim", seed=5)
+    out = tmp_path / "eval"
+    code, stdout, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", str(tmp_path / "sim"),
+                                     "--out", str(out), "--etas", "1,4", "--fpack-tiles", "4", "--no-tensorboard",
+                                     "--no-plots"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["data"]["planes_with_truth"] == 2 and report["data"]["n_tiles"] == 8
+    for row in report["results"]:
+        for method in ("ae", "ae_fixed_mask", "pca"):
+            entry = row[method]
+            assert entry["n_pixels_truth"] == entry["n_pixels"] == 8 * 256
+            assert _finite(entry["rmse_over_noise_truth"]) and entry["rmse_over_noise_truth"] != entry["rmse_over_noise"]
+    rice = {e["quantize_level"]: e for e in report["baselines"]["fpack"] if e["compression_type"] == "RICE_1"}
+    # Near-lossless RICE keeps the noise: against the input its error is tiny, against the truth it
+    # is the noise itself (σ = 1 in these fields), which only an aligned truth can give.
+    assert rice[16]["rmse_over_noise"] < 0.05 and rice[16]["rmse_over_noise_truth"] == pytest.approx(1.0, abs=0.1)
+    for entry in report["baselines"]["jpegxl"]:  # the same integers, so the very same errors
+        same = rice[entry["quantize_level"]]
+        for key in ("rmse_over_noise", "rmse_over_noise_truth", "max_abs_error", "mean_error"):
+            assert entry[key] == same[key], key
+    assert "AE truth" in stdout and "truth" in stdout.split("fpack (astropy")[1]
+
+
+def test_a_truth_equal_to_the_image_gives_every_method_its_input_figures(conv_run, tmp_path, capsys):
+    """TRUTH planes that are the image itself: the truth figures must be the input figures, pixel for pixel."""
+    from astropy.io import fits
+
+    data = tmp_path / "same"
+    data.mkdir()
+    for path in sorted(conv_run["test"].iterdir())[:2]:
+        image = fits.getdata(path)
+        fits.HDUList([fits.PrimaryHDU(image), fits.ImageHDU(image, name="TRUTH")]).writeto(data / path.name)
+    out = tmp_path / "eval"
+    code, _, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", str(data), "--out", str(out),
+                                "--etas", "1,4", "--fpack-tiles", "2", "--no-tensorboard", "--no-plots"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / REPORT_NAME).read_text())
+    entries = [r[m] for r in report["results"] for m in ("ae", "ae_fixed_mask", "pca")]
+    entries += report["baselines"]["fpack"] + report["baselines"]["jpegxl"]
+    for entry in entries:
+        assert entry["n_pixels_truth"] == entry["n_pixels"]
+        for key in ("rmse_over_noise", "mean_error_over_noise", "max_abs_error_over_noise"):
+            # x̂ − x and x̂ − truth differ only by the float32 round trip of the normalization.
+            assert entry[key + "_truth"] == pytest.approx(entry[key], rel=1e-4, abs=1e-5), key
 
 
 def test_dense_model_scores_every_eta_against_image_pca(tmp_path_factory, tmp_path, capsys):
@@ -305,10 +375,14 @@ def test_two_ranks_give_the_single_process_numbers(full_eval, tmp_path, mpirun):
                         for name, v in band_a.items():
                             expected = v if v is None else pytest.approx(v, rel=1e-9)
                             assert band_b[name] == expected, (method, key, name)
-                else:
-                    assert b[method][key] == pytest.approx(value, rel=1e-9), (method, key)
-    for a, b in zip(one["baselines"]["fpack"], two["baselines"]["fpack"]):
-        assert b["bits_per_pixel"] == a["bits_per_pixel"] and b["n_tiles"] == a["n_tiles"] == 8
-        assert b["rmse_over_noise"] == pytest.approx(a["rmse_over_noise"], rel=1e-9)
+                else:  # ℓ∞ errors too: they reduce as maxima, not sums
+                    expected = value if value is None else pytest.approx(value, rel=1e-9)
+                    assert b[method][key] == expected, (method, key)
+    for family in ("fpack", "jpegxl"):
+        for a, b in zip(one["baselines"][family], two["baselines"][family], strict=True):
+            assert b["bits_per_pixel"] == a["bits_per_pixel"] and b["n_tiles"] == a["n_tiles"] == 8
+            assert b["bits_per_pixel_with_headers"] == a["bits_per_pixel_with_headers"]
+            for key in ("rmse_over_noise", "max_abs_error", "median_abs_error_over_noise"):
+                assert b[key] == pytest.approx(a[key], rel=1e-9), (family, key)
     # The tables are printed once, by rank 0.
     assert proc.stdout.count("AE vs PCA") == 1 and proc.stdout.count("RICE_1 q=4 ") == 1

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fitsae evaluate",
         description="Score a run's checkpoints on held-out FITS images: per-η MSE, RMSE/σ_noise, "
         "PSNR, NLL and σ calibration, against PCA (fitted on training data) at equal kept values "
-        "and fpack (RICE_1/HCOMPRESS_1) at measured bits per pixel. η is a budget, as in `fitsae "
+        "and fpack (RICE_1/HCOMPRESS_1, dithered, 256x256 tiles) and JPEG-XL (on RICE's integers) "
+        "at measured bits per pixel; against the noiseless truth too where simulated data carry "
+        "one (TRUTH planes). η is a budget, as in `fitsae "
         "compress`: each tile keeps its best η' <= η channels; exactly η channels are scored beside "
         "it (ae_fixed_mask). Writes report.json, "
         "results.csv and PNG plots; prints the AE-vs-PCA table.",
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-tiles", type=int, default=2000,
                    help="training tiles sampled for the PCA fit (default 2000)")
     p.add_argument("--fpack-tiles", type=int, default=64,
-                   help="test tiles compressed with each fpack setting (default 64; 0 skips fpack)")
+                   help="test tiles compressed with each fpack and JPEG-XL setting (default 64; 0 skips them)")
     p.add_argument("--logbetas", help="β-VAE runs: log10 β values, e.g. --logbetas=-3,-2,-1,0,1 (default: a "
                    "spread over the training range)")
     p.add_argument("--compare", type=Path, metavar="REPORT",

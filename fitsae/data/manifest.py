@@ -53,7 +53,10 @@ class ImagePlane:
     ``data_offset`` is the byte offset of this plane's first pixel (None for compressed data,
     read through astropy). ``offset``/``noise`` are the robust median and noise σ in physical
     units. ``tiles`` records the grid under the config used for indexing; the pipeline recomputes
-    it from ``shape`` for its own config.
+    it from ``shape`` for its own config. ``truth_hdu``/``sigma_hdu`` are the HDUs of the image's
+    ``TRUTH`` and ``SIGMA`` planes (same ``plane`` index, physical units; see
+    :mod:`fitsae.io.scan`), None when the file has none — real data never do. Manifests written
+    before these two fields existed load with None.
     """
 
     path: str
@@ -78,6 +81,8 @@ class ImagePlane:
     n_pixels: int
     stats_sampled: bool
     tiles: tuple            # (ny, nx) under the index config
+    truth_hdu: int | None = None
+    sigma_hdu: int | None = None
 
     @property
     def height(self) -> int:
@@ -98,8 +103,10 @@ class ImagePlane:
 
     @classmethod
     def from_record(cls, record: dict) -> "ImagePlane":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = set(record) - names, names - set(record)
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        unknown, missing = set(record) - names, required - set(record)
         if unknown or missing:
             raise ValueError(f"unexpected keys {sorted(unknown)}, missing keys {sorted(missing)}")
         record = dict(record, shape=tuple(record["shape"]), tiles=tuple(record["tiles"]))
@@ -155,9 +162,10 @@ class Manifest:
         compressed = sum(1 for r in self.rows if r.compressed)
         tiles = sum(math.prod(r.tiles) for r in self.rows)
         kinds = sorted({f"BITPIX {r.bitpix}→{r.dtype}" for r in self.rows})
+        truth = sum(1 for r in self.rows if r.truth_hdu is not None)
         return (f"{len(self.rows)} image planes in {files} files, {tiles} tiles, {pixels} pixels "
-                f"({masked} NaN/Inf/BLANK filled), {compressed} planes via astropy (compressed); "
-                f"{', '.join(kinds) or 'no data'}")
+                f"({masked} NaN/Inf/BLANK filled), {compressed} planes via astropy (compressed), "
+                f"{truth} with a TRUTH plane; {', '.join(kinds) or 'no data'}")
 
 
 def rejected_path(manifest_path: str | os.PathLike) -> Path:
@@ -271,7 +279,7 @@ def _index_file(path: str, cfg: DataConfig) -> tuple[list[ImagePlane], list[dict
                         compressed=info.compressed, data_offset=offset, file_size=info.file_size,
                         offset=stats.offset, noise=stats.noise, noise_source=stats.noise_source,
                         header_noise=info.header_noise, n_masked=stats.n_masked, n_pixels=stats.n_pixels,
-                        stats_sampled=sampled, tiles=(ny, nx),
+                        stats_sampled=sampled, tiles=(ny, nx), truth_hdu=info.truth_hdu, sigma_hdu=info.sigma_hdu,
                     ))
     return rows, rejected
 

@@ -228,6 +228,45 @@ class Pipeline:
         return {"path": row.path, "hdu": row.hdu, "plane": row.plane, "y0": int(self.tile_y[tile_id]),
                 "x0": int(self.tile_x[tile_id]), "size": self.cfg.tile, "row": int(self.tile_row[tile_id])}
 
+    @property
+    def has_truth(self) -> bool:
+        """Whether any plane of the manifest has a ``TRUTH`` plane (simulated data)."""
+        return any(row.truth_hdu is not None for row in self.manifest)
+
+    def tile_pixels(self, tile_ids, plane: str = "image") -> np.ndarray:
+        """Whole tiles ``tile_ids`` (an evaluation batch's ``"tile_id"``) read straight from their files.
+
+        Parameters
+        ----------
+        tile_ids : array of int
+        plane : {"image", "truth"}
+            ``image``: the plane's own pixels as astropy gives them — unfilled, unnormalized, the
+            stored values exactly (what a classical codec would compress). ``truth``: its
+            noiseless ``TRUTH`` plane; NaN for a plane without one.
+
+        Returns
+        -------
+        float64 array (B, S, S), S = ``data.tile``, physical units, aligned pixel for pixel with
+        the tiles :meth:`evaluation` yields; NaN outside the image (``data.edge=pad``). Read
+        through astropy outside the tf.data graph: only evaluation needs it, once per tile.
+        """
+        if plane not in ("image", "truth"):
+            raise ValueError(f"plane must be 'image' or 'truth', not {plane!r}")
+        size = self.cfg.tile
+        ids = np.asarray(tile_ids, np.int64).reshape(-1)
+        out = np.full((ids.size, size, size), np.nan)
+        for i, tile in enumerate(ids):
+            row = self.manifest[int(self.tile_row[tile])]
+            hdu = row.hdu if plane == "image" else row.truth_hdu
+            if hdu is None:
+                continue
+            ry, rx = int(self.tile_y[tile]), int(self.tile_x[tile])
+            y0, x0 = max(ry, 0), max(rx, 0)
+            y1, x1 = min(ry + size, row.height), min(rx + size, row.width)
+            out[i, y0 - ry:y1 - ry, x0 - rx:x1 - rx] = read_region_astropy(
+                row.path, hdu, row.plane, row.naxis, y0, y1, x0, x1)
+        return out
+
     # -- order ----------------------------------------------------------------------------------
     def _seed(self, stream: int, a, b):
         import tensorflow as tf

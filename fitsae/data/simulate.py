@@ -6,6 +6,13 @@ the separate files would. Every file carries ``NOISE``, the per-pixel noise σ i
 physical units (for noiseless integer data — digits, MNIST — the quantization σ 1/√12), which
 tests and reports use as ground truth for the index-time estimate.
 
+Simulated fields (toy, GalSim) also carry what no real image can: image extensions ``TRUTH``
+(the noiseless field; for int16 output the expected ADU value, before Poisson/read noise and
+rounding) and ``SIGMA`` (the true per-pixel noise σ), float32, in the physical units of the
+primary's data (after BSCALE/BZERO), right after the image they describe. ``fitsae index``
+treats them as auxiliary planes of that image, not as images of their own
+(:mod:`fitsae.io.scan`), and ``fitsae evaluate`` scores every method against the truth too.
+
 - ``toy``: the seed notebooks' fields — Gaussian blobs of random position, width and amplitude
   on a flat background with Gaussian noise of σ = 1.
 - ``galsim``: realistic fields with GalSim — Sérsic galaxies (random index, size, ellipticity,
@@ -22,33 +29,54 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["KINDS", "simulate", "toy_field", "galsim_field", "write_fits"]
+__all__ = ["KINDS", "Field", "simulate", "toy_field", "galsim_field", "write_fits", "TRUTH_EXTNAME",
+           "SIGMA_EXTNAME"]
 
 KINDS = ("toy", "galsim", "digits", "mnist")
 QUANTIZATION_SIGMA = 1 / math.sqrt(12)
 SERSIC_INDICES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+# Extension names of the auxiliary planes; fitsae.io.scan spells them the same way.
+TRUTH_EXTNAME = "TRUTH"
+SIGMA_EXTNAME = "SIGMA"
 
 
-def toy_field(rng: np.random.Generator, size: int, noise: float = 1.0, background: float = 10.0) -> np.ndarray:
-    """Gaussian blobs on a noisy flat background (float32, σ = ``noise``)."""
+class Field(NamedTuple):
+    """One simulated image with what the simulator knows about it (all float32 but ``image``).
+
+    ``image`` is what a camera would record; ``truth`` its noiseless expectation; ``sigma`` the
+    true per-pixel noise σ; ``noise`` the background σ written as the ``NOISE`` keyword.
+    """
+
+    image: np.ndarray
+    truth: np.ndarray
+    sigma: np.ndarray
+    noise: float
+
+
+def toy_field(rng: np.random.Generator, size: int, noise: float = 1.0, background: float = 10.0) -> Field:
+    """Gaussian blobs on a noisy flat background (float32, σ = ``noise`` everywhere)."""
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    image = np.full((size, size), background, np.float32)
+    truth = np.full((size, size), background, np.float32)
     for _ in range(rng.poisson(max(1.0, size * size / 2048))):
         y, x = rng.uniform(0, size, 2)
         width = rng.uniform(1.0, max(1.5, size / 32))
         amplitude = noise * rng.lognormal(math.log(20), 1.0)
-        image += (amplitude * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * width ** 2))).astype(np.float32)
-    image += rng.normal(0, noise, (size, size)).astype(np.float32)
-    return image
+        truth += (amplitude * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * width ** 2))).astype(np.float32)
+    image = truth + rng.normal(0, noise, (size, size)).astype(np.float32)
+    return Field(image, truth, np.full((size, size), noise, np.float32), float(noise))
 
 
 def galsim_field(rng: np.random.Generator, size: int, sky: float = 200.0, read_noise: float = 5.0,
-                 pixel_scale: float = 0.2) -> tuple[np.ndarray, float]:
-    """A GalSim sky field in ADU (gain 1) and its background noise σ = √(sky + read_noise²)."""
+                 pixel_scale: float = 0.2) -> Field:
+    """A GalSim sky field in ADU (gain 1); background noise σ = √(sky + read_noise²).
+
+    With gain 1 the variance of a pixel is its expected count (Poisson) plus the read noise²,
+    so the true σ map is √(max(truth, 0) + read_noise²).
+    """
     import galsim
 
     seed = int(rng.integers(1, 2 ** 31 - 1))
@@ -67,8 +95,10 @@ def galsim_field(rng: np.random.Generator, size: int, sky: float = 200.0, read_n
     for _ in range(rng.poisson(20 * area) + 1):
         _draw(psf.withFlux(float(rng.lognormal(math.log(2e4), 1.2))), image, rng, size)
     image += sky
+    truth = image.array.astype(np.float32)  # a copy: addNoise below works in place
     image.addNoise(galsim.CCDNoise(grng, gain=1.0, read_noise=read_noise))
-    return image.array.astype(np.float32), math.sqrt(sky + read_noise ** 2)
+    sigma = np.sqrt(np.maximum(truth.astype(np.float64), 0.0) + read_noise ** 2).astype(np.float32)
+    return Field(image.array.astype(np.float32), truth, sigma, math.sqrt(sky + read_noise ** 2))
 
 
 def _draw(profile, image, rng, size):
@@ -82,8 +112,27 @@ def _draw(profile, image, rng, size):
         image[bounds] += stamp[bounds]
 
 
-def write_fits(path: Path, data: np.ndarray, noise: float, kind: str, seed: int, extra=None) -> Path:
-    """Write ``data`` (2-D or a 3-D cube) with the ``NOISE`` keyword; uint16 data become int16 + BZERO."""
+def write_fits(path: Path, data: np.ndarray, noise: float, kind: str, seed: int, extra=None,
+               truth: np.ndarray | None = None, sigma: np.ndarray | None = None) -> Path:
+    """Write one simulated FITS file; every simulator writes through here.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write (overwritten).
+    data : array, 2-D image or 3-D cube
+        The primary HDU's pixels; uint16 data are stored as int16 + ``BZERO = 32768``.
+    noise : float
+        The background noise σ in physical units, written as the ``NOISE`` keyword.
+    kind, seed : str, int
+        Recorded as ``SIMKIND`` / ``SIMSEED``.
+    extra : astropy HDU, optional
+        Appended last (e.g. a ``LABELS`` table).
+    truth, sigma : array of ``data``'s shape, optional
+        The noiseless image and the true per-pixel noise σ, in the physical units of ``data``;
+        written as float32 image extensions ``TRUTH`` and ``SIGMA`` right after the primary, which
+        is how ``fitsae index`` knows whose planes they are.
+    """
     from astropy.io import fits
 
     header = fits.Header()
@@ -91,6 +140,16 @@ def write_fits(path: Path, data: np.ndarray, noise: float, kind: str, seed: int,
     header["SIMKIND"] = (kind, "fitsae simulate --kind")
     header["SIMSEED"] = (int(seed), "fitsae simulate --seed")
     hdus = [fits.PrimaryHDU(data, header=header)]  # astropy stores uint16 as int16 + BZERO=32768
+    for name, plane, what in ((TRUTH_EXTNAME, truth, "noiseless image, physical units of HDU 0"),
+                              (SIGMA_EXTNAME, sigma, "true per-pixel noise sigma, physical units of HDU 0")):
+        if plane is None:
+            continue
+        plane = np.asarray(plane, np.float32)
+        if plane.shape != np.shape(data):
+            raise ValueError(f"{path}: {name} has shape {plane.shape}, the image {np.shape(data)}")
+        hdu = fits.ImageHDU(plane, name=name)
+        hdu.header["COMMENT"] = what
+        hdus.append(hdu)
     if extra is not None:
         hdus.append(extra)
     fits.HDUList(hdus).writeto(path, overwrite=True)
@@ -163,17 +222,19 @@ def simulate(kind: str, n: int, size: int, out: str | Path, seed: int = 0, cube:
         return [write_fits(out / f"{kind}.fits", images, QUANTIZATION_SIGMA, kind, seed, _labels_hdu(labels))]
     if size < 4:
         raise ValueError(f"--size {size}: images must be at least 4x4")
-    fields, noises = [], []
+    fields = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        if kind == "toy":
-            image, noise = toy_field(rng, size), 1.0
-        else:
-            image, noise = galsim_field(rng, size)
-            if dtype == "int16":
-                image = np.clip(np.rint(image), 0, 65535).astype(np.uint16)
-        fields.append(image)
-        noises.append(noise)
+        field = toy_field(rng, size) if kind == "toy" else galsim_field(rng, size)
+        if kind == "galsim" and dtype == "int16":
+            # Rounding adds its own σ² = 1/12 to the noise; the truth stays the expected count.
+            image = np.clip(np.rint(field.image), 0, 65535).astype(np.uint16)
+            sigma = np.sqrt(field.sigma.astype(np.float64) ** 2 + QUANTIZATION_SIGMA ** 2)
+            field = field._replace(image=image, sigma=sigma.astype(np.float32))
+        fields.append(field)
     if cube:
-        return [write_fits(out / f"{kind}_cube.fits", np.stack(fields), float(np.mean(noises)), kind, seed)]
-    return [write_fits(out / f"{kind}_{i:05d}.fits", f, s, kind, seed) for i, (f, s) in enumerate(zip(fields, noises))]
+        return [write_fits(out / f"{kind}_cube.fits", np.stack([f.image for f in fields]),
+                           float(np.mean([f.noise for f in fields])), kind, seed,
+                           truth=np.stack([f.truth for f in fields]), sigma=np.stack([f.sigma for f in fields]))]
+    return [write_fits(out / f"{kind}_{i:05d}.fits", f.image, f.noise, kind, seed, truth=f.truth, sigma=f.sigma)
+            for i, f in enumerate(fields)]

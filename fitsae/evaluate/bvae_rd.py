@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fitsae import distributed
-from fitsae.evaluate.metrics import DataRange, ErrorSums
+from fitsae.evaluate.metrics import DataRange, MetricBook
 
 __all__ = [
     "default_logbetas",
@@ -115,8 +115,9 @@ def rate_distortion(
         return np.asarray(denormalize(values, batch["offset"], batch["scale"], data_cfg), np.float64)
 
     kl_sums = np.zeros(len(logbetas))
-    sampled = [ErrorSums() for _ in logbetas]
-    mean_z = [ErrorSums() for _ in logbetas]
+    book = MetricBook()
+    sampled = [book.errors(("sampled", k)) for k in range(len(logbetas))]
+    mean_z = [book.errors(("mean_z", k)) for k in range(len(logbetas))]
     data_range = DataRange()
     images = 0.0
     pixels_per_image = 0.0
@@ -136,19 +137,13 @@ def rate_distortion(
             sampled[k].update(x_phys, physical(out["recon"].numpy(), batch), noise_phys)
             mean_z[k].update(x_phys, physical(out["recon_mean_z"].numpy(), batch), noise_phys)
 
-    # One collective for everything; pixels_per_image is reduced as a max (tiles share one size).
-    totals = distributed.allreduce_sum(
-        np.concatenate([[images], kl_sums, *[e.vector() for e in sampled], *[e.vector() for e in mean_z]])
-    )
+    # The error sums reduce in the book (sums and ℓ∞ maxima); pixels_per_image is reduced as a max
+    # (tiles share one size).
+    totals = distributed.allreduce_sum(np.concatenate([[images], kl_sums]))
+    book.reduce()
     pixels_per_image = distributed.allreduce_max(pixels_per_image)
     data_range.reduce()
     images, kl_sums = float(totals[0]), totals[1:1 + len(logbetas)]
-    width = len(ErrorSums().vector())
-    offset = 1 + len(logbetas)
-    for k in range(len(logbetas)):
-        sampled[k].load(totals[offset + k * width: offset + (k + 1) * width])
-        start = offset + (len(logbetas) + k) * width
-        mean_z[k].load(totals[start:start + width])
     if images == 0:
         raise ValueError("rate_distortion: no evaluation images on any rank")
 
@@ -259,8 +254,10 @@ def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None
             if pts:
                 ax.plot(*zip(*pts), style, label=f"{method.upper()} (32-bit latents)")
         for ctype, marker in (("RICE_1", "^"), ("HCOMPRESS_1", "v")):
+            # Lossless settings (error 0) have no place on the log error axis.
             entries = sorted((e for e in report.get("baselines", {}).get("fpack", [])
-                              if e.get("compression_type") == ctype), key=lambda e: e.get("bits_per_pixel") or 0)
+                              if e.get("compression_type") == ctype and not e.get("lossless")),
+                             key=lambda e: e.get("bits_per_pixel") or 0)
             if entries:
                 ax.plot([e["bits_per_pixel"] for e in entries], [e["rmse_over_noise"] for e in entries],
                         marker + ":", label=f"fpack {ctype}")

@@ -7,9 +7,13 @@ notebook that imports it.
 
 Figures (PNG, in the report's directory):
 
-- ``error_vs_ratio.png``   RMSE/σ_noise and PSNR vs compression ratio, AE vs PCA;
-- ``error_vs_bpp.png``     RMSE/σ_noise vs bits per pixel: AE and PCA (32-bit latents until the
-  codec quantizes them) and every fpack setting;
+- ``error_vs_ratio.png``   RMSE/σ_noise and PSNR vs compression ratio (input bits ÷ stored bits),
+  AE vs PCA;
+- ``error_vs_bpp.png``     the rate–distortion plot with everything: RMSE/σ_noise vs bits per
+  pixel for the AE (its coded bits, ``bits_per_pixel_coded``, when the codec measured them, else
+  the bits it stores), the AE with exactly η channels, PCA, every fpack setting and JPEG-XL, each
+  point labelled with its η or setting; against the noisy input, and in a second panel against
+  the noiseless truth when the data have one;
 - ``calibration.png``      histograms of z = (x − μ)/σ at three η against N(0, 1);
 - ``examples.png``         input, μ, σ and residual of example tiles at three η (asinh stretch);
 - ``pca_spectrum.png``     the PCA eigenvalue spectrum fitted on training data.
@@ -24,6 +28,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+from fitsae.evaluate.report import method_bits
 
 __all__ = ["draw_all", "pick_etas"]
 
@@ -47,6 +53,11 @@ def _values(rows, *path):
     return np.array(out)
 
 
+def _finite(value) -> bool:
+    """A number that can be drawn: the report writes missing values as null, memory holds NaN."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _subplots(nrows=1, ncols=1, figsize=(6.5, 4.5), **kwargs):
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
@@ -62,12 +73,13 @@ def _title(report: dict) -> str:
 
 def _error_vs_ratio(report: dict, path: Path) -> None:
     rows = sorted(report["results"], key=lambda r: r["compression_ratio"])
-    ratio = _values(rows, "compression_ratio")
     fig, axes = _subplots(1, 2, figsize=(10, 4))
     methods = [("ae", "o-", "AE (budget η: best η′ ≤ η per tile)"), ("pca", "s--", "PCA")]
     if any("ae_fixed_mask" in r for r in rows):
         methods.insert(1, ("ae_fixed_mask", "x:", "AE, exactly η channels"))
     for method, style, label in methods:
+        ratio = np.array([(r.get(method) or {}).get("compression_ratio", r["compression_ratio"]) for r in rows],
+                         dtype=float)
         axes[0].plot(ratio, _values(rows, method, "rmse_over_noise"), style, label=label)
         axes[1].plot(ratio, _values(rows, method, "psnr"), style, label=label)
     axes[0].set_ylabel("RMSE / σ_noise")
@@ -80,7 +92,7 @@ def _error_vs_ratio(report: dict, path: Path) -> None:
         ax.xaxis.set_major_locator(LogLocator(base=2))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("compression ratio (pixels / kept latent values)")
+        ax.set_xlabel("compression ratio (input bits ÷ stored bits)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{_title(report)} vs PCA at equal kept values")
@@ -88,26 +100,72 @@ def _error_vs_ratio(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str]]]]:
+    """Every method of ``report`` as (legend label, line style, [(bits per pixel, entry, point label)])."""
+    rows = report["results"]
+    coded = any((r.get("ae") or {}).get("bits_per_pixel_coded") is not None for r in rows)
+    shown = set(pick_etas([r["eta"] for r in rows]))
+    series = []
+    for method, style, label in (("ae", "o-", "AE, budget η (" + ("coded bits" if coded else "32-bit latents") + ")"),
+                                 ("ae_fixed_mask", "x:", "AE, exactly η channels"),
+                                 ("pca", "s--", "PCA (32-bit coefficients)")):
+        points = [(method_bits(r, method), r[method], f"η={r['eta']}" if r["eta"] in shown else "")
+                  for r in rows if r.get(method)]
+        if points:
+            series.append((label, style, points))
+    baselines = report.get("baselines", {})
+    entries = [e for family in ("fpack", "jpegxl") for e in baselines.get(family) or []]
+    groups = (("RICE_1", False, "^:", "fpack RICE_1"), ("HCOMPRESS_1", False, "v:", "fpack HCOMPRESS_1"),
+              ("JPEG_XL", False, "D:", "JPEG-XL on RICE_1's integers"), ("RICE_1", True, "P", "RICE_1 lossless"),
+              ("JPEG_XL", True, "*", "JPEG-XL lossless"))
+    for ctype, lossless, style, label in groups:
+        members = [e for e in entries if e.get("compression_type") == ctype and bool(e.get("lossless")) == lossless]
+        points = sorted(((e.get("bits_per_pixel"), e, _setting_tag(e)) for e in members),
+                        key=lambda p: np.inf if p[0] is None else p[0])
+        if points:
+            series.append((label, style, points))
+    return series
+
+
+def _setting_tag(entry: dict) -> str:
+    """``q=4``, ``s=2.5`` or ``lossless``: the part of a baseline's label that varies along its curve."""
+    label = entry.get("label", "")
+    return label.rsplit(" ", 1)[-1] if " " in label else label
+
+
 def _error_vs_bpp(report: dict, path: Path) -> None:
-    rows = sorted(report["results"], key=lambda r: r["compression_ratio"])
-    fig, ax = _subplots(figsize=(6.5, 4.5))
-    bpp = _values(rows, "bits_per_pixel")
-    ax.plot(bpp, _values(rows, "ae", "rmse_over_noise"), "o-", label="AE (32-bit latents)")
-    ax.plot(bpp, _values(rows, "pca", "rmse_over_noise"), "s--", label="PCA (32-bit coefficients)")
-    fpack = report.get("baselines", {}).get("fpack", [])
-    for ctype, marker in (("RICE_1", "^"), ("HCOMPRESS_1", "v")):
-        entries = sorted((e for e in fpack if e.get("compression_type") == ctype),
-                         key=lambda e: e.get("bits_per_pixel") or 0)
-        if entries:
-            ax.plot(_values(entries, "bits_per_pixel"), _values(entries, "rmse_over_noise"),
-                    marker + ":", label=f"fpack {ctype}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("bits per pixel (fpack: compressed heap)")
-    ax.set_ylabel("RMSE / σ_noise")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{_title(report)}, PCA and fpack")
+    series = _rd_series(report)
+    truth = any(_finite(entry.get("rmse_over_noise_truth")) for _, _, pts in series for _, entry, _ in pts)
+    panels = [("rmse_over_noise", "RMSE / σ_noise against the noisy input")]
+    if truth:
+        panels.append(("rmse_over_noise_truth", "RMSE / σ_noise against the noiseless truth"))
+    fig, axes = _subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        for label, style, points in series:
+            bits = np.array([np.nan if b is None else float(b) for b, _, _ in points])
+            error = np.array([np.nan if e.get(key) is None else float(e[key]) for _, e, _ in points])
+            if np.all(error == 0.0):  # lossless: no place on a log error axis, a line at its rate
+                for b in bits[np.isfinite(bits)]:
+                    ax.axvline(b, linestyle="--", linewidth=1, color="gray" if "RICE" in label else "black",
+                               label=f"{label} (exact): {b:.2f} bits/px")
+                continue
+            line, = ax.plot(bits, error, style, label=label, markersize=5)
+            for b, err, (_, _, tag) in zip(bits, error, points):
+                if tag and np.isfinite(b) and np.isfinite(err) and err > 0:
+                    ax.annotate(tag, (b, err), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                                color=line.get_color())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        # Plain numbers: bits at 1, 2, 5 × 10ⁿ (a decade or two), errors at every n × 10ⁿ (often less).
+        for axis, subs in ((ax.xaxis, (1.0, 2.0, 5.0)), (ax.yaxis, tuple(range(1, 10)))):
+            axis.set_major_locator(LogLocator(base=10, subs=subs))
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("bits per pixel (payload: coded data, headers excluded)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Rate–distortion: {_title(report)}, PCA, fpack and JPEG-XL on the same tiles")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -30,6 +30,7 @@ __all__ = [
     "load_report",
     "format_table",
     "format_fpack_table",
+    "method_bits",
 ]
 
 REPORT_NAME = "report.json"
@@ -45,9 +46,15 @@ SCHEMA = {
 }
 
 _CSV_COLUMNS = (
-    "method", "eta", "setting", "latent_values", "compression_ratio", "bits_per_pixel", "mse",
+    "method", "eta", "setting", "latent_values", "compression_ratio", "bits_per_pixel",
+    "bits_per_pixel_with_headers", "mse",
     "rmse_over_noise", "psnr", "nll", "sigma_z_std", "coverage_1sigma", "coverage_2sigma", "mean_eta_kept",
+    "mean_error_over_noise", "max_abs_error_over_noise", "median_abs_error_over_noise", "p99_abs_error_over_noise",
+    "rmse_over_noise_truth", "mean_error_over_noise_truth", "max_abs_error_over_noise_truth",
+    "median_abs_error_over_noise_truth", "p99_abs_error_over_noise_truth",
 )
+# Columns filled from the method's own entry (the rest come from the row or the setting).
+_METRIC_COLUMNS = _CSV_COLUMNS[7:]
 
 
 def missing_keys(report: dict) -> list[str]:
@@ -72,6 +79,16 @@ def _finite_or_none(value):
     return value
 
 
+def method_bits(row: dict, method: str) -> float | None:
+    """Bits per pixel of ``method`` (``ae``, ``ae_fixed_mask``, ``pca``) in a result row: its coded
+    bits when the codec measured them, else the bits it stores, else the row's (32-bit values)."""
+    entry = row.get(method) or {}
+    for key in ("bits_per_pixel_coded", "bits_per_pixel_stored"):
+        if entry.get(key) is not None:
+            return entry[key]
+    return row.get("bits_per_pixel")
+
+
 def _csv_rows(report: dict):
     for row in report.get("results", []):
         for method in ("ae", "ae_fixed_mask", "pca"):
@@ -80,17 +97,21 @@ def _csv_rows(report: dict):
             m = row[method] or {}
             yield {
                 "method": method, "eta": row["eta"], "setting": "",
-                "latent_values": row["latent_values"], "compression_ratio": row["compression_ratio"],
-                "bits_per_pixel": row.get("bits_per_pixel"),
-                **{k: m.get(k) for k in _CSV_COLUMNS[6:]},
+                "latent_values": row["latent_values"],
+                "compression_ratio": m.get("compression_ratio", row["compression_ratio"]),
+                "bits_per_pixel": method_bits(row, method),
+                **{k: m.get(k) for k in _METRIC_COLUMNS},
             }
-    for entry in report.get("baselines", {}).get("fpack", []):
-        yield {
-            "method": "fpack", "eta": "", "setting": entry.get("label", ""), "latent_values": "",
-            "compression_ratio": entry.get("compression_ratio"),
-            "bits_per_pixel": entry.get("bits_per_pixel"),
-            **{k: entry.get(k) for k in _CSV_COLUMNS[6:]},
-        }
+    baselines = report.get("baselines", {})
+    for family in ("fpack", "jpegxl"):
+        for entry in baselines.get(family) or []:
+            yield {
+                "method": family, "eta": "", "setting": entry.get("label", ""), "latent_values": "",
+                "compression_ratio": entry.get("compression_ratio"),
+                "bits_per_pixel": entry.get("bits_per_pixel"),
+                "bits_per_pixel_with_headers": entry.get("bits_per_pixel_with_headers"),
+                **{k: entry.get(k) for k in _METRIC_COLUMNS},
+            }
 
 
 def write_report(report: dict, out_dir: str | Path) -> Path:
@@ -132,33 +153,56 @@ def load_report(path: str | Path) -> dict:
     return report
 
 
+def _finite(value) -> bool:
+    """A number to show: written reports hold null where memory holds NaN."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _num(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
+
+
+def _input_line(report: dict) -> str:
+    data = report.get("data", {})
+    bitpix = data.get("input_bitpix")
+    if not bitpix:
+        return "ratio = input bits ÷ stored bits"
+    return (f"input BITPIX {', '.join(str(b) for b in bitpix)} ({_num(data.get('input_bits_per_pixel'), 'g')} "
+            f"bits/pixel); ratio = input bits ÷ stored bits")
 
 
 def format_table(report: dict) -> str:
     """The AE-vs-PCA table: one line per η, errors in units of the noise, and who wins."""
     peak = report.get("data", {}).get("psnr_peak")
+    rows = report.get("results", [])
+    truth = any(_finite((r.get("ae") or {}).get("rmse_over_noise_truth")) for r in rows)
     lines = [
         f"AE vs PCA at equal kept values per tile (RMSE in units of σ_noise; PSNR peak = "
-        f"{_num(peak, '.4g')}, the physical data range)",
+        f"{_num(peak, '.4g')}, the physical data range); {_input_line(report)}",
         "AE = budget η: each tile keeps its best η′ ≤ η channels (η′ = their mean); "
-        "mask = exactly η channels",
+        "mask = exactly η channels; med, p99: median and 99th percentile of |x̂ − x|/σ"
+        + ("; truth: rmse/σ against the noiseless truth" if truth else ""),
         "bpp = bits per pixel the entropy coder really wrote (AE budget, the plain mask, PCA's quantized "
         "coefficients)",
-        f"{'eta':>5} {'AE bpp':>8} {'mask bpp':>8} {'AE rmse/σ':>10} {'η′':>5} {'mask rmse/σ':>12} "
-        f"{'PCA rmse/σ':>11} {'PCA bpp':>8} {'AE PSNR':>8} {'PCA PSNR':>9} {'σ_z std':>8} {'cov1σ':>6}  winner",
+        f"{'eta':>5} {'AE bpp':>8} {'mask bpp':>8} {'AE rmse/σ':>10} {'med':>6} {'p99':>6} {'η′':>5} "
+        f"{'mask rmse/σ':>12} {'PCA rmse/σ':>11} {'PCA bpp':>8} "
+        + (f"{'AE truth':>9} {'PCA truth':>10} " if truth else "")
+        + f"{'AE PSNR':>8} {'PCA PSNR':>9} {'σ_z std':>8} {'cov1σ':>6}  winner",
     ]
-    for row in report.get("results", []):
+    for row in rows:
         ae, pca, mask = row.get("ae") or {}, row.get("pca") or {}, row.get("ae_fixed_mask") or {}
         a, p = ae.get("rmse_over_noise"), pca.get("rmse_over_noise")
         winner = "—" if a is None or p is None else ("AE" if a < p else "PCA" if p < a else "tie")
+        truth_columns = (f"{_num(ae.get('rmse_over_noise_truth'), '.4f'):>9} "
+                         f"{_num(pca.get('rmse_over_noise_truth'), '.4f'):>10} ") if truth else ""
         lines.append(
             f"{row['eta']:>5} {_num(ae.get('bits_per_pixel_coded'), '.3f'):>8} "
             f"{_num(mask.get('bits_per_pixel_coded'), '.3f'):>8} "
-            f"{_num(a, '.4f'):>10} {_num(ae.get('mean_eta_kept'), '.2f'):>5} "
+            f"{_num(a, '.4f'):>10} {_num(ae.get('median_abs_error_over_noise'), '.3f'):>6} "
+            f"{_num(ae.get('p99_abs_error_over_noise'), '.3f'):>6} {_num(ae.get('mean_eta_kept'), '.2f'):>5} "
             f"{_num(mask.get('rmse_over_noise'), '.4f'):>12} {_num(p, '.4f'):>11} "
-            f"{_num(pca.get('bits_per_pixel_coded'), '.3f'):>8} {_num(ae.get('psnr'), '.2f'):>8} "
+            f"{_num(pca.get('bits_per_pixel_coded'), '.3f'):>8} {truth_columns}"
+            f"{_num(ae.get('psnr'), '.2f'):>8} "
             f"{_num(pca.get('psnr'), '.2f'):>9} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
             f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}  {winner}"
         )
@@ -220,18 +264,29 @@ def _monotonic_lines(report: dict) -> list[str]:
 
 
 def format_fpack_table(report: dict) -> str:
-    """fpack settings with their payload bits per pixel and error, for the same tiles."""
-    entries = report.get("baselines", {}).get("fpack", [])
+    """The classical baselines (fpack, JPEG-XL) on the same tiles: bits per pixel (payload, whole
+    file), ratio, and errors against the input and, where known, the truth."""
+    baselines = report.get("baselines", {})
+    entries = [e for family in ("fpack", "jpegxl") for e in baselines.get(family) or []]
     if not entries:
-        return "fpack baselines: not run"
+        return "fpack / JPEG-XL baselines: not run"
+    truth = any(_finite(e.get("rmse_over_noise_truth")) for e in entries)
     lines = [
-        "fpack (astropy CompImageHDU) on the same tiles: payload = compressed heap",
-        f"{'setting':<28} {'bits/px':>8} {'ratio':>8} {'rmse/σ':>8} {'PSNR':>8}",
+        "fpack (astropy CompImageHDU, 256×256 tiles, SUBTRACTIVE_DITHER_1) and JPEG-XL (lossless, on RICE_1's "
+        "integers) on the same tiles",
+        "bits/px: payload (heap, JPEG-XL data); +hdr: the whole file as written; "
+        f"{_input_line(report)}; bias = mean(x̂ − x)/σ; max = max|x̂ − x|/σ",
+        f"{'setting':<22} {'bits/px':>8} {'+hdr':>7} {'ratio':>7} {'rmse/σ':>8} "
+        + (f"{'truth':>7} " if truth else "") + f"{'bias':>7} {'max':>7} {'med':>6} {'p99':>6} {'PSNR':>7}",
     ]
     for e in entries:
         lines.append(
-            f"{e['label']:<28} {_num(e.get('bits_per_pixel'), '.3f'):>8} "
-            f"{_num(e.get('compression_ratio'), '.2f'):>8} {_num(e.get('rmse_over_noise'), '.4f'):>8} "
-            f"{_num(e.get('psnr'), '.2f'):>8}"
+            f"{e['label']:<22} {_num(e.get('bits_per_pixel'), '.3f'):>8} "
+            f"{_num(e.get('bits_per_pixel_with_headers'), '.3f'):>7} "
+            f"{_num(e.get('compression_ratio'), '.2f'):>7} {_num(e.get('rmse_over_noise'), '.4f'):>8} "
+            + (f"{_num(e.get('rmse_over_noise_truth'), '.4f'):>7} " if truth else "")
+            + f"{_num(e.get('mean_error_over_noise'), '+.4f'):>7} {_num(e.get('max_abs_error_over_noise'), '.3f'):>7} "
+            f"{_num(e.get('median_abs_error_over_noise'), '.3f'):>6} {_num(e.get('p99_abs_error_over_noise'), '.3f'):>6} "
+            f"{_num(e.get('psnr'), '.2f'):>7}"
         )
     return "\n".join(lines)

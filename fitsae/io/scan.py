@@ -4,10 +4,19 @@ This is the only place fitsae parses FITS headers. The result says, per image HD
 bytes are and how to decode them (:class:`ImageHDUInfo`), or why it cannot be used
 (:class:`~fitsae.io.errors.FitsInputError`). Training never opens headers again: the manifest
 carries these facts to the native decoder.
+
+Auxiliary planes. An image extension named ``TRUTH`` or ``SIGMA`` (what ``fitsae simulate``
+writes: the noiseless image and the true per-pixel noise σ, in the physical units of the image)
+is not an image of its own but a plane of the nearest image HDU before it. It is recorded on
+that image (:attr:`ImageHDUInfo.truth_hdu`, :attr:`ImageHDUInfo.sigma_hdu`) and neither listed
+as an image nor rejected. One that cannot serve — no image before it, another shape than its
+image, or a second one for the same image — is rejected with the reason, and the image is used
+without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -16,9 +25,11 @@ from dataclasses import dataclass
 from fitsae.io.errors import FitsInputError
 from fitsae.io.native import RAW_DTYPES, DecodeSpec, decode_spec
 
-__all__ = ["ImageHDUInfo", "scan_file", "GZIP_MAGIC"]
+__all__ = ["ImageHDUInfo", "scan_file", "GZIP_MAGIC", "AUX_EXTNAMES"]
 
 GZIP_MAGIC = b"\x1f\x8b"
+# EXTNAME → the ImageHDUInfo field that records where that auxiliary plane is.
+AUX_EXTNAMES = {"TRUTH": "truth_hdu", "SIGMA": "sigma_hdu"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,8 @@ class ImageHDUInfo:
     data_offset: int | None
     file_size: int
     header_noise: float | None
+    truth_hdu: int | None = None  # HDU index of this image's TRUTH plane, if any
+    sigma_hdu: int | None = None  # HDU index of this image's SIGMA plane, if any
 
     @property
     def height(self) -> int:
@@ -179,6 +192,7 @@ def scan_file(path: str) -> tuple[list[ImageHDUInfo], list[FitsInputError]]:
         try:
             with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
                 index = 0
+                owner = -1  # the nearest image HDU so far: its place in `images`, None if rejected, -1 none yet
                 while True:
                     try:
                         hdu = hdul[index]
@@ -188,19 +202,45 @@ def scan_file(path: str) -> tuple[list[ImageHDUInfo], list[FitsInputError]]:
                         rejected.append(FitsInputError(path, index, f"unreadable HDU: {_astropy_reason(err)}"))
                         break
                     if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+                        aux = str(hdu.header.get("EXTNAME", "")).strip().upper() in AUX_EXTNAMES
                         try:
                             info = _describe(path, index, hdu, hdul.fileinfo(index), file_size, gzipped)
                         except FitsInputError as err:
                             rejected.append(err)
+                            if not aux:
+                                owner = None
                         else:
-                            if info is not None:
+                            if info is not None and aux:
+                                if owner is not None:  # else its image was rejected, and the plane with it
+                                    try:
+                                        images[owner] = _attach(images[owner] if owner >= 0 else None, info)
+                                    except FitsInputError as err:
+                                        rejected.append(err)
+                            elif info is not None:
                                 images.append(info)
+                                owner = len(images) - 1
                     index += 1
         except Exception as err:
             return [], [FitsInputError(path, None, f"not readable as FITS: {_astropy_reason(err)}")]
     if not images and not rejected:
         rejected.append(FitsInputError(path, None, "no image HDU with data"))
     return images, rejected
+
+
+def _attach(image: ImageHDUInfo | None, aux: ImageHDUInfo) -> ImageHDUInfo:
+    """``image`` with the auxiliary plane ``aux`` recorded on it; FitsInputError if it cannot be."""
+    name = aux.extname.strip().upper()
+    if image is None:
+        raise FitsInputError(aux.path, aux.hdu, f"{name} extension follows no image HDU, so it is nobody's {name} plane")
+    if (aux.shape, aux.naxis) != (image.shape, image.naxis):
+        raise FitsInputError(aux.path, aux.hdu, f"{name} extension has shape {list(aux.shape)} (NAXIS={aux.naxis}), "
+                                                f"but the image HDU {image.hdu} it follows has {list(image.shape)} "
+                                                f"(NAXIS={image.naxis})")
+    field = AUX_EXTNAMES[name]
+    if getattr(image, field) is not None:
+        raise FitsInputError(aux.path, aux.hdu, f"second {name} extension for image HDU {image.hdu} "
+                                                f"(HDU {getattr(image, field)} is its {name} plane)")
+    return dataclasses.replace(image, **{field: aux.hdu})
 
 
 def _astropy_reason(err: Exception) -> str:
