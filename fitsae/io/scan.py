@@ -19,6 +19,9 @@ from fitsae.io.native import RAW_DTYPES, DecodeSpec, decode_spec
 __all__ = ["ImageHDUInfo", "scan_file", "GZIP_MAGIC"]
 
 GZIP_MAGIC = b"\x1f\x8b"
+# ``fitsae simulate`` writes a frame's noiseless truth and noise map beside it for evaluation;
+# they are answers, not images to train on or compress.
+SIMULATION_COMPANIONS = ("TRUTH", "SIGMA")
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ def _describe(path, index, hdu, fileinfo, file_size, gzipped) -> ImageHDUInfo | 
 def scan_file(path: str) -> tuple[list[ImageHDUInfo], list[FitsInputError]]:
     """Describe every image HDU of ``path``; never raises for bad input.
 
+    The ``TRUTH`` and ``SIGMA`` extensions of a file ``fitsae simulate`` wrote (primary header
+    ``SIMKIND``) are not listed: they describe the image, they are not images to compress.
+
     Returns
     -------
     images : list of ImageHDUInfo
@@ -187,7 +193,10 @@ def scan_file(path: str) -> tuple[list[ImageHDUInfo], list[FitsInputError]]:
                     except Exception as err:  # a damaged later HDU: keep what came before
                         rejected.append(FitsInputError(path, index, f"unreadable HDU: {_astropy_reason(err)}"))
                         break
-                    if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+                    if index == 0:
+                        simulated = "SIMKIND" in hdu.header
+                    companion = simulated and index > 0 and hdu.name in SIMULATION_COMPANIONS
+                    if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and not companion:
                         try:
                             info = _describe(path, index, hdu, hdul.fileinfo(index), file_size, gzipped)
                         except FitsInputError as err:
