@@ -68,6 +68,7 @@ def test_a_saturated_star_reads_the_saturation_level_with_a_trail_along_its_colu
     assert saturate == 1000.0 + 5e4 / 2.0
     saturated = field.data == saturate
     assert saturated.sum() > 0
+    np.testing.assert_array_equal(field.data[field.truth == np.float32(saturate)], saturate)  # no noise at the well
     np.testing.assert_array_equal(field.truth[saturated], np.float32(saturate))
     np.testing.assert_allclose(field.sigma[saturated], np.sqrt(1 / 12), rtol=1e-6)
     longest = lambda mask: max(np.diff(np.flatnonzero(np.diff(np.r_[0, m.astype(int), 0]))).max(initial=0)  # noqa: E731
