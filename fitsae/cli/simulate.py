@@ -21,10 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--n", type=int, required=True, help="number of images (cube planes)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (toy, galsim; default 256)")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (toy, galsim, sky; default 256)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
-    parser.add_argument("--cube", action="store_true", help="toy/galsim: one N-plane cube instead of N files")
+    parser.add_argument("--cube", action="store_true", help="toy/galsim/sky: one N-plane cube instead of N files")
     parser.add_argument("--dtype", choices=("float32", "int16"), default="float32",
                         help="galsim/sky storage: float32, or unsigned ADU as int16 + BZERO=32768")
     parser.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",

@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fitsae.data.sky import SkyKnobs, simulate_sky
+
 __all__ = ["KINDS", "simulate", "toy_field", "galsim_field", "write_fits"]
 
 KINDS = ("toy", "galsim", "sky", "digits", "mnist")
@@ -134,7 +136,7 @@ def _labels_hdu(labels):
 
 
 def simulate(kind: str, n: int, size: int, out: str | Path, seed: int = 0, cube: bool = False,
-             dtype: str = "float32", mnist_path: str | None = None, knobs=None) -> list[Path]:
+             dtype: str = "float32", mnist_path: str | None = None, knobs: SkyKnobs | None = None) -> list[Path]:
     """Write ``n`` simulated images to directory ``out``; returns the files written.
 
     Parameters
@@ -168,8 +170,6 @@ def simulate(kind: str, n: int, size: int, out: str | Path, seed: int = 0, cube:
     if size < 4:
         raise ValueError(f"--size {size}: images must be at least 4x4")
     if kind == "sky":
-        from fitsae.data.sky import SkyKnobs, simulate_sky
-
         return simulate_sky(n, size, out, seed, cube, dtype, knobs or SkyKnobs())
     fields, noises = [], []
     for i in range(n):
