@@ -1,10 +1,11 @@
-"""``fitsae simulate``: write simulated FITS images (toy, GalSim) or digit/MNIST cubes."""
+"""``fitsae simulate``: write simulated FITS images (toy, GalSim, sky) or digit/MNIST cubes."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from fitsae.data.sky import knobs_from_strings
 from fitsae.data.simulate import KINDS, simulate
 
 
@@ -13,17 +14,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fitsae simulate",
         description="Write simulated FITS data with the noise sigma in the NOISE header keyword. "
         "toy: Gaussian blobs on a noisy background; galsim: Sersic galaxies and stars, Moffat PSF, "
-        "sky, Poisson and read noise; digits: scikit-learn's 8x8 digits as one cube; mnist: 28x28 "
+        "sky, Poisson and read noise; sky: CCD frames drawn from a wide prior (crowded clusters, "
+        "saturated stars and bleed trails, galaxies, nebulosity, cosmic rays, bad columns, overscan), "
+        "with TRUTH and SIGMA extensions; digits: scikit-learn's 8x8 digits as one cube; mnist: 28x28 "
         "MNIST digits as one cube from --mnist PATH (mnist.npz).",
     )
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--n", type=int, required=True, help="number of images (cube planes)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (toy, galsim; default 256)")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (toy, galsim, sky; default 256)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
-    parser.add_argument("--cube", action="store_true", help="toy/galsim: one N-plane cube instead of N files")
+    parser.add_argument("--cube", action="store_true", help="toy/galsim/sky: one N-plane cube instead of N files")
     parser.add_argument("--dtype", choices=("float32", "int16"), default="float32",
-                        help="galsim storage: float32, or unsigned ADU as int16 + BZERO=32768")
+                        help="galsim/sky storage: float32, or unsigned ADU as int16 + BZERO=32768")
+    parser.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                        help="sky: change a range of fitsae.data.sky.SkyKnobs, e.g. --knob sky=[100,100] "
+                        "--knob cluster_probability=1 (repeatable)")
     parser.add_argument("--mnist", metavar="PATH", help="local mnist.npz (else keras' downloader, needs network)")
     return parser
 
@@ -31,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.knob and args.kind != "sky":
+            raise ValueError(f"--knob applies to --kind sky, not {args.kind}")
         files = simulate(args.kind, args.n, args.size, args.out, seed=args.seed, cube=args.cube,
-                         dtype=args.dtype, mnist_path=args.mnist)
+                         dtype=args.dtype, mnist_path=args.mnist,
+                         knobs=knobs_from_strings(args.knob) if args.knob else None)
     except ValueError as err:
         print(f"fitsae simulate: {err}", file=sys.stderr)
         return 2

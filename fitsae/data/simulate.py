@@ -19,6 +19,8 @@ treats them as auxiliary planes of that image, not as images of their own
   flux) and stars, convolved with a Moffat PSF, on a sky level, with Poisson and read noise
   (gain 1 e⁻/ADU), written as float32 or as int16 with ``BZERO = 32768`` (unsigned 16-bit ADU,
   like most CCD cameras).
+- ``sky``: CCD frames that look like the sky, drawn from a wide prior of scenes and detectors,
+  with their noiseless truth and noise map (``fitsae.data.sky``).
 - ``digits``: scikit-learn's bundled 8×8 digits (values 0..16) as one uint8 cube, labels in a
   ``LABELS`` table extension.
 - ``mnist``: 28×28 MNIST digits (0..255) as one uint8 cube, from a local ``mnist.npz`` (keras'
@@ -33,10 +35,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fitsae.data.sky import SkyKnobs, simulate_sky
+
 __all__ = ["KINDS", "Field", "simulate", "toy_field", "galsim_field", "write_fits", "TRUTH_EXTNAME",
            "SIGMA_EXTNAME"]
 
-KINDS = ("toy", "galsim", "digits", "mnist")
+KINDS = ("toy", "galsim", "sky", "digits", "mnist")
 QUANTIZATION_SIGMA = 1 / math.sqrt(12)
 SERSIC_INDICES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 # Extension names of the auxiliary planes; fitsae.io.scan spells them the same way.
@@ -191,23 +195,25 @@ def _labels_hdu(labels):
 
 
 def simulate(kind: str, n: int, size: int, out: str | Path, seed: int = 0, cube: bool = False,
-             dtype: str = "float32", mnist_path: str | None = None) -> list[Path]:
+             dtype: str = "float32", mnist_path: str | None = None, knobs: SkyKnobs | None = None) -> list[Path]:
     """Write ``n`` simulated images to directory ``out``; returns the files written.
 
     Parameters
     ----------
-    kind : {"toy", "galsim", "digits", "mnist"}
+    kind : {"toy", "galsim", "sky", "digits", "mnist"}
     n : int
         Number of images (planes, for cubes).
     size : int
         Image side for toy/galsim (digits are 8, MNIST 28).
     cube : bool
-        toy/galsim: one ``KIND_cube.fits`` with ``n`` planes instead of ``n`` files (digits and
+        toy/galsim/sky: one ``KIND_cube.fits`` with ``n`` planes instead of ``n`` files (digits and
         MNIST are always cubes).
     dtype : {"float32", "int16"}
-        galsim pixel storage; ``int16`` writes unsigned ADU as int16 + ``BZERO = 32768``.
+        galsim/sky pixel storage; ``int16`` writes unsigned ADU as int16 + ``BZERO = 32768``.
     mnist_path : str, optional
         Local ``mnist.npz`` (keys ``x_train``, ``y_train``).
+    knobs : fitsae.data.sky.SkyKnobs, optional
+        sky: the ranges fields are drawn from (default: ``SkyKnobs()``).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown --kind {kind!r}; choose from {', '.join(KINDS)}")
@@ -222,6 +228,8 @@ def simulate(kind: str, n: int, size: int, out: str | Path, seed: int = 0, cube:
         return [write_fits(out / f"{kind}.fits", images, QUANTIZATION_SIGMA, kind, seed, _labels_hdu(labels))]
     if size < 4:
         raise ValueError(f"--size {size}: images must be at least 4x4")
+    if kind == "sky":
+        return simulate_sky(n, size, out, seed, cube, dtype, knobs or SkyKnobs())
     fields = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])

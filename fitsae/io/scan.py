@@ -167,6 +167,9 @@ def _describe(path, index, hdu, fileinfo, file_size, gzipped) -> ImageHDUInfo | 
 def scan_file(path: str) -> tuple[list[ImageHDUInfo], list[FitsInputError]]:
     """Describe every image HDU of ``path``; never raises for bad input.
 
+    The ``TRUTH`` and ``SIGMA`` extensions of a file ``fitsae simulate`` wrote (primary header
+    ``SIMKIND``) are not listed: they describe the image, they are not images to compress.
+
     Returns
     -------
     images : list of ImageHDUInfo

@@ -36,6 +36,14 @@ class ModelConfig:
         be divisible by it. Defaults to 2 per stage.
     kernel_size : int
         Conv only: kernel of every convolution.
+    upsample : {"transpose", "resize"}
+        Conv only: how the decoders up-sample. ``transpose``: a strided transposed convolution;
+        with a kernel not divisible by the stride its taps overlap unevenly, so μ and σ carry a
+        grid at the stride period. ``resize``: nearest-neighbour resize then a convolution,
+        which treats every output phase alike (Odena et al. 2016, "Deconvolution and
+        checkerboard artifacts"). The default stays ``transpose`` because a run's params.yaml
+        written before this key existed must rebuild the model it trained; new configs say
+        ``resize``.
     blocks_per_stage : int
         Conv only: extra stride-1 convolutions after each down/up-sampling convolution (depth).
     activation : str
@@ -84,6 +92,7 @@ class ModelConfig:
     filters: list[int] = field(default_factory=lambda: [32, 64])
     strides: list[int] = field(default_factory=list)
     kernel_size: int = 3
+    upsample: Literal["transpose", "resize"] = "transpose"
     blocks_per_stage: int = 0
     activation: str = "gelu"
     logvar_min: float = -10.0

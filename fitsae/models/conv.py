@@ -34,12 +34,21 @@ def _encoder(cfg: ModelConfig, channels: int) -> keras.Model:
     return keras.Model(x, z, name="encoder")
 
 
+def _upsample(cfg: ModelConfig, width: int, stride: int, name: str):
+    """One decoder up-sampling step by ``stride`` (``cfg.upsample`` says how and why)."""
+    if cfg.upsample == "transpose":
+        return _conv(cfg, width, name, strides=stride, transpose=True)
+    resize = keras.layers.UpSampling2D(stride, interpolation="nearest", name=f"{name}_resize")
+    conv = _conv(cfg, width, name)
+    return lambda h: conv(resize(h))
+
+
 def _decoder(cfg: ModelConfig, channels: int, name: str, logvar: bool) -> keras.Model:
     z = keras.Input((None, None, cfg.latent_channels), name=f"{name}_z")
     widths = list(reversed(cfg.filters))
     h = _conv(cfg, widths[0], f"{name}_in")(z)
     for i, (width, stride) in enumerate(zip(widths, reversed(cfg.stage_strides))):
-        h = _conv(cfg, width, f"{name}_up{i}", strides=stride, transpose=True)(h)
+        h = _upsample(cfg, width, stride, f"{name}_up{i}")(h)
         for b in range(cfg.blocks_per_stage):
             h = _conv(cfg, width, f"{name}_block{i}_{b}")(h)
     out = _conv(cfg, channels, f"{name}_head", activation=None)(h)

@@ -1,0 +1,90 @@
+"""Aperture photometry: known fluxes come back, a known bias is the error, the cuts do what they say."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fitsae.evaluate.photometry import aperture_fluxes, detect_sources, flux_errors, flux_errors_by_band
+
+BACKGROUND = 100.0
+# (row, column, flux): compact 3×3 sources, wholly inside a radius-4 aperture; the last one is
+# faint (aperture SNR ≈ 14 with σ = 1), the others bright.
+SOURCES = [(15, 15, 1000.0), (40, 20, 5000.0), (30, 48, 20000.0), (50, 45, 100.0)]
+
+
+def field(scale=1.0, sources=SOURCES):
+    """Flat background plus box sources whose fluxes are multiplied by ``scale``."""
+    image = np.full((64, 64), BACKGROUND)
+    for y, x, flux in sources:
+        image[y - 1:y + 2, x - 1:x + 2] += scale * flux / 9
+    return image
+
+
+def test_detected_sources_have_the_fluxes_they_were_given():
+    sources = detect_sources(field(), 1.0, radius=4.0)
+    order = np.lexsort((sources.x, sources.y))
+    found = sorted(zip(np.rint(sources.y).astype(int), np.rint(sources.x).astype(int)))
+    assert found == sorted((y, x) for y, x, _ in SOURCES)
+    expected = [f for _, _, f in sorted(SOURCES)]
+    np.testing.assert_allclose(sources.flux[order], expected, rtol=0, atol=0.1)
+    np.testing.assert_allclose(sources.flux_err, math.sqrt(math.pi * 16), rtol=1e-6)  # σ√(aperture area)
+
+
+def test_a_reconstruction_biased_by_a_known_factor_scores_that_factor():
+    sources = detect_sources(field(), 1.0, radius=4.0)
+    result = flux_errors(sources, field(scale=0.97))
+    assert (result.n_sources, result.n_used) == (4, 3)  # the SNR-14 source is below the cut of 20
+    assert result.median_relative_error == pytest.approx(-0.03, abs=1e-5)
+    assert result.median_abs_relative_error == pytest.approx(0.03, abs=1e-5)
+
+
+def test_the_snr_cut_is_measured_on_the_original():
+    sources = detect_sources(field(), 1.0, radius=4.0)
+    assert sorted(np.rint(sources.snr).astype(int)) == [14, 141, 705, 2821]
+    assert flux_errors(sources, field(), snr_min=10).n_used == 4
+    assert flux_errors(sources, field(), snr_min=200).n_used == 2
+
+
+def test_apertures_crossing_the_edge_are_left_out():
+    sources = detect_sources(field(sources=SOURCES + [(2, 30, 5000.0)]), 1.0, radius=4.0)
+    assert sources.n_detected == 5 and len(sources.x) == 4
+
+
+def test_the_default_aperture_is_twice_the_half_light_radius():
+    sigma = 2.0
+    yy, xx = np.mgrid[:96, :96]
+    image = np.full((96, 96), BACKGROUND)
+    for y, x in [(30, 30), (60, 70), (70, 25)]:
+        image += 5000 / (2 * math.pi * sigma ** 2) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+    sources = detect_sources(image, 1.0)
+    assert sources.radius == pytest.approx(2 * sigma * math.sqrt(2 * math.log(2)), rel=0.03)
+
+
+def test_errors_against_the_truth_by_snr_band():
+    truth = field()
+    sources = detect_sources(field(scale=1.01), 1.0, radius=4.0)
+    bands = flux_errors_by_band(sources, field(scale=0.98), truth, edges=(5.0, 100.0, 1000.0))
+    assert [b["snr_low"] for b in bands] == [5.0, 100.0, 1000.0]
+    assert [b["reconstruction"]["n_used"] for b in bands] == [1, 2, 1]
+    for band in bands:
+        assert band["reconstruction"]["median_relative_error"] == pytest.approx(-0.02, abs=1e-5)
+        assert band["original"]["median_relative_error"] == pytest.approx(0.01, abs=1e-5)
+
+
+def test_no_sources_gives_nan_not_an_error():
+    sources = detect_sources(np.full((32, 32), BACKGROUND), 1.0)
+    result = flux_errors(sources, np.full((32, 32), BACKGROUND))
+    assert (result.n_sources, result.n_used) == (0, 0) and math.isnan(result.median_abs_relative_error)
+
+
+def test_bad_images_are_refused_with_the_reason():
+    image = field()
+    image[3, 3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        detect_sources(image, 1.0)
+    with pytest.raises(ValueError, match="sigma > 0"):
+        detect_sources(field(), np.zeros((64, 64)))
+    sources = detect_sources(field(), 1.0, radius=4.0)
+    with pytest.raises(ValueError, match="shape"):
+        aperture_fluxes(sources, np.zeros((32, 32)))
