@@ -336,8 +336,12 @@ def _decode_in_subprocess(container: Path, out: Path, threads: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", [M13, COMP], ids=["m13", "comp"])
+@pytest.mark.parametrize("source", [M13, COMP, "galsim"], ids=["m13", "comp", "galsim"])
 def test_a_fresh_process_with_other_thread_settings_decodes_the_same_image(source, rate_run, tmp_path, capsys):
+    if source == "galsim":
+        from fitsae.data.simulate import simulate
+
+        (source,) = simulate("galsim", 1, 256, tmp_path / "galsim", seed=3)
     container = tmp_path / "c.fae.fits"
     _compress(rate_run["run"], source, container, capsys, "--eta", "4", "--tile", "128")
     _decode_in_subprocess(container, tmp_path / "one.fits", "1")

@@ -85,15 +85,10 @@ class TileCodec:
         return self._decode(k, variance=True)
 
     def per_tile(self, symbols: np.ndarray, eta: np.ndarray, variance: bool = False) -> np.ndarray:
-        """μ (or log σ²) of tiles whose η′ differ: tiles are decoded in groups of equal η′."""
-        out = None
-        for kept in np.unique(eta):
-            rows = np.flatnonzero(eta == kept)
-            part = self._decode(symbols[rows][..., :int(kept)], variance)
-            if out is None:
-                out = np.empty((len(eta),) + part.shape[1:], np.float32)
-            out[rows] = part
-        return out
+        """μ (or log σ²) of tiles whose η′ differ, each tile decoded alone as decompression does
+        (so the numbers do not depend on which tiles share a batch, e.g. on the rank count)."""
+        return np.concatenate([self._decode(symbols[i:i + 1][..., :int(kept)], variance)
+                               for i, kept in enumerate(eta)])
 
     # --- the budget choice -------------------------------------------------------------------
 
