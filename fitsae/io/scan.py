@@ -167,8 +167,10 @@ def _describe(path, index, hdu, fileinfo, file_size, gzipped) -> ImageHDUInfo | 
 def scan_file(path: str) -> tuple[list[ImageHDUInfo], list[FitsInputError]]:
     """Describe every image HDU of ``path``; never raises for bad input.
 
-    The ``TRUTH`` and ``SIGMA`` extensions of a file ``fitsae simulate`` wrote (primary header
-    ``SIMKIND``) are not listed: they describe the image, they are not images to compress.
+    A ``TRUTH`` extension, and the ``SIGMA`` extension of a file ``fitsae simulate`` wrote
+    (primary header ``SIMKIND``), are not listed as images: they describe the image HDU before
+    them and are recorded on it (``truth_hdu``, ``sigma_hdu``). A ``SIGMA`` extension in anyone
+    else's file may be data of its own, so it stays an image.
 
     Returns
     -------
@@ -204,8 +206,11 @@ def scan_file(path: str) -> tuple[list[ImageHDUInfo], list[FitsInputError]]:
                     except Exception as err:  # a damaged later HDU: keep what came before
                         rejected.append(FitsInputError(path, index, f"unreadable HDU: {_astropy_reason(err)}"))
                         break
+                    if index == 0:
+                        simulated = "SIMKIND" in hdu.header
                     if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-                        aux = str(hdu.header.get("EXTNAME", "")).strip().upper() in AUX_EXTNAMES
+                        name = str(hdu.header.get("EXTNAME", "")).strip().upper()
+                        aux = index > 0 and (name == "TRUTH" or (name == "SIGMA" and simulated))
                         try:
                             info = _describe(path, index, hdu, hdul.fileinfo(index), file_size, gzipped)
                         except FitsInputError as err:
