@@ -21,8 +21,6 @@ from fitsae.entropy import LatentTables, decode_latents, encode_latents
 
 __all__ = ["Choice", "TileCodec", "mu_checksum"]
 
-_BATCH = 64
-
 
 def mu_checksum(mu_phys: np.ndarray) -> str:
     """SHA-256 of a decoded tile's μ as float32: what the container stores and decoding checks."""
@@ -51,14 +49,18 @@ class TileCodec:
     # --- model I/O ---------------------------------------------------------------------------
 
     def latents(self, x: np.ndarray) -> np.ndarray:
-        """All C latent channels of normalized tiles ``x`` (N, H, W), float32 (N, …, C)."""
+        """All C latent channels of normalized tiles ``x`` (N, H, W), float32 (N, …, C).
+
+        Tile by tile, like decoding (:meth:`_decode`): a latent near a rounding edge must round
+        the same way whichever tiles were encoded with it.
+        """
         import tensorflow as tf
 
         out = []
-        for start in range(0, len(x), _BATCH):
-            chunk = tf.convert_to_tensor(np.asarray(x[start:start + _BATCH], np.float32)[..., None])
-            eta = tf.fill([tf.shape(chunk)[0]], tf.constant(self.channels, tf.int32))
-            out.append(np.asarray(self.model.encode(chunk, eta), np.float32))
+        eta = tf.constant([self.channels], tf.int32)
+        for i in range(len(x)):
+            tile = tf.convert_to_tensor(np.asarray(x[i:i + 1], np.float32)[..., None])
+            out.append(np.asarray(self.model.encode(tile, eta), np.float32))
         return np.concatenate(out)
 
     def _full(self, k: np.ndarray) -> np.ndarray:
@@ -68,13 +70,15 @@ class TileCodec:
         return full
 
     def _decode(self, k: np.ndarray, variance: bool) -> np.ndarray:
+        """Decode tile by tile: TensorFlow's float results can depend on the batch a tile shares
+        (kernels chosen by batch size), and a decoder always sees one tile alone, so the encoder's
+        choice, the evaluation and ``decompress`` all compute exactly the same μ."""
         import tensorflow as tf
 
         decoder = self.model.decode_var if variance else self.model.decode_mean
         full = self._full(k)
-        out = [np.asarray(decoder(tf.convert_to_tensor(full[s:s + _BATCH])), np.float32)[..., 0]
-               for s in range(0, len(full), _BATCH)]
-        return np.concatenate(out)
+        return np.concatenate([np.asarray(decoder(tf.convert_to_tensor(full[i:i + 1])), np.float32)[..., 0]
+                               for i in range(len(full))])
 
     def mean(self, k: np.ndarray) -> np.ndarray:
         """μ (N, H, W), normalized, from integers ``k`` (N, …, η′) of one η′ for all tiles."""
@@ -85,8 +89,7 @@ class TileCodec:
         return self._decode(k, variance=True)
 
     def per_tile(self, symbols: np.ndarray, eta: np.ndarray, variance: bool = False) -> np.ndarray:
-        """μ (or log σ²) of tiles whose η′ differ, each tile decoded alone as decompression does
-        (so the numbers do not depend on which tiles share a batch, e.g. on the rank count)."""
+        """μ (or log σ²) of tiles whose η′ differ (each tile decoded alone, as always)."""
         return np.concatenate([self._decode(symbols[i:i + 1][..., :int(kept)], variance)
                                for i, kept in enumerate(eta)])
 
