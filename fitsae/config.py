@@ -177,14 +177,35 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults → ``path`` (YAML) → ``overrides``, validated strictly into ``cls``."""
+    """Defaults → ``path`` (YAML) → ``overrides``, validated strictly into ``cls``.
+
+    An error says where the bad value came from: ``(in FILE)`` when the file alone is invalid,
+    ``(from --set ITEM)`` when leaving out that one override makes the rest valid.
+    """
     mapping = read_yaml(path) if path else {}
-    mapping = apply_overrides(mapping, overrides)
+    merged = apply_overrides(mapping, overrides)  # its own errors name the --set item
     try:
-        return from_dict(cls, mapping)
+        return from_dict(cls, merged)
     except ConfigError as err:
-        source = f" (from {path})" if path else ""
-        raise ConfigError(f"{err}{source}") from err
+        raise ConfigError(f"{err}{_blame(cls, mapping, list(overrides), path)}") from err
+
+
+def _blame(cls, mapping: dict, overrides: list[str], path) -> str:
+    """`` (from --set ITEM)`` / `` (in FILE)``: the source of a config error, found by leaving sources out."""
+    def valid(items) -> bool:
+        try:
+            from_dict(cls, apply_overrides(mapping, items))
+        except ConfigError:
+            return False
+        return True
+
+    culprits = [item for i, item in enumerate(overrides) if valid(overrides[:i] + overrides[i + 1:])]
+    if culprits:
+        return " (from " + ", ".join(f"--set {item}" for item in culprits) + ")"
+    if path and not valid([]):
+        return f" (in {path})"
+    sources = ([str(path)] if path else []) + [f"--set {item}" for item in overrides]
+    return f" (from {' with '.join(sources)})" if sources else ""
 
 
 def dump(instance: Any, path: str | Path) -> None:

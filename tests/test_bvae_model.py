@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 from bvae_helpers import dense_config, toy_images
 
+from fitsae import losses
 from fitsae.models import build_model
 from fitsae.models.bvae import BetaVAE
 from fitsae.models.bvae_config import BVAEConfig
@@ -146,6 +147,18 @@ def test_gradients_reach_only_their_own_optimizer(dense_model):
     assert all(g is not None for g in tape.gradient(out["loss_primary"], enc + mean_dec))
     assert {id(v) for v in dense_model.primary_variables} == {id(v) for v in enc + mean_dec}
     assert {id(v) for v in dense_model.variance_variables} == {id(v) for v in var_dec}
+
+
+def test_variance_loss_is_the_nll_where_inference_uses_the_head(dense_model):
+    """The σ head is trained on the posterior mean and its reconstruction (what ``encode`` stores
+    and the codec decodes σ from), not on a posterior sample, whose larger error it would learn."""
+    x = tf.constant(toy_images(8, 8))
+    logbeta = tf.constant(np.linspace(-2.0, 1.0, 8), tf.float32)
+    out = dense_model.compute_losses(x, 5, 0, 0, logbeta=logbeta)
+    z = dense_model.encode(x, logbeta)
+    expected = losses.gaussian_nll(x, dense_model.decode_mean(z, logbeta), dense_model.decode_var(z, logbeta))
+    np.testing.assert_allclose(out["nll"].numpy(), expected.numpy(), rtol=1e-5)
+    assert float(out["loss_variance"]) == pytest.approx(float(tf.reduce_mean(expected)), rel=1e-5)
 
 
 def test_nll_to_encoder_lets_the_variance_loss_train_the_encoder():

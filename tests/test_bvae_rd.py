@@ -71,6 +71,21 @@ def test_rd_rows_are_consistent_and_unit_aware(trained):
     assert p["rmse_over_noise"] == pytest.approx(r["rmse_over_noise"], rel=1e-4)
 
 
+@pytest.mark.slow
+def test_sigma_head_is_calibrated_at_the_posterior_mean(trained):
+    """Where a sample's error is much larger than the mean's (large β), σ trained on samples was
+    too wide there (std of (x − μ)/σ 0.80 at log β = 1.5, measured); trained at the mean it fits."""
+    rows = rate_distortion(trained, held_out(), [0.0, 1.0, 1.5])
+    assert rows[-1]["rmse_over_noise"] > 1.3 * rows[-1]["mean_z"]["rmse_over_noise"]  # the regime that matters
+    for r in rows:
+        calibration = r["mean_z"]
+        print(f"log β {r['logbeta']:+.1f}: std z {calibration['sigma_z_std']:.3f}, "
+              f"1σ coverage {calibration['coverage_1sigma']:.3f}")
+        assert abs(calibration["sigma_z_std"] - 1) < 0.1
+        assert abs(calibration["coverage_1sigma"] - 0.683) < 0.04
+        assert calibration["coverage_1sigma"] < calibration["coverage_2sigma"]
+
+
 def test_default_grid_spans_the_trained_range():
     model = BetaVAE(dense_config(latent=2, hidden=(4,), logbeta_range=(-3.0, 1.0)), (8, 8, 1))
     grid = default_logbetas(model, 5)
@@ -97,37 +112,63 @@ def test_rd_plot_with_ae_pca_and_fpack(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
-@pytest.mark.slow
-def test_fits_end_to_end_simulate_train_and_rd_report(tmp_path):
-    """Real FITS files → `fitsae train` (kind bvae, conv) → RD report on held-out tiles through the Pipeline."""
+@pytest.fixture(scope="module")
+def fits_run(tmp_path_factory):
+    """Real FITS files → `fitsae train` (kind bvae, conv, 40 steps); returns the run and test directories."""
     from fitsae.cli import simulate as simulate_cli
     from fitsae.cli import train as train_cli
-    from fitsae.cli import evaluate as evaluate_cli
-    from fitsae.evaluate.bvae_rd import format_bvae_table
-    from fitsae.train.checkpoints import load_model
 
-    assert simulate_cli.main(["--kind", "toy", "--n", "12", "--size", "32", "--out", str(tmp_path / "train"), "--seed", "1"]) == 0
-    assert simulate_cli.main(["--kind", "toy", "--n", "4", "--size", "32", "--out", str(tmp_path / "test"), "--seed", "2"]) == 0
-    run = tmp_path / "run"
+    base = tmp_path_factory.mktemp("bvae_fits")
+    assert simulate_cli.main(["--kind", "toy", "--n", "12", "--size", "32", "--out", str(base / "train"), "--seed", "1"]) == 0
+    assert simulate_cli.main(["--kind", "toy", "--n", "4", "--size", "32", "--out", str(base / "test"), "--seed", "2"]) == 0
+    run = base / "run"
     code = train_cli.main([
         "--config", str(REPO / "train" / "bvae.yaml"), "--run-dir", str(run),
-        "--set", f"data.paths=[{tmp_path / 'train'}]", "--set", "data.tile=32", "--set", "data.crop=null",
+        "--set", f"data.paths=[{base / 'train'}]", "--set", "data.tile=32", "--set", "data.crop=null",
         "--set", "data.batch_size=4", "--set", "model.filters=[8,8]", "--set", "model.latent_channels=4",
         "--set", "model.bvae.kl_warmup_steps=10", "--set", "train.steps=40", "--set", "train.log_every=20",
         "--set", "train.image_every=0", "--set", "train.checkpoint_every=40", "--set", "train.export=false",
     ])
     assert code == 0
+    return {"run": run, "test": base / "test"}
+
+
+@pytest.mark.slow
+def test_fits_end_to_end_simulate_train_and_rd_report(fits_run, tmp_path):
+    """Real FITS files → `fitsae train` (kind bvae, conv) → RD report on held-out tiles through the Pipeline."""
+    from fitsae.cli import evaluate as evaluate_cli
+    from fitsae.evaluate.bvae_rd import format_bvae_table
+    from fitsae.train.checkpoints import load_model
+
+    run, test = fits_run["run"], fits_run["test"]
     cfg, model, step = load_model(run)
     assert step == 40
     out = tmp_path / "eval"
-    assert evaluate_cli.main(["--run-dir", str(run), "--data", str(tmp_path / "test"), "--out", str(out),
+    assert evaluate_cli.main(["--run-dir", str(run), "--data", str(test), "--out", str(out),
                               "--logbetas=-2,0,1", "--batch-size", "4"]) == 0
     report = json.loads((out / "bvae_rd.json").read_text())
     rows = report["results"]
     assert [r["logbeta"] for r in rows] == [-2.0, 0.0, 1.0]
     assert all(r["n_images"] == 4 and r["rate_nats_per_image"] > 0 and r["mse"] > 0 for r in rows)
+    assert all(0 < r["mean_z"]["coverage_1sigma"] < r["mean_z"]["coverage_2sigma"] for r in rows)
     assert report["model"]["checkpoint_step"] == 40 and report["units"] == "physical"
     assert (out / "bvae_rd.png").read_bytes()[:4] == b"\x89PNG"
     assert "log10 β" in format_bvae_table(report)
-    assert evaluate_cli.main(["--run-dir", str(run), "--data", str(tmp_path / "test"), "--out", str(out),
+    assert evaluate_cli.main(["--run-dir", str(run), "--data", str(test), "--out", str(out),
                               "--logbetas", "x"]) == 2
+
+
+@pytest.mark.slow
+def test_watch_scores_a_bvae_run_as_a_plain_evaluation_does(fits_run, tmp_path, capsys):
+    """`--watch` and a plain evaluation go through one dispatch (the model's rate_control): the
+    watcher scores the finished run's final checkpoint with the same rows, and stops by itself."""
+    from fitsae.cli import evaluate as evaluate_cli
+
+    args = ["--run-dir", str(fits_run["run"]), "--data", str(fits_run["test"]), "--logbetas=-2,0,1", "--batch-size", "4"]
+    assert evaluate_cli.main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert evaluate_cli.main([*args, "--out", str(tmp_path / "watched"), "--watch", "--poll", "0.1",
+                              "--watch-timeout", "120"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    plain = json.loads((tmp_path / "plain" / "bvae_rd.json").read_text())
+    for path in (tmp_path / "watched" / "bvae_rd.json", tmp_path / "watched" / "steps" / "step-40" / "bvae_rd.json"):
+        assert json.loads(path.read_text())["results"] == plain["results"], path

@@ -67,7 +67,7 @@ def test_resumed_bvae_run_matches_an_uninterrupted_one(tmp_path):
     assert whole.step == second.step == 20
     _, a, _ = load_model(tmp_path / "whole")
     _, b, _ = load_model(tmp_path / "split")
-    for va, vb in zip(a.weights, b.weights):
+    for va, vb in zip(a.weights, b.weights, strict=True):
         np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=va.path)
 
 

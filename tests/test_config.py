@@ -82,3 +82,28 @@ def test_overrides_do_not_mutate_input():
 
 def test_int_is_accepted_for_float():
     assert from_dict(Inner, {"lr": 1}).lr == 1.0
+
+
+def test_errors_say_which_source_holds_the_bad_key(tmp_path):
+    path = tmp_path / "smoke.yaml"
+    path.write_text("steps: 20\ninner:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError) as err:
+        load(Outer, path, ["steps=30", "inner.lrr=0.1"])
+    assert str(err.value).endswith("(from --set inner.lrr=0.1)") and "smoke.yaml" not in str(err.value)
+    path.write_text("steps: 20\ninner:\n  lrr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"inner\.lrr.*\(in .*smoke\.yaml\)$"):
+        load(Outer, path, ["steps=30"])
+    with pytest.raises(ConfigError, match=r"\(from --set flag=yes_please\)$"):
+        load(Outer, None, ["flag=yes_please"])
+
+
+def test_train_cli_names_the_bad_set_item(tmp_path, capsys):
+    from pathlib import Path
+
+    from fitsae.cli import train as train_cli
+
+    smoke = Path(__file__).resolve().parents[1] / "train" / "smoke.yaml"
+    code = train_cli.main(["--config", str(smoke), "--run-dir", str(tmp_path / "run"), "--set", "model.eta.per=example"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown config key(s) model.eta" in err
+    assert "(from --set model.eta.per=example)" in err and "smoke.yaml" not in err

@@ -45,7 +45,7 @@ def test_two_ranks_shard_disjointly_and_cover_the_dataset(tmp_path, mpirun):
         a, b = ranks[0][key], ranks[1][key]
         assert a["steps_per_epoch"] == b["steps_per_epoch"] == 16 // (2 * int(key[1]))
         epochs = []
-        for ea, eb in zip(a["epochs"], b["epochs"]):
+        for ea, eb in zip(a["epochs"], b["epochs"], strict=True):
             assert len(ea) == len(eb) == used // 2
             assert not set(ea) & set(eb)
             assert len(set(ea) | set(eb)) == used

@@ -18,9 +18,61 @@ def test_noise_and_background_are_recovered_despite_sources():
     data = gaussian_field(rng, (128, 128), background=300.0, sigma=7.0).astype(np.float64)
     data += np.linspace(0, 50, 128)[None, :]  # a sky gradient does not inflate the noise
     stats = robust_stats(data)
-    assert stats.noise_source == "mad"
+    assert stats.noise_source == "diff5"
     assert abs(stats.noise / 7.0 - 1) < 0.05
     assert abs(stats.offset - 325.0) < 3.0
+
+
+def _noise_field(sigma: float, seed: int) -> np.ndarray:
+    """256² pure noise on a sloping sky (gradient 0.05 counts per pixel) with two bright stars."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:256, :256]
+    sky = 1000.3 + 0.05 * (yy + xx)
+    stars = sum(4000.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0) for cy, cx in ((60, 70), (190, 140)))
+    return sky + stars + rng.normal(0.0, sigma, (256, 256))
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.5, 2.8, 10.0])
+def test_noise_of_integer_data_is_unbiased(sigma):
+    """Counts rounded to integers: the quantization neither floors nor inflates the estimate.
+
+    The former estimate (MAD of neighbour differences) gave 1.05 for σ = 1.5 and 3.15 for 2.8.
+    """
+    ratios = []
+    for seed in range(3):
+        counts = np.rint(_noise_field(sigma, seed)).astype(np.int32)
+        stats = robust_stats(counts, quantum=1.0)
+        assert stats.noise_source == "diff5"
+        ratios.append(stats.noise / sigma)
+    print(f"σ = {sigma}: estimate / truth = {np.round(ratios, 4).tolist()}")
+    assert all(abs(r - 1) < 0.04 for r in ratios), ratios
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.5, 2.8, 10.0])
+def test_noise_of_float_data(sigma):
+    ratios = [robust_stats(_noise_field(sigma, seed)).noise / sigma for seed in range(3)]
+    assert all(abs(r - 1) < 0.04 for r in ratios), ratios
+
+
+def test_integer_data_scaled_by_bscale_use_its_step():
+    """Integers × BSCALE 0.25 (quantum 0.25 physical units) with σ = 0.4 physical, i.e. 1.6 steps."""
+    raw = np.rint(_noise_field(1.6, 7)).astype(np.int32)
+    stats = robust_stats(0.25 * raw + 3.0, quantum=0.25)
+    assert abs(stats.noise / 0.4 - 1) < 0.04
+    # Floats holding whole numbers are integer data too.
+    assert abs(robust_stats(raw.astype(np.float32)).noise / 1.6 - 1) < 0.04
+
+
+def test_explicit_noise_then_header_come_before_the_estimate():
+    counts = np.rint(_noise_field(1.5, 1)).astype(np.int32)
+    def chosen(**kw):
+        stats = robust_stats(counts, quantum=1.0, **kw)
+        return stats.noise, stats.noise_source
+
+    assert chosen(header_noise=0.29) == (0.29, "header")
+    assert chosen(header_noise=0.29, noise=2.0) == (2.0, "config")
+    for unusable in (0.0, -1.0, math.nan, math.inf, None):  # such header values are ignored
+        assert chosen(header_noise=unusable)[1] == "diff5"
 
 
 def test_fallbacks_for_degenerate_noise():
@@ -28,9 +80,12 @@ def test_fallbacks_for_degenerate_noise():
     assert robust_stats(flat_int, header_noise=0.25).noise_source == "header"
     stats = robust_stats(flat_int, quantum=2.0)
     assert stats.noise_source == "quantization" and stats.noise == pytest.approx(2.0 / math.sqrt(12))
-    stripes = np.tile(np.array([0.0, 0.0, 0.0, 9.0]), (8, 2))  # MAD of differences is 0, std is not
-    assert robust_stats(stripes).noise_source == "std"
-    assert robust_stats(np.full((4, 4), 3.0)).noise_source == "unit"
+    # Rows alternating 0, 9 have no 5th-order differences (every other pixel is equal); a few
+    # noisy rows give some, but not enough to move the median off 0: their spread is used.
+    rows = np.tile(np.array([0.5, 9.5]), (16, 8))
+    rows[:3] += np.random.default_rng(3).normal(0, 1, (3, 16))
+    assert robust_stats(rows).noise_source == "std"
+    assert robust_stats(np.full((4, 4), 3.5)).noise_source == "unit"
     with pytest.raises(ValueError, match="all 16 pixels"):
         robust_stats(np.full((4, 4), np.nan))
 
@@ -58,3 +113,26 @@ def test_denormalize_inverts_normalize(normalization):
     np.testing.assert_allclose(back_tf, physical, rtol=1e-12)
     x32 = tf.cast(x, tf.float32)
     np.testing.assert_allclose(denormalize(x32, offset, scale, cfg).numpy(), physical, rtol=1e-5)
+
+
+def test_index_takes_noise_from_option_header_or_integer_aware_estimate(tmp_path):
+    """Through FITS files: unsigned 16-bit counts (int16 + BZERO) with σ = 1.5, with and without NOISE."""
+    from astropy.io import fits
+
+    from fitsae.cli import index as index_cli
+    from fitsae.data.manifest import Manifest
+
+    counts = np.rint(_noise_field(1.5, 4)).astype(np.uint16)
+    fits.PrimaryHDU(counts).writeto(tmp_path / "plain.fits")
+    header = fits.Header()
+    header["NOISE"] = 1.5
+    fits.PrimaryHDU(counts, header=header).writeto(tmp_path / "noise_kw.fits")
+    assert fits.getheader(tmp_path / "plain.fits")["BZERO"] == 32768
+    out = tmp_path / "m.jsonl"
+    assert index_cli.main([str(tmp_path / "plain.fits"), str(tmp_path / "noise_kw.fits"), "--tile", "64",
+                           "--out", str(out)]) == 0
+    plain, keyword = Manifest.load(out)
+    assert plain.noise_source == "diff5" and abs(plain.noise / 1.5 - 1) < 0.04
+    assert (keyword.noise, keyword.noise_source) == (1.5, "header")
+    assert index_cli.main([str(tmp_path), "--tile", "64", "--noise", "2.5", "--out", str(out)]) == 0
+    assert [(r.noise, r.noise_source) for r in Manifest.load(out)] == [(2.5, "config")] * 2

@@ -35,6 +35,19 @@ TWO_OPTIMIZERS = textwrap.dedent(
 
     distributed.broadcast(encoder, mean_head, var_head, opt1, opt2)
 
+    # Horovod must average the ranks' gradients, not sum them: compare with each rank's own.
+    x0 = tf.constant(data[:16])
+    with tf.GradientTape(persistent=True) as tape:
+        mse0 = tf.reduce_mean((x0 - mean_head(encoder(x0))) ** 2)
+    own = [g.numpy() for g in tape.gradient(mse0, [v.value for v in primary])]
+    combined = [g.numpy() for g in distributed.gradient(tape, mse0, primary)]
+    all_own = distributed.comm().allgather(own)
+    mean_error = max(float(np.max(np.abs(c - np.mean([o[i] for o in all_own], axis=0))))
+                     for i, c in enumerate(combined))
+    sum_error = max(float(np.max(np.abs(c - np.sum([o[i] for o in all_own], axis=0))))
+                    for i, c in enumerate(combined))
+    scale = max(float(np.max(np.abs(c))) for c in combined)
+
     @tf.function
     def step(x):
         with tf.GradientTape(persistent=True) as tape:
@@ -66,6 +79,7 @@ TWO_OPTIMIZERS = textwrap.dedent(
             "reduced_sum": float(reduced[0]), "reduced_count": float(reduced[1]),
             "exact_sum": float(all_errors.sum()), "exact_count": float(all_errors.size),
             "mean_of_means": float(np.mean([np.mean(e[2]) for e in everything])),
+            "gradient_vs_mean": mean_error / scale, "gradient_vs_sum": sum_error / scale,
         }, open(sys.argv[1], "w"))
     """
 )
@@ -84,6 +98,9 @@ def test_two_ranks_two_optimizers_end_identical_and_metrics_exact(tmp_path, mpir
     assert result["final_identical"], "weights and optimizer slots must be byte-identical after training"
     assert result["reduced_count"] == result["exact_count"] == (16 + 32) * 4
     assert result["reduced_sum"] == pytest.approx(result["exact_sum"], rel=1e-12)
+    # The gradient each rank applies is the mean of the ranks' own gradients (a sum would also
+    # keep the ranks identical, at twice the step).
+    assert result["gradient_vs_mean"] < 1e-6 and result["gradient_vs_sum"] > 0.1
     # The shards differ in size, so a mean of per-rank means is not the global mean.
     assert result["reduced_sum"] / result["reduced_count"] != pytest.approx(result["mean_of_means"], rel=1e-6)
 

@@ -120,3 +120,36 @@ def test_compiled_batch_decode_is_bit_exact(tmp_path, case):
     else:
         native = tf.function(lambda w: physical_tf(swap_words_tf(w, spec), spec), jit_compile=True)(words)
     assert _same_bits(native.numpy().reshape(raw.shape), reference)
+
+
+SUBNORMALS = np.array([1e-42, -1e-40, -0.0, 0.0, 3e-39, np.finfo(np.float32).tiny, 1.0, -2.5], np.float32)
+
+
+@pytest.mark.parametrize("vectorize", [True, False], ids=["batch-decode", "per-tile-decode"])
+def test_no_normalization_passes_float32_pixels_bit_for_bit(tmp_path, monkeypatch, vectorize):
+    """Subnormals and −0.0 survive: with normalization "none" the pipeline does no arithmetic on
+    float32 pixels (TensorFlow's CPU kernels flush subnormals to zero in an (x − 0) / 1)."""
+    monkeypatch.setattr(Pipeline, "vectorize", vectorize)
+    raw = np.resize(SUBNORMALS, (2, 8, 8)).astype(np.float32)
+    path = write_raw_fits(tmp_path / "tiny.fits", raw, -32)
+    cfg = DataConfig(tile=8, normalization="none", batch_size=2)
+    manifest, _ = index_paths([str(path)], cfg)
+    pipe = Pipeline(manifest, cfg)
+    reference = fits.getdata(path).astype(np.float32).view(np.uint32)
+    (batch,) = list(pipe.evaluation(2))
+    np.testing.assert_array_equal(batch["x"].numpy()[..., 0].view(np.uint32), reference)
+    training = next(iter(pipe.training()))
+    order = training["tile_id"].numpy()
+    np.testing.assert_array_equal(training["x"].numpy()[..., 0].view(np.uint32), reference[order])
+
+
+def test_float64_pixels_are_rounded_to_float32_with_subnormals_flushed(tmp_path):
+    """What the README states for data decoded as float64: float32 rounding, sign kept, and values
+    below float32's smallest normal flushed to ±0."""
+    path = write_raw_fits(tmp_path / "tiny64.fits", np.resize(SUBNORMALS, (8, 8)).astype(np.float64), -64)
+    cfg = DataConfig(tile=8, normalization="none", batch_size=1)
+    manifest, _ = index_paths([str(path)], cfg)
+    (batch,) = list(Pipeline(manifest, cfg).evaluation(1))
+    got = batch["x"].numpy()[0, ..., 0].ravel()[:len(SUBNORMALS)]
+    expected = np.where(np.abs(SUBNORMALS) < np.finfo(np.float32).tiny, np.copysign(0.0, SUBNORMALS), SUBNORMALS)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))

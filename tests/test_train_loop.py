@@ -34,11 +34,14 @@ def test_training_writes_checkpoints_summaries_and_a_loadable_model(tmp_path, im
     # One panel per example: input | mu | sigma | residual, side by side.
     panel = tf.io.decode_png(events["images/eta_001"][0][2][2]).numpy()
     assert panel.shape[0] == 16 and panel.shape[1] == 4 * 16 + 3
-    mse = [v for _, _, v in events["mse"]]
-    assert mse[-1] < mse[0]
 
     cfg_back, model, step = load_model(tmp_path / "run")
     assert step == 20 and cfg_back == cfg
+    # The optimizer trained the saved model: at η = C it halves the error of predicting 0 (measured
+    # 0.51 of it after these 20 steps; an untrained model gives about 1).
+    x = tf.constant(images[..., None])
+    mu = model.decode_mean(model.encode(x, tf.fill([len(images)], model.latent_channels))).numpy()
+    assert np.mean((images[..., None] - mu) ** 2) < 0.7 * np.mean(images ** 2)
     sessions = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["sessions"]
     assert sessions[-1]["end_step"] == 20 and sessions[-1]["exit_code"] == 0
 
@@ -53,7 +56,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, images):
     assert (straight.step, first.step, second.step) == (12, 7, 12)
     _, a, _ = load_model(tmp_path / "a")
     _, b, _ = load_model(tmp_path / "b")
-    for wa, wb in zip(model_weights(a), model_weights(b)):
+    for wa, wb in zip(model_weights(a), model_weights(b), strict=True):
         np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
     # The optimizers were restored too, not just the weights: their step counters continued.
     reader = tf.train.load_checkpoint(str(list_checkpoints(tmp_path / "b")[-1][1]))

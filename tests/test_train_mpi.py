@@ -141,7 +141,7 @@ def test_sigterm_on_one_rank_stops_all_saves_and_resume_matches(experiment, refe
     _, a, _ = load_model(reference)
     _, b, step = load_model(run)
     assert step == STEPS
-    for wa, wb in zip(model_weights(a), model_weights(b)):
+    for wa, wb in zip(model_weights(a), model_weights(b), strict=True):
         np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
 
 

@@ -15,24 +15,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fitsae index",
         description="Read every FITS header once (files, directories searched recursively, or globs), "
-        "measure each image plane's median and noise, and write one JSON line per usable plane to "
-        "MANIFEST; rejected inputs (path, HDU, reason) are printed and written to "
-        "MANIFEST_STEM.rejected.jsonl beside it. Under mpirun the files are split over the ranks. "
+        "measure each image plane's median and noise (--noise, else the header's NOISE, else estimated), "
+        "and write one JSON line per usable plane to MANIFEST; rejected inputs (path, HDU, reason) are "
+        "printed and written to MANIFEST_STEM.rejected.jsonl beside it. Under mpirun the files are split "
+        "over the ranks. "
         "Exit 0 when at least one image is usable (with --strict: and nothing was rejected), 2 otherwise.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH")
     parser.add_argument("--out", required=True, metavar="MANIFEST", help="manifest to write (.jsonl)")
-    parser.add_argument("--config", help="experiment YAML whose data: section sets tile/stride/edge")
+    parser.add_argument("--config", help="experiment YAML whose data: section sets tile/stride/edge/noise")
     parser.add_argument("--tile", type=int, help="tile side (overrides the config; default 256)")
     parser.add_argument("--stride", type=int, help="tile stride (default: the tile side)")
     parser.add_argument("--edge", choices=("shift", "pad", "drop"), help="edge policy (default shift)")
+    parser.add_argument("--noise", type=float, metavar="SIGMA",
+                        help="noise sigma of every plane in physical units, used instead of the header's NOISE "
+                        "and the estimate from the pixels (overrides the config's data.noise)")
     parser.add_argument("--strict", action="store_true", help="exit 2 if any input was rejected")
     return parser
 
 
 def _data_config(args) -> DataConfig:
     section = fconfig.read_yaml(args.config).get("data", {}) if args.config else {}
-    overrides = {k: v for k, v in (("tile", args.tile), ("stride", args.stride), ("edge", args.edge)) if v is not None}
+    options = (("tile", args.tile), ("stride", args.stride), ("edge", args.edge), ("noise", args.noise))
+    overrides = {k: v for k, v in options if v is not None}
     return fconfig.from_dict(DataConfig, {**section, **overrides}, "data")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -44,6 +45,11 @@ class DataConfig:
         bright sources). ``none``: physical units.
     asinh_softening : float
         ``a`` above, in noise units.
+    noise : float or None
+        Noise σ of every image plane in physical units, when you know it (e.g. from the detector's
+        read noise and gain): used instead of the header's ``NOISE`` and the estimate from the
+        pixels (``fitsae index --noise`` sets it). None: header ``NOISE``, else the estimate
+        (:mod:`fitsae.data.normalize`).
     fill : {"offset", "zero"}
         Value given to NaN/Inf/BLANK pixels and ``pad`` margins: the image's robust offset
         (normalized 0, i.e. background) or physical 0. How many pixels were filled is in the
@@ -65,6 +71,7 @@ class DataConfig:
     shuffle_buffer: int = 0
     normalization: Literal["robust", "asinh", "none"] = "robust"
     asinh_softening: float = 3.0
+    noise: Optional[float] = None
     fill: Literal["offset", "zero"] = "offset"
     parallel_reads: Optional[int] = None
     whole_file_max_ratio: float = 4.0
@@ -81,6 +88,9 @@ class DataConfig:
             raise ValueError(f"data.batch_size={self.batch_size} must be positive")
         if self.shuffle_buffer < 0:
             raise ValueError(f"data.shuffle_buffer={self.shuffle_buffer} must be >= 0")
+        if self.noise is not None and not (self.noise > 0 and math.isfinite(self.noise)):
+            raise ValueError(f"data.noise={self.noise} must be a positive number "
+                             "(or null: the header's NOISE, else estimated)")
         if self.asinh_softening <= 0:
             raise ValueError(f"data.asinh_softening={self.asinh_softening} must be positive")
         if self.parallel_reads is not None and self.parallel_reads < 1:

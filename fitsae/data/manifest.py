@@ -222,7 +222,7 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[str], list[dict]]:
     return unique, missing
 
 
-def _plane_stats(hdul, info: ImageHDUInfo, plane: int):
+def _plane_stats(hdul, info: ImageHDUInfo, plane: int, noise: float | None):
     height, width = info.height, info.width
     sampled = height * width > MAX_STATS_PIXELS
     if sampled:
@@ -231,7 +231,7 @@ def _plane_stats(hdul, info: ImageHDUInfo, plane: int):
     else:
         data = read_plane_astropy(hdul, info.hdu, plane, info.naxis)
     quantum = abs(info.bscale) if info.bitpix > 0 else None
-    return robust_stats(data, info.header_noise, quantum), data.dtype.name, sampled
+    return robust_stats(data, info.header_noise, quantum, noise), data.dtype.name, sampled
 
 
 def _index_file(path: str, cfg: DataConfig) -> tuple[list[ImagePlane], list[dict]]:
@@ -262,7 +262,7 @@ def _index_file(path: str, cfg: DataConfig) -> tuple[list[ImagePlane], list[dict
                 for plane in range(info.planes):
                     where = f"plane {plane}: " if info.planes > 1 else ""
                     try:
-                        stats, dtype, sampled = _plane_stats(hdul, info, plane)
+                        stats, dtype, sampled = _plane_stats(hdul, info, plane, cfg.noise)
                     except ValueError as err:
                         rejected.append(FitsInputError(path, info.hdu, f"{where}{err}").as_record())
                         continue

@@ -10,7 +10,10 @@ this module measures
   ``mse`` and ``rmse_over_noise`` exactly as the tunable AE rows of ``report.json`` define them
   (:class:`fitsae.evaluate.metrics.ErrorSums`, physical units when a DataConfig is given), plus the
   same for the reconstruction from the posterior mean (``mean_z``), which is what storing
-  ``encode(x)`` as floats gives.
+  ``encode(x)`` as floats gives;
+- **calibration** of the variance decoder where it is used, at the posterior mean: ``mean_z``
+  also holds ``nll``, ``sigma_z_std`` (std of (x − μ)/σ; 1 when σ is right) and
+  ``coverage_1sigma``/``coverage_2sigma``, in normalized units, as the AE rows of ``report.json``.
 
 Sums and counts are reduced over ranks once at the end, so under ``mpirun`` every rank scores its
 own share of tiles and all ranks return the same rows.
@@ -95,7 +98,8 @@ def rate_distortion(
     list of dict
         One row per log β, sorted by log β: ``logbeta``, ``beta``, ``rate_nats_per_image``,
         ``bits_per_pixel``, ``mse``, ``rmse_over_noise``, ``psnr``, ``mean_z`` (same errors from
-        the posterior mean), ``n_images``.
+        the posterior mean, plus the σ head's ``nll``, ``sigma_z_std``, ``coverage_1sigma``,
+        ``coverage_2sigma`` there), ``n_images``.
     """
     import tensorflow as tf
 
@@ -117,7 +121,7 @@ def rate_distortion(
     kl_sums = np.zeros(len(logbetas))
     book = MetricBook()
     sampled = [book.errors(("sampled", k)) for k in range(len(logbetas))]
-    mean_z = [book.errors(("mean_z", k)) for k in range(len(logbetas))]
+    mean_z = [book.gaussian(("mean_z", k)) for k in range(len(logbetas))]
     data_range = DataRange()
     images = 0.0
     pixels_per_image = 0.0
@@ -135,7 +139,9 @@ def rate_distortion(
             out = score(tf.constant(x), tf.fill([len(x)], tf.constant(logbeta, tf.float32)), tf.constant(noise))
             kl_sums[k] += float(np.sum(out["kl"].numpy(), dtype=np.float64))
             sampled[k].update(x_phys, physical(out["recon"].numpy(), batch), noise_phys)
-            mean_z[k].update(x_phys, physical(out["recon_mean_z"].numpy(), batch), noise_phys)
+            recon_mean_z = out["recon_mean_z"].numpy()
+            mean_z[k].update(x, recon_mean_z, out["log_var_mean_z"].numpy(), x_phys,
+                             physical(recon_mean_z, batch), noise_phys)
 
     # The error sums reduce in the book (sums and ℓ∞ maxima); pixels_per_image is reduced as a max
     # (tiles share one size).
@@ -156,7 +162,7 @@ def rate_distortion(
             "rate_nats_per_image": nats,
             "bits_per_pixel": nats / (math.log(2.0) * pixels_per_image),
             **sampled[k].summary(data_range.peak),
-            "mean_z": mean_z[k].summary(data_range.peak),
+            "mean_z": {key: value for key, value in mean_z[k].summary(data_range.peak).items() if key != "z_hist"},
             "n_images": int(images),
         })
     return rows
@@ -186,6 +192,10 @@ def bvae_report(model, step: int, batches: Iterable[dict], logbetas: Sequence[fl
                            "sample); bits_per_pixel = nats / (ln 2 · pixels)",
         "distortion_definition": "mse and rmse_over_noise of the reconstruction from a posterior sample "
                                  "(mean_z: from the posterior mean), as the AE rows of report.json",
+        "calibration_definition": "mean_z.sigma_z_std: std of (x − μ)/σ with μ, σ decoded from the posterior "
+                                  "mean (where the σ head is trained and used); coverage_1sigma/2sigma: "
+                                  "fractions with |x − μ| < σ, 2σ (0.683, 0.954 when calibrated); "
+                                  "normalized units",
         "units": "physical" if data_cfg is not None else "normalized",
         "results": rate_distortion(model, batches, logbetas, data_cfg=data_cfg, seed=seed),
     }
@@ -216,11 +226,13 @@ def write_bvae_report(report: dict, out_dir: str | Path, compare: dict | None = 
 
 def format_bvae_table(report: dict) -> str:
     """The RD rows as a fixed-width table for the terminal."""
-    lines = [f"{'log10 β':>8} {'rate nats/img':>14} {'bits/px':>9} {'mse':>11} {'rmse/σ':>8} {'rmse/σ (μ_z)':>13}"]
+    lines = [f"{'log10 β':>8} {'rate nats/img':>14} {'bits/px':>9} {'mse':>11} {'rmse/σ':>8} {'rmse/σ (μ_z)':>13}"
+             f" {'std z (μ_z)':>12} {'cov 1σ':>7}"]
     for r in report["results"]:
         lines.append(
             f"{r['logbeta']:>+8.2f} {r['rate_nats_per_image']:>14.3f} {r['bits_per_pixel']:>9.4f} "
             f"{r['mse']:>11.4g} {r['rmse_over_noise']:>8.4f} {r['mean_z']['rmse_over_noise']:>13.4f}"
+            f" {r['mean_z']['sigma_z_std']:>12.3f} {r['mean_z']['coverage_1sigma']:>7.3f}"
         )
     return "\n".join(lines)
 

@@ -856,25 +856,48 @@ def run(options: EvalOptions) -> list[dict]:
     else:
         steps = [options.checkpoint]
     reports = []
-    ctx = None
+    scorer = _Scorer(options)
     for i, wanted in enumerate(steps):
         cfg, model, step = _load(run_dir, wanted)
-        if model.model_config.kind == "bvae":
-            last = i == len(steps) - 1
-            reports.append(_evaluate_bvae(options, cfg, model, step, out if last else out / "steps" / f"step-{step}"))
-            continue
-        if ctx is None:
-            ctx = _Context(options, cfg, model)
         last = i == len(steps) - 1
         target = out if last else out / "steps" / f"step-{step}"
-        report = _evaluate_one(ctx, model, step, target)
-        if len(steps) > 1 and last and distributed.is_root():
-            write_report(report, out / "steps" / f"step-{step}")
-        reports.append(report)
-    if ctx is not None:
-        ctx.close()
+        reports.append(scorer.score(cfg, model, step, target,
+                                    copy_to=out / "steps" / f"step-{step}" if len(steps) > 1 and last else None))
+    scorer.close()
+    if scorer.ctx is not None:
         _announce(reports[-1], out)
     return reports
+
+
+class _Scorer:
+    """Scores checkpoints of one run as its model's ``rate_control`` says; ``run`` and ``--watch`` share it.
+
+    ``"eta"`` (tunable AEs): per-η metrics against PCA and fpack, with the data, PCA fit and fpack
+    baselines set up once (:class:`_Context`). ``"logbeta"`` (β-VAE): rate–distortion over log β.
+    The model declares which, so no caller can score a model with the other's code.
+    """
+
+    def __init__(self, options: EvalOptions):
+        self.options = options
+        self.ctx = None
+
+    def score(self, cfg, model, step: int, out_dir: Path, copy_to: Path | None = None) -> dict:
+        """Evaluate one checkpoint into ``out_dir`` (rank 0 also writes the report to ``copy_to``)."""
+        if model.rate_control == "logbeta":
+            report = _evaluate_bvae(self.options, cfg, model, step, out_dir)
+            if copy_to is not None and distributed.is_root():
+                _write_bvae(self.options, report, copy_to)
+            return report
+        if self.ctx is None:
+            self.ctx = _Context(self.options, cfg, model)
+        report = _evaluate_one(self.ctx, model, step, out_dir)
+        if copy_to is not None and distributed.is_root():
+            write_report(report, copy_to)
+        return report
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
 
 
 def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -> dict:
@@ -883,7 +906,6 @@ def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -
     The rows (``fitsae.evaluate.bvae_rd``) go to ``bvae_rd.json`` and ``bvae_rd.png``; with
     ``options.compare`` (a tunable AE's report.json) the AE, PCA and fpack curves share the plot.
     """
-    import json
     from dataclasses import replace
 
     from fitsae.evaluate import bvae_rd
@@ -896,11 +918,19 @@ def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -
                        options.max_tiles)
     report = bvae_rd.bvae_report(model, step, batches, options.logbetas, data_cfg=cfg.data, seed=int(cfg.train.seed))
     if distributed.is_root():
-        compare = json.loads(Path(options.compare).read_text()) if options.compare else None
-        bvae_rd.write_bvae_report(report, out_dir, compare=compare)
+        _write_bvae(options, report, out_dir)
     distributed.root_print(bvae_rd.format_bvae_table(report))
     distributed.root_print(f"report: {out_dir / bvae_rd.REPORT_NAME}")
     return report
+
+
+def _write_bvae(options: EvalOptions, report: dict, out_dir: Path) -> None:
+    import json
+
+    from fitsae.evaluate import bvae_rd
+
+    compare = json.loads(Path(options.compare).read_text()) if options.compare else None
+    bvae_rd.write_bvae_report(report, out_dir, compare=compare)
 
 
 def _watch(options: EvalOptions) -> list[dict]:
@@ -909,7 +939,7 @@ def _watch(options: EvalOptions) -> list[dict]:
     world = distributed.comm()
     done: set[int] = set()
     reports = []
-    ctx = None
+    scorer = _Scorer(options)
     last_new = time.monotonic()
     log.info("watching %s for checkpoints (poll %gs, give up after %gs without a new one)",
              run_dir / "checkpoints", options.poll_seconds, options.watch_timeout)
@@ -926,25 +956,21 @@ def _watch(options: EvalOptions) -> list[dict]:
                 log.warning("skipping checkpoint %s: %s", step, err)
                 done.add(step)
                 continue
-            if ctx is None:
-                ctx = _Context(options, cfg, model)
-            report = _evaluate_one(ctx, model, step, out)
-            if distributed.is_root():
-                write_report(report, out / "steps" / f"step-{step}")
-            _announce(report, out)
+            report = scorer.score(cfg, model, step, out, copy_to=out / "steps" / f"step-{step}")
+            if scorer.ctx is not None:
+                _announce(report, out)
             reports.append(report)
             done.add(step)
             last_new = time.monotonic()
             if step >= int(cfg.train.steps):
                 log.info("scored the final checkpoint (step %d = train.steps); watch ends", step)
-                ctx.close()
+                scorer.close()
                 return reports
         idle = time.monotonic() - last_new
         stop = world.bcast(idle >= options.watch_timeout, root=0)
         if stop:
             log.info("no new checkpoint for %.0f s; watch ends", idle)
-            if ctx is not None:
-                ctx.close()
+            scorer.close()
             if not reports:
                 raise EvaluationError(f"{run_dir}: no checkpoint appeared within --watch-timeout {options.watch_timeout:g}s")
             return reports

@@ -25,7 +25,8 @@ Why it is built like this -- the seed notebook's β-VAE carried no β signal bec
 
 The rest follows the tunable AEs so the generic training loop runs it unchanged: the mean decoder
 and encoder are trained by optimizer 1 on L; a variance decoder (log σ² per pixel) is trained by
-optimizer 2 on the Gaussian NLL with z and μ held fixed (``tf.stop_gradient``). All randomness (log β
+optimizer 2 on the Gaussian NLL with z and μ held fixed (``tf.stop_gradient``), at the posterior mean
+and its reconstruction, which is what inference decodes σ from. All randomness (log β
 and the reparameterisation noise) is drawn in the graph with stateless ops seeded by
 (seed, rank, step), so a resumed run is exact and ranks differ. Conditioning is FiLM (a per-layer
 scale and shift computed from log β); there is no BatchNorm anywhere, because batch statistics would
@@ -177,8 +178,11 @@ class BetaVAE(keras.Model):
     -----
     Where the tunable AEs take the mask size ``eta``, this model takes ``logbeta`` (float32 ``(B,)``,
     log10 β): ``encode(x, logbeta)`` returns the posterior mean, ``decode_mean(z, logbeta)`` and
-    ``decode_var(z, logbeta)`` the mean image and log σ² map.
+    ``decode_var(z, logbeta)`` the mean image and log σ² map. :attr:`rate_control` says so
+    (``"logbeta"``), and evaluation scores the model by it.
     """
+
+    rate_control = "logbeta"
 
     def __init__(self, model_cfg, image_shape=(256, 256, 1), **kwargs):
         super().__init__(**kwargs)
@@ -307,9 +311,10 @@ class BetaVAE(keras.Model):
         Returns
         -------
         dict
-            Scalars ``loss_primary`` (β-weighted objective) and ``loss_variance`` (variance head NLL);
-            per-sample ``(B,)``: ``mse``, ``nll``, ``recon``, ``kl`` (nats per image), ``rate`` (bits
-            per pixel), ``logbeta``, ``active_units``, and ``kl_dim_XX`` (nats in latent channel XX).
+            Scalars ``loss_primary`` (β-weighted objective, on a posterior sample) and ``loss_variance``
+            (variance head NLL at the posterior mean, as inference uses the head); per-sample ``(B,)``:
+            ``mse``, ``nll``, ``recon``, ``kl`` (nats per image), ``rate`` (bits per pixel),
+            ``logbeta``, ``active_units``, and ``kl_dim_XX`` (nats in latent channel XX).
         """
         x = tf.convert_to_tensor(x, tf.float32)
         batch = tf.shape(x)[0]
@@ -327,9 +332,13 @@ class BetaVAE(keras.Model):
             terms["recon"], terms["kl_penalised"], logbeta, self.cfg.beta_ref, self.kl_warmup(step)
         )
 
-        z_var = terms["z"] if self.model_config.nll_to_encoder else tf.stop_gradient(terms["z"])
+        # The σ head is trained where it is used: at the posterior mean (what ``encode`` stores)
+        # and the error of the reconstruction from it. On a sampled z it would learn the larger
+        # error of a posterior sample and over-predict σ at inference.
+        z_var = terms["mu_z"] if self.model_config.nll_to_encoder else tf.stop_gradient(terms["mu_z"])
         log_var = self.decode_var(z_var, logbeta, training=training)
-        nll = losses.gaussian_nll(x, tf.stop_gradient(terms["mean"]), log_var)
+        mean_at_mu = tf.stop_gradient(self.decode_mean(terms["mu_z"], logbeta, training=training))
+        nll = losses.gaussian_nll(x, mean_at_mu, log_var)
 
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         positions = tf.cast(tf.reduce_prod(tf.shape(terms["mu_z"])[1:-1]), tf.float32)
@@ -357,7 +366,8 @@ class BetaVAE(keras.Model):
 
         The rate is the posterior's KL to the prior (what bits-back / relative-entropy coding of a
         sample z ~ q costs, in nats); the matching distortion is that of the sampled z. The
-        reconstruction from the posterior mean (what storing ``encode(x)`` gives) is reported too.
+        reconstruction from the posterior mean (what storing ``encode(x)`` gives) is reported too,
+        with the variance decoder's log σ² there (``log_var_mean_z``, where the head is trained).
 
         Parameters
         ----------
@@ -378,6 +388,7 @@ class BetaVAE(keras.Model):
         eps = tf.random.stateless_normal(tf.shape(mu_z), seed=key)
         sampled = self.decode_mean(mu_z + tf.exp(0.5 * logvar_z) * eps, logbeta)
         from_mean = self.decode_mean(mu_z, logbeta)
+        log_var_mean_z = self.decode_var(mu_z, logbeta)
         kl = kl_per_sample(diag_gaussian_kl(mu_z, logvar_z))
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
 
@@ -393,6 +404,7 @@ class BetaVAE(keras.Model):
             "mse_mean_z": mse(from_mean),
             "recon": sampled,
             "recon_mean_z": from_mean,
+            "log_var_mean_z": log_var_mean_z,
         }
 
     # ------------------------------------------------------------------ summaries and export

@@ -47,7 +47,15 @@ class TunableAutoencoder(keras.Model):
     image_shape : tuple
         (H, W, channels) the model was built for; H and W are None for a conv model, which takes
         any size divisible by ``stride``.
+
+    Attributes
+    ----------
+    rate_control : str
+        ``"eta"``: the rate is the integer number of kept latent channels, ``encode(x, eta)``.
+        Evaluation picks how to score a model from this (the β-VAE's is ``"logbeta"``).
     """
+
+    rate_control = "eta"
 
     def __init__(self, encoder, mean_decoder, var_decoder, model_config: ModelConfig, image_shape, **kwargs):
         super().__init__(**kwargs)
