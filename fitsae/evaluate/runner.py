@@ -37,6 +37,7 @@ from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook, tile_err
 from fitsae.evaluate.pca import PCAFit, StreamingPCA, from_patches, to_patches
 from fitsae.evaluate.plots import draw_all, pick_etas
 from fitsae.evaluate.report import format_fpack_table, format_table, write_report
+from fitsae.progress import Progress
 
 __all__ = ["EvalOptions", "EvaluationError", "run", "default_etas", "parse_etas", "resolve_etas"]
 
@@ -187,29 +188,39 @@ def _spread_sample(manifest, max_tiles: int | None):
     return Manifest([manifest[int(i)] for i in picks])
 
 
-def _batches(manifest, data_cfg, seed: int, batch_size: int, limit_total: int | None):
+def _batches(manifest, data_cfg, seed: int, batch_size: int, limit_total: int | None, what: str | None = None):
     """Numpy batches of this rank's share of at most ``limit_total`` whole tiles.
 
     The pipeline deals tiles round-robin (rank r gets tiles r, r + size, ...), so taking the
     first ``limit_total / size`` tiles on every rank scores exactly the first ``limit_total``
-    tiles of the (sampled) manifest whatever the number of ranks.
+    tiles of the (sampled) manifest whatever the number of ranks. With ``what``, rank 0 logs
+    progress lines with an ETA (:mod:`fitsae.progress`).
     """
     from fitsae.data.pipeline import Pipeline
 
     w = distributed.workers()
-    pipe = Pipeline(_spread_sample(manifest, limit_total), data_cfg, seed=seed, rank=w.rank, size=w.size)
+    sample = _spread_sample(manifest, limit_total)
+    pipe = Pipeline(sample, data_cfg, seed=seed, rank=w.rank, size=w.size)
+    tiles = sum(math.prod(row.tiles) for row in sample)
+    share = tiles // w.size + (1 if w.rank < tiles % w.size else 0)
     budget = None
     if limit_total is not None:
         budget = limit_total // w.size + (1 if w.rank < limit_total % w.size else 0)
+        share = min(share, budget)
+    progress = Progress(what + (f" (rank 0's share of {w.size})" if w.size > 1 else ""), share) if what else None
     taken = 0
     for batch in pipe.evaluation(batch_size).as_numpy_iterator():
         if budget is not None:
             if taken >= budget:
-                return
+                break
             keep = min(len(batch["x"]), budget - taken)
             batch = {k: v[:keep] for k, v in batch.items()}
         taken += len(batch["x"])
         yield batch
+        if progress is not None:
+            progress.advance(len(batch["x"]))
+    if progress is not None:
+        progress.finish()
 
 
 class _Geometry:
@@ -274,7 +285,7 @@ def _denormalize(x, batch, data_cfg) -> np.ndarray:
 def fit_pca(manifest, data_cfg, geometry: _Geometry, seed: int, batch_size: int, tiles: int) -> PCAFit:
     """Stream a sample of training tiles through :class:`StreamingPCA`; identical fit on all ranks."""
     pca = StreamingPCA(geometry.pca_dim)
-    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles):
+    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles, "PCA fit on training tiles"):
         x = geometry.crop(np.asarray(batch["x"], dtype=np.float64))
         pca.update(to_patches(x, geometry.patch))
     pca.reduce()
@@ -294,7 +305,7 @@ def fpack_baselines(manifest, data_cfg, geometry: _Geometry, seed: int, batch_si
     settings = [s for s, reason in reasons.items() if reason is None]
     for setting in settings:
         book.codec(setting)
-    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles):
+    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles, "fpack on test tiles"):
         x_phys = geometry.crop(_denormalize(batch["x"], batch, data_cfg))[..., 0]
         noise_phys = np.asarray(batch["noise"], np.float64) * np.asarray(batch["scale"], np.float64)
         for i in range(len(x_phys)):
@@ -375,7 +386,7 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
     example_etas = pick_etas(etas)
     examples = []
     tiles = 0
-    for batch in _batches(manifest, data_cfg, seed, batch_size, max_tiles):
+    for batch in _batches(manifest, data_cfg, seed, batch_size, max_tiles, "scoring test tiles"):
         x = geometry.crop(np.asarray(batch["x"], np.float32))
         x64 = x.astype(np.float64)
         x_phys = geometry.crop(_denormalize(batch["x"], batch, data_cfg))

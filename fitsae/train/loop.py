@@ -41,6 +41,7 @@ from fitsae import config as fconfig
 from fitsae import distributed
 from fitsae.data.pipeline import PipelineError, stall_message
 from fitsae.models import build_model
+from fitsae.progress import eta_seconds, format_duration
 from fitsae.train import checkpoints
 from fitsae.train.config import ExperimentConfig, OptimizerConfig, training_image_shape
 from fitsae.train.export import export_model
@@ -375,7 +376,10 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
         if root and cfg.train.progress:
             rate = means["perf/images_per_sec"]
             text = "  ".join(f"{k} {means[k]:.4g}" for k in ("mse", "nll") if k in means)
-            log.info("step %d/%d  %s  %.0f img/s", step, total, text, rate)
+            # Timed from the end of the session's first step, so graph tracing does not inflate it.
+            left = eta_seconds(step - pace[0], total - pace[0], now - pace[1]) if pace else None
+            eta = f"  ETA {format_duration(left)}" if left is not None and step < total else ""
+            log.info("step %d/%d  %s  %.0f img/s%s", step, total, text, rate, eta)
         window.reset()
         if cfg.train.trace_eta:
             gathered = comm.gather(eta_trace, root=0)
@@ -390,6 +394,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     reason, code = "finished", EXIT_OK
     step = start
     t_last = time.perf_counter()
+    pace: tuple[int, float] | None = None
     with StopSignals() as stop:
         iterator = iter(dataset)
         while step < total:
@@ -410,6 +415,8 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
                 if cfg.train.trace_eta and "eta" in out:
                     eta_trace.append((step, [int(e) for e in out["eta"].numpy()]))
             step += 1
+            if pace is None:
+                pace = (step, time.perf_counter())
             flag = _DIVERGED if not finite else (_STOP if stop.requested else _GO)
             flag = distributed.allreduce_max(flag)
             if flag >= _DIVERGED:
