@@ -28,6 +28,7 @@ USAGE = "usage: fitsae [--version] [--help] VERB [options]\n\nverbs:\n" + "\n".j
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to ``fitsae.cli.<verb>.main``; returns the process exit code."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -39,8 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"fitsae: unknown verb or option {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"fitsae.cli.{verb}")
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(f"fitsae.cli.{verb}")
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        if not from_command_line:
+            raise
+        print(f"fitsae {verb}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

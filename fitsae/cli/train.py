@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fitsae import config as fconfig
-from fitsae.train.signals import EXIT_DIVERGED, EXIT_REQUEUE, EXIT_USAGE
+from fitsae.train.signals import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REQUEUE, EXIT_USAGE
 
 EPILOG = f"""\
 configs: section defaults <- --config FILE.yaml <- --set section.key=value (strict: unknown keys
@@ -19,7 +19,8 @@ train.seed must match; --config may then be omitted and RUN/params.yaml is used)
 
 exit codes: 0 finished; 2 bad config or data; {EXIT_DIVERGED} non-finite loss (nothing saved for it;
 lower the learning rate, rerun resumes from the last good checkpoint); {EXIT_REQUEUE} stopped by
-SIGTERM/SIGUSR1 after checkpointing -- please requeue, the same command resumes exactly.
+SIGTERM/SIGUSR1/SIGINT (Ctrl-C) after checkpointing -- please requeue, the same command resumes
+exactly; {EXIT_INTERRUPTED} a second Ctrl-C, or Ctrl-C before the first step (nothing new saved).
 
 TensorBoard: tensorboard --logdir RUN/tb
 """
@@ -57,7 +58,16 @@ def main(argv=None) -> int:
     except fconfig.ConfigError as err:
         print(f"fitsae train: {err}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        return _train(cfg, args.run_dir)
+    except KeyboardInterrupt:
+        # Ctrl-C before the training loop took over SIGINT (imports, indexing, model building).
+        print("fitsae train: interrupted (Ctrl-C) before training started; checkpoints already in "
+              f"{args.run_dir} are kept, rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
+
+def _train(cfg, run_dir: Path) -> int:
     from fitsae import distributed
     from fitsae.data.manifest import ManifestError
     from fitsae.data.pipeline import PipelineError
@@ -67,7 +77,7 @@ def main(argv=None) -> int:
 
     try:
         distributed.init_workers()
-        result = train(cfg, args.run_dir)
+        result = train(cfg, run_dir)
     except (fconfig.ConfigError, distributed.DistributedError, ManifestError, PipelineError, FitsInputError,
             CheckpointError) as err:
         logging.getLogger("fitsae").error("%s", err)

@@ -437,21 +437,23 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
                 log.warning("%s; checkpoint saved, exit %d: please requeue (rerun resumes)", reason, code)
                 break
 
-    if code == EXIT_OK:
-        save(step)
-        if image_batch is not None:
-            summaries.images(step, model, image_batch, _image_etas(cfg, model.latent_channels))
-        if root and cfg.train.export:
-            export_model(model, run_dir / "export", yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False))
-    summaries.flush()
-    summaries.close()
-    # Cheap end-of-session check that gradient averaging really kept the ranks identical (the
-    # failure mode of Horovod's Keras-3 wrappers is silent divergence, not an error).
-    digests = comm.gather(_weights_digest(model.variables), root=0)
-    if root:
-        if len(set(digests)) > 1:
-            log.error("model weights differ between ranks at step %d: data-parallel training is broken", step)
-        session.update({"end_step": step, "exit_code": code, "reason": reason, "weight_digests": digests})
-        _record_session(run_dir, session)
-    comm.Barrier()  # nobody exits (and makes mpirun kill the job) before rank 0 has saved
-    return TrainResult(code, step, reason, {k: float(v) for k, v in metrics.items()})
+        # Still inside StopSignals: a Ctrl-C while the final checkpoint or export is written must
+        # not raise KeyboardInterrupt in the middle of it (a second one exits at once).
+        if code == EXIT_OK:
+            save(step)
+            if image_batch is not None:
+                summaries.images(step, model, image_batch, _image_etas(cfg, model.latent_channels))
+            if root and cfg.train.export:
+                export_model(model, run_dir / "export", yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False))
+        summaries.flush()
+        summaries.close()
+        # Cheap end-of-session check that gradient averaging really kept the ranks identical (the
+        # failure mode of Horovod's Keras-3 wrappers is silent divergence, not an error).
+        digests = comm.gather(_weights_digest(model.variables), root=0)
+        if root:
+            if len(set(digests)) > 1:
+                log.error("model weights differ between ranks at step %d: data-parallel training is broken", step)
+            session.update({"end_step": step, "exit_code": code, "reason": reason, "weight_digests": digests})
+            _record_session(run_dir, session)
+        comm.Barrier()  # nobody exits (and makes mpirun kill the job) before rank 0 has saved
+        return TrainResult(code, step, reason, {k: float(v) for k, v in metrics.items()})
