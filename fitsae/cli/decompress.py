@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fitsae.data.config import DataConfig
+
 __all__ = ["build_parser", "main"]
 
 
@@ -46,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None and not args.checkpoint.isdigit():
         print(f"fitsae decompress: --checkpoint must be a step number, got {args.checkpoint!r}", file=sys.stderr)
         return 2
+    missing = DataConfig(paths=list(args.containers)).missing_paths()
+    if len(missing) == len(args.containers):  # answered before TensorFlow loads (seconds)
+        print(f"fitsae decompress: nothing to decompress, no such file, directory or glob match: "
+              f"{', '.join(missing)}", file=sys.stderr)
+        return 2
     containers = [Path(c) for c in args.containers]
     single = len(containers) == 1 and args.out.suffix.lower() in (".fits", ".fit", ".fts")
     from fitsae.codec import CodecError, decompress_file
@@ -58,5 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['bits_per_pixel']:.3f} bits/pixel stored")
     except CodecError as err:
         print(f"fitsae decompress: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only or full output directory
+        from fitsae.outputs import describe_os_error
+
+        print(f"fitsae decompress: cannot write: {describe_os_error(err)}", file=sys.stderr)
         return 2
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from fitsae.data.simulate import KINDS, simulate
+from fitsae.outputs import describe_os_error, unwritable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,11 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = unwritable(args.out)
+    if problem:
+        print(f"fitsae simulate: cannot write the images: {problem}", file=sys.stderr)
+        return 2
     try:
         files = simulate(args.kind, args.n, args.size, args.out, seed=args.seed, cube=args.cube,
                          dtype=args.dtype, mnist_path=args.mnist)
     except ValueError as err:
         print(f"fitsae simulate: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"fitsae simulate: {describe_os_error(err)}", file=sys.stderr)
         return 2
     what = f"{args.n} {args.kind} image(s)"
     print(f"wrote {what} in {len(files)} file(s) to {args.out}")

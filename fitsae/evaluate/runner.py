@@ -751,6 +751,7 @@ def run(options: EvalOptions) -> list[dict]:
     distributed.init_workers()
     run_dir = Path(options.run_dir)
     out = options.out_dir
+    options = _usable_outputs(options)
     if options.watch:
         # A watcher may be started before training has created the run directory.
         return _watch(options)
@@ -782,6 +783,30 @@ def run(options: EvalOptions) -> list[dict]:
         ctx.close()
         _announce(reports[-1], out)
     return reports
+
+
+def _usable_outputs(options: EvalOptions) -> EvalOptions:
+    """Refuse an output directory that cannot be written before any work; without a writable
+    ``RUN/tb/eval``, score anyway and skip the TensorBoard scalars (a read-only run, someone
+    else's, is still scorable with ``--out``). Rank 0 looks, every rank gets its verdict."""
+    from dataclasses import replace
+
+    from fitsae.outputs import unwritable
+
+    problems = None
+    if distributed.is_root():
+        tb = Path(options.run_dir) / "tb" / "eval"
+        problems = (unwritable(options.out_dir),
+                    unwritable(tb) if options.tensorboard and Path(options.run_dir).is_dir() else None)
+    out_problem, tb_problem = distributed.comm().bcast(problems, root=0)
+    if out_problem:
+        hint = "" if options.out else "; give --out DIR somewhere writable"
+        raise EvaluationError(f"cannot write the report: {out_problem}{hint}")
+    if tb_problem:
+        log.warning("cannot write TensorBoard scalars (%s): scoring without them "
+                    "(--no-tensorboard silences this)", tb_problem)
+        return replace(options, tensorboard=False)
+    return options
 
 
 def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -> dict:
