@@ -121,6 +121,20 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
     assert value == pytest.approx(report["results"][3]["ae"]["rmse_over_noise"], rel=1e-6)
 
 
+def test_examples_are_the_first_and_the_worst_tile(full_eval):
+    report = json.loads((full_eval["out"] / REPORT_NAME).read_text())
+    top = report["results"][-1]["eta"]
+
+    def rmse_over_noise(tile) -> float:  # at the largest η, from the stored residual
+        entry = next(e for e in tile["etas"] if e["eta"] == top)
+        return math.sqrt(np.mean(np.square(entry["residual"]))) / tile["noise"]
+
+    first, worst = report["examples"]["tiles"]
+    assert first["shown_as"] == "first tile" and worst["tile_id"] != first["tile_id"]
+    assert worst["shown_as"] == f"worst tile: RMSE/σ_noise {rmse_over_noise(worst):.3g} at η={top}"
+    assert rmse_over_noise(worst) > rmse_over_noise(first)
+
+
 def test_checkpoint_all_scores_each_step(conv_run, tmp_path, capsys):
     out = tmp_path / "eval"
     code, stdout, stderr = evaluate(["--run-dir", str(conv_run["run"]), "--data", str(conv_run["test"]), "--out", str(out),
@@ -291,6 +305,8 @@ def test_two_ranks_give_the_single_process_numbers(full_eval, tmp_path, mpirun):
     one = json.loads((full_eval["out"] / REPORT_NAME).read_text())
     two = json.loads((tmp_path / "two" / REPORT_NAME).read_text())
     assert two["data"]["ranks"] == 2 and one["data"]["n_tiles"] == two["data"]["n_tiles"] == 12
+    # The worst tile is found over both ranks' shares.
+    assert [t["tile_id"] for t in two["examples"]["tiles"]] == [t["tile_id"] for t in one["examples"]["tiles"]]
     for a, b in zip(one["results"], two["results"]):
         for method in ("ae", "ae_fixed_mask", "pca"):
             for key, value in a[method].items():

@@ -355,6 +355,16 @@ def _example_entry(x, mu, log_var, noise, size: int) -> tuple[list, dict]:
     return plain(x), {"mu": plain(mu), "sigma": plain(np.exp(0.5 * log_var)), "residual": plain(x - mu)}
 
 
+def _example(batch, x64, noise, i: int, shown: dict, size: int) -> dict:
+    """Tile ``i`` of a batch for the examples figure: its input and, at each example η, μ, σ, the
+    residual and the η′ the budget kept (normalized units, centre ``size`` × ``size``)."""
+    tile = {"tile_id": int(batch["tile_id"][i]), "noise": float(noise[i]), "etas": []}
+    for eta, (mu, log_var, kept) in shown.items():
+        tile["input"], entry = _example_entry(x64[i, ..., 0], mu[i, ..., 0], log_var[i, ..., 0], noise[i], size)
+        tile["etas"].append({"eta": int(eta), "eta_kept": int(kept[i]), **entry})
+    return tile
+
+
 def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[int], pca: PCAFit,
                      seed: int, batch_size: int, max_tiles: int | None, example_size: int):
     """One pass over the test tiles: AE and PCA sums for every η, data range and example tiles.
@@ -366,7 +376,8 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
     the choice changes is in the report.
 
     Returns the reduced :class:`MetricBook`, the reduced :class:`DataRange`, the test tile count,
-    and (rank 0) example tiles in normalized units.
+    and (rank 0) example tiles in normalized units: the first tile, and the tile of all ranks
+    with the largest error at the largest η (unless that is the first one).
     """
     predict = _predictor(model)
     book = MetricBook()
@@ -385,6 +396,7 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
     data_range = DataRange()
     example_etas = pick_etas(etas)
     examples = []
+    worst: tuple[float, dict | None] = (-math.inf, None)
     tiles = 0
     for batch in _batches(manifest, data_cfg, seed, batch_size, max_tiles, "scoring test tiles"):
         x = geometry.crop(np.asarray(batch["x"], np.float32))
@@ -395,8 +407,7 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
         background_phys = np.asarray(batch["offset"], np.float64)
         data_range.update(x_phys)
         tiles += len(x)
-        want_example = not examples and distributed.is_root()
-        example = None
+        shown = {}  # example η → the chosen (μ, log σ², η′) of every tile in the batch
         previous = None
         best = RunningBest()  # over the ladder; a scored η off the ladder is tried on a copy
         for kept in decodes:
@@ -421,15 +432,19 @@ def score_checkpoint(model, manifest, data_cfg, geometry: _Geometry, etas: list[
             rec = _denormalize(_pca_reconstruct(pca, x64, geometry, eta).astype(np.float32), batch, data_cfg)
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
-            if want_example and eta in example_etas:
-                tile_input, entry = _example_entry(x64[0, ..., 0], mu[0, ..., 0], log_var[0, ..., 0],
-                                                   noise[0], example_size)
-                if example is None:
-                    example = {"tile_id": int(batch["tile_id"][0]), "noise": float(noise[0]),
-                               "input": tile_input, "etas": []}
-                example["etas"].append({"eta": int(eta), "eta_kept": int(chosen.eta[0]), **entry})
-        if example is not None:
-            examples.append(example)
+            if eta in example_etas:
+                shown[eta] = (mu, log_var, chosen.eta)
+        if not examples and distributed.is_root():
+            examples.append({**_example(batch, x64, noise, 0, shown, example_size), "shown_as": "first tile"})
+        i = int(np.argmax(previous[1]))  # previous: the largest budget's per-tile error
+        if previous[1][i] > worst[0]:
+            worst = (float(previous[1][i]), _example(batch, x64, noise, i, shown, example_size))
+    # The worst tile of all ranks joins the first one: where the model fails is worth a look.
+    candidates = distributed.comm().gather(worst, root=0)
+    if distributed.is_root():
+        error, tile = max(candidates, key=lambda c: c[0])
+        if tile is not None and all(t["tile_id"] != tile["tile_id"] for t in examples):
+            examples.append({**tile, "shown_as": f"worst tile: RMSE/σ_noise {math.sqrt(error):.3g} at η={top}"})
     book.reduce()
     data_range.reduce()
     tiles = int(distributed.allreduce_sum(tiles))
