@@ -52,9 +52,26 @@ read -r -a eval_opts <<<"${FITSAE_EVAL_SBATCH_ARGS:-}"
 [ -n "${FITSAE_PARTITION:-}" ] && eval_opts+=(--partition="$FITSAE_PARTITION")
 [ -n "${FITSAE_ACCOUNT:-}" ] && eval_opts+=(--account="$FITSAE_ACCOUNT")
 
+# Nothing is queued that would fail when it starts: every config is read by `fitsae train --check`
+# exactly as the job will read it (unknown keys, bad values, tile vs model stride, missing data
+# paths; no TensorFlow, a second or two), and every --data path must exist. In a subshell, so the
+# launcher's thread settings do not leak into the environment sbatch passes on to the jobs.
+check_train() {  # CONFIG RUN_DIR [fitsae train options]
+  [ -f "$1" ] || die "config $1 not found; nothing submitted"
+  ( . "$ROOT/slurm/common.sh"
+    setup_launcher "$1" "$2" >/dev/null
+    "${LAUNCH[@]}" train --check --config "$1" --run-dir "$2" "${@:3}" ) >&2 \
+    || die "config $1 does not pass \`fitsae train --check\` (see above); nothing submitted"
+}
+check_data() {
+  local d
+  for d in "${data[@]}"; do
+    [ -e "$d" ] || compgen -G "$d" >/dev/null || die "--data $d: no such file, directory or glob match; nothing submitted"
+  done
+}
+
 # The jobs find slurm/common.sh and the venv of this checkout through FITSAE_ROOT.
 export FITSAE_ROOT="$ROOT"
-mkdir -p logs
 
 submit() {
   if [ $dry = 1 ]; then { printf 'sbatch'; printf ' %q' "$@"; printf '\n'; } >&2; echo "<jobid>"; return; fi
@@ -63,6 +80,9 @@ submit() {
 
 if [ $sweep = 0 ]; then
   [ -n "$config" ] && [ -n "$run_dir" ] || die "--config and --run-dir are required (or --sweep)"
+  check_train "$config" "$run_dir" "${sets[@]}"
+  check_data
+  mkdir -p logs
   train_job="$(submit "${train_opts[@]}" "${extra[@]}" "$ROOT/slurm/train.sbatch" "$config" "$run_dir" "${sets[@]}")"
   echo "TRAIN_JOB=$train_job"
   if [ $eval = 1 ]; then
@@ -74,14 +94,18 @@ if [ $sweep = 0 ]; then
 fi
 
 [ -n "$configs" ] && [ -n "$seeds" ] && [ -n "$run_root" ] || die "--sweep needs --configs, --seeds and --run-root"
-mkdir -p "$run_root"
+IFS=, read -r -a config_list <<<"$configs"
+IFS=, read -r -a seed_list <<<"$seeds"
+for c in "${config_list[@]}"; do
+  check_train "$c" "$(readlink -m "$run_root")/$(basename "${c%.*}")-seed${seed_list[0]}" \
+    --set "${FITSAE_SWEEP_SEED_KEY:-train.seed}=${seed_list[0]}" "${sets[@]}"
+done
+check_data
+mkdir -p logs "$run_root"
 table="$(readlink -f "$run_root")/sweep.tsv"
 {
   printf '# config\trun_dir\tseed (written by slurm/submit.sh; line i is array task i)\n'
-  IFS=, read -r -a config_list <<<"$configs"
-  IFS=, read -r -a seed_list <<<"$seeds"
   for c in "${config_list[@]}"; do
-    [ -f "$c" ] || die "config $c not found"
     for s in "${seed_list[@]}"; do
       printf '%s\t%s\t%s\n' "$(readlink -f "$c")" "$(readlink -m "$run_root")/$(basename "${c%.*}")-seed$s" "$s"
     done

@@ -125,11 +125,15 @@ def test_report_has_every_schema_key_and_sane_numbers(conv_run, full_eval):
 def _from_scratch(run_dir: Path, test_dir: Path) -> dict:
     """Each η's AE (budget and plain mask) and PCA numbers, recomputed without the runner.
 
-    The model at every η′, the budget's choice (per tile, the first η′ ≤ η of smallest error),
-    the calibration of the chosen (μ, σ), and PCA with exactly η components per 4×4 patch fitted
-    on the run's training tiles: numpy on the pipeline's batches.
+    The model at every η′ with its latents quantized on the frozen tables' grid and μ kept in
+    each tile's range (what the codec stores and decodes), the budget's choice (per tile, the
+    first η′ ≤ η of smallest error), the calibration of the chosen (μ, σ), and PCA with exactly η
+    components per 4×4 patch fitted on the run's training tiles, coefficients rounded to its
+    step of 1: numpy on the pipeline's batches.
     """
     import tensorflow as tf
+
+    from fitsae.codec.artifact import tables_for
 
     from fitsae.data.manifest import Manifest, index_paths
     from fitsae.data.normalize import denormalize
@@ -137,7 +141,8 @@ def _from_scratch(run_dir: Path, test_dir: Path) -> dict:
     from fitsae.evaluate.pca import from_patches, to_patches
     from fitsae.train.checkpoints import load_model
 
-    cfg, model, _ = load_model(run_dir)
+    cfg, model, step = load_model(run_dir)
+    grid = tables_for(run_dir, cfg, model, step).step
 
     def batches(manifest):
         return list(Pipeline(manifest, cfg.data).evaluation(64).as_numpy_iterator())
@@ -155,12 +160,14 @@ def _from_scratch(run_dir: Path, test_dir: Path) -> dict:
         return np.asarray(denormalize(np.asarray(a, np.float32), batch["offset"], batch["scale"], cfg.data), np.float64)
 
     x_phys = physical(x)
+    lo, hi = x_phys.min(axis=(1, 2, 3), keepdims=True), x_phys.max(axis=(1, 2, 3), keepdims=True)
     noise_phys = (batch["noise"].astype(np.float64) * batch["scale"])[:, None, None, None]
     outputs = []
     for eta in range(1, 5):
-        z = model.encode(tf.constant(x), tf.fill([len(x)], eta))
-        mu, log_var = model.decode_mean(z).numpy(), model.decode_var(z).numpy()
-        outputs.append((mu.astype(np.float64), log_var.astype(np.float64), physical(mu)))
+        z = np.asarray(model.encode(tf.constant(x), tf.fill([len(x)], eta)), np.float64)
+        z = (np.rint(z / grid) * grid).astype(np.float32)  # zero beyond η stays zero
+        mu, log_var = model.decode_mean(tf.constant(z)).numpy(), model.decode_var(tf.constant(z)).numpy()
+        outputs.append((mu.astype(np.float64), log_var.astype(np.float64), np.clip(physical(mu), lo, hi)))
     tile_error = np.stack([(((x_phys - m) / noise_phys) ** 2).mean(axis=(1, 2, 3)) for _, _, m in outputs])
     rows = {}
     for eta in range(1, 5):
@@ -170,7 +177,8 @@ def _from_scratch(run_dir: Path, test_dir: Path) -> dict:
         mu_phys = np.stack([outputs[k][2][i] for i, k in enumerate(kept)])
         z = (x.astype(np.float64) - mu) * np.exp(-0.5 * log_var)
         v = vectors[:, :eta]
-        pca_norm = from_patches((to_patches(x.astype(np.float64), (4, 4)) - mean) @ v @ v.T + mean, (16, 16), (4, 4))
+        coefficients = np.rint((to_patches(x.astype(np.float64), (4, 4)) - mean) @ v)
+        pca_norm = from_patches(coefficients @ v.T + mean, (16, 16), (4, 4))
         rows[eta] = {
             "ae": {"mse": np.mean((x_phys - mu_phys) ** 2),
                    "rmse_over_noise": np.sqrt(np.mean(((x_phys - mu_phys) / noise_phys) ** 2)),
@@ -190,6 +198,18 @@ def test_rows_are_the_model_and_pca_recomputed_from_scratch(conv_run, full_eval)
         for method, values in expected[row["eta"]].items():
             for key, value in values.items():
                 assert row[method][key] == pytest.approx(value, rel=1e-5), (row["eta"], method, key)
+def test_examples_are_the_first_and_the_worst_tile(full_eval):
+    report = json.loads((full_eval["out"] / REPORT_NAME).read_text())
+    top = report["results"][-1]["eta"]
+
+    def rmse_over_noise(tile) -> float:  # at the largest η, from the stored residual
+        entry = next(e for e in tile["etas"] if e["eta"] == top)
+        return math.sqrt(np.mean(np.square(entry["residual"]))) / tile["noise"]
+
+    first, worst = report["examples"]["tiles"]
+    assert first["shown_as"] == "first tile" and worst["tile_id"] != first["tile_id"]
+    assert worst["shown_as"] == f"worst tile: RMSE/σ_noise {rmse_over_noise(worst):.3g} at η={top}"
+    assert rmse_over_noise(worst) > rmse_over_noise(first)
 
 
 def test_checkpoint_all_scores_each_step(conv_run, tmp_path, capsys):
@@ -422,6 +442,8 @@ def test_two_ranks_give_the_single_process_numbers(full_eval, tmp_path, mpirun):
     one = json.loads((full_eval["out"] / REPORT_NAME).read_text())
     two = json.loads((tmp_path / "two" / REPORT_NAME).read_text())
     assert two["data"]["ranks"] == 2 and one["data"]["n_tiles"] == two["data"]["n_tiles"] == 12
+    # The worst tile is found over both ranks' shares.
+    assert [t["tile_id"] for t in two["examples"]["tiles"]] == [t["tile_id"] for t in one["examples"]["tiles"]]
     # Sums combine exactly, and the codec encodes and decodes every tile alone (its float32 outputs
     # cannot depend on which tiles share a batch): every number agrees to float64 summation order.
     for a, b in zip(one["results"], two["results"], strict=True):

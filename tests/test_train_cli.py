@@ -58,3 +58,57 @@ def test_every_file_deleted_after_indexing_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "none of the last 4 tiles" in err and "could be read" in err and "index the data again" in err
     assert "function_node" not in err
+
+
+def test_tile_not_a_multiple_of_the_stride_is_refused_before_training(tmp_path, capsys):
+    # smoke: filters [8, 16], two stages of stride 2, total stride 4.
+    code = main(["--config", str(REPO / "train" / "smoke.yaml"), "--run-dir", str(tmp_path / "r"),
+                 "--set", "data.tile=30"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "data.tile=30 is not a multiple of the conv model's total stride 4" in err
+    assert "use data.tile=28 or 32" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_crop_not_a_multiple_of_the_stride_is_refused(tmp_path, capsys):
+    code = main(["--config", str(REPO / "train" / "smoke.yaml"), "--run-dir", str(tmp_path / "r"),
+                 "--set", "data.crop=18", "--check"])
+    assert code == 2
+    assert "data.crop=18 is not a multiple of the conv model's total stride 4" in capsys.readouterr().err
+
+
+def test_check_reads_the_config_and_data_paths_without_training(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    args = ["--config", str(REPO / "train" / "smoke.yaml"), "--run-dir", str(tmp_path / "r"), "--check"]
+    assert main(args + ["--set", f"data.paths=[{tmp_path / 'data'}]"]) == 0
+    assert "config OK" in capsys.readouterr().err
+    assert main(args + ["--set", f"data.paths=[{tmp_path / 'data'},{tmp_path / 'typo'}]"]) == 2
+    err = capsys.readouterr().err
+    assert f"no such file, directory or glob match: {tmp_path / 'typo'}" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_relative_data_paths_resume_from_another_directory(tmp_path, monkeypatch):
+    import yaml
+
+    from fitsae.train.checkpoints import list_checkpoints
+    from train_helpers import write_blob_fits
+
+    project = tmp_path / "project"
+    write_blob_fits(project / "fits", 4, 16, seed=1)
+    config = {"data": {"paths": ["fits"], "tile": 16, "batch_size": 4},
+              "model": {"kind": "conv", "latent_channels": 2, "filters": [4, 4]},
+              "train": {"steps": 2, "checkpoint_every": 2, "log_every": 2, "image_every": 0, "export": False,
+                        "progress": False}}
+    (project / "exp.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    monkeypatch.chdir(project)
+    assert main(["--config", "exp.yaml", "--run-dir", str(run)]) == 0
+    saved = yaml.safe_load((run / "params.yaml").read_text())
+    assert saved["data"]["paths"] == [str(project / "fits")]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["--run-dir", str(run), "--set", "train.steps=4"]) == 0
+    assert [step for step, _ in list_checkpoints(run)] == [2, 4]

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,14 @@ def _rank_pids(mpirun_pid: int) -> dict[int, int]:
     return ranks
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped by init has finished)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def test_sigterm_on_one_rank_stops_all_saves_and_resume_matches(experiment, reference):
     run = experiment / "interrupted"
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", FITSAE_THREADS="1")
@@ -171,3 +180,42 @@ def test_sigusr1_to_mpirun_stops_both_ranks_at_one_step_and_saves(experiment):
     assert "SIGUSR1" in session["reason"], session["reason"]
     assert list_checkpoints(run)[-1][0] == session["end_step"]
     assert session["weight_digests"][0] == session["weight_digests"][1]
+
+
+def test_ctrl_c_to_mpirun_ends_every_rank_and_the_run_resumes(experiment):
+    """Measured with Open MPI 4.1: Ctrl-C reaches only mpirun (the ranks have process groups of their
+    own), which sends SIGTERM to every rank and SIGKILL a second later and exits 1. Nothing may be
+    left running, and the newest checkpoint on disk must be a valid place to resume from."""
+    run = experiment / "ctrl_c"
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", FITSAE_THREADS="1")
+    cmd = mpirun_command(2) + ["fitsae", "train", "--config", str(experiment / "exp.yaml"), "--run-dir", str(run),
+                               "--set", "train.checkpoint_every=10"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, ranks = [], {}
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if f"step 20/{STEPS}" in line:
+                break
+        ranks = _rank_pids(proc.pid)
+        assert sorted(ranks) == [0, 1], "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stderr = "".join(lines) + rest
+    assert proc.returncode != 0, stderr[-4000:]
+    # mpirun may exit while the killed ranks are still being torn down: give them a bounded while.
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in ranks.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(pid) for pid in ranks.values()), ranks
+    newest = list_checkpoints(run)[-1][0]
+    assert newest >= 20  # the checkpoint of step 20 was written before the signal
+
+    resumed = run_mpi(2, ["fitsae", "train", "--run-dir", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"resuming {run} from step {newest}" in resumed.stderr
+    assert list_checkpoints(run)[-1][0] == STEPS

@@ -21,14 +21,23 @@ VERBS = {
     "doctor": "print the software stack and check Horovod/MPI",
 }
 
-USAGE = "usage: fitsae [--version] [--help] VERB [options]\n\nverbs:\n" + "\n".join(
+USAGE = "usage: fitsae [--version] [--help] VERB [options] [--verbose]\n\nverbs:\n" + "\n".join(
     f"  {verb:<11} {text}" for verb, text in VERBS.items()
-) + "\n\nRun `fitsae VERB --help` for a verb's options."
+) + "\n\nRun `fitsae VERB --help` for a verb's options. --verbose (anywhere on the line) keeps " \
+    "TensorFlow's and XLA's own log lines, which are hidden by default."
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch to ``fitsae.cli.<verb>.main``; returns the process exit code."""
+    """Dispatch to ``fitsae.cli.<verb>.main``; returns the process exit code.
+
+    Called with ``argv=None`` (the console script), TensorFlow's log lines are silenced before
+    any verb imports it, unless ``--verbose`` is given; called in-process with a list, the
+    caller's process is left as it is.
+    """
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
@@ -39,8 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"fitsae: unknown verb or option {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"fitsae.cli.{verb}")
-    return int(module.main(rest) or 0)
+    if from_command_line and not verbose:
+        from fitsae.cli.quiet import quiet_tensorflow
+
+        quiet_tensorflow()
+    try:
+        module = importlib.import_module(f"fitsae.cli.{verb}")
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        if not from_command_line:
+            raise
+        print(f"fitsae {verb}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

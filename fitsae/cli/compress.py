@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fitsae.data.config import DataConfig
+
 __all__ = ["build_parser", "main"]
 
 
@@ -52,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.tile < 1:
         print(f"fitsae compress: --tile must be positive, got {args.tile}", file=sys.stderr)
         return 2
+    # Typos are answered before TensorFlow loads (seconds).
+    missing = DataConfig(paths=list(args.inputs)).missing_paths()
+    if len(missing) == len(args.inputs):
+        print(f"fitsae compress: nothing to compress, no such file, directory or glob match: "
+              f"{', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not (args.run_dir / "params.yaml").is_file():
+        print(f"fitsae compress: {args.run_dir} is not a run directory (no params.yaml)", file=sys.stderr)
+        return 2
     from fitsae.codec import CodecError, compress_files
 
     try:
@@ -59,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
                                  select="fixed" if args.fixed_eta else "best", tile=args.tile)
     except CodecError as err:
         print(f"fitsae compress: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only or full output directory
+        from fitsae.outputs import describe_os_error
+
+        print(f"fitsae compress: cannot write: {describe_os_error(err)}", file=sys.stderr)
         return 2
     for r in results:
         if "rejected" in r:

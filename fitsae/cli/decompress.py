@@ -18,6 +18,8 @@ import glob
 import sys
 from pathlib import Path
 
+from fitsae.data.config import DataConfig
+
 __all__ = ["build_parser", "main"]
 
 
@@ -89,5 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                   "coded")
     except CodecError as err:
         print(f"fitsae decompress: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only or full output directory
+        from fitsae.outputs import describe_os_error
+
+        print(f"fitsae decompress: cannot write: {describe_os_error(err)}", file=sys.stderr)
         return 2
     return 0

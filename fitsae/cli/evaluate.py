@@ -91,7 +91,14 @@ def _plot_only(directory: Path) -> int:
         print(f"fitsae evaluate: {err}", file=sys.stderr)
         return 2
     target = directory if directory.is_dir() else directory.parent
-    for path in draw_all(report, target):
+    try:
+        written = draw_all(report, target)
+    except OSError as err:
+        from fitsae.outputs import describe_os_error
+
+        print(f"fitsae evaluate: cannot write the figures: {describe_os_error(err)}", file=sys.stderr)
+        return 2
+    for path in written:
         print(f"wrote {path}")
     print(format_table(report))
     print(format_fpack_table(report))
@@ -151,5 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         run(options)
     except (EvaluationError, DistributedError) as err:
         print(f"fitsae evaluate: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. the disk filled up while writing the report
+        from fitsae.outputs import describe_os_error
+
+        print(f"fitsae evaluate: cannot write: {describe_os_error(err)}", file=sys.stderr)
         return 2
     return 0

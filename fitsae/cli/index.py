@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 
+from pathlib import Path
+
 from fitsae import config as fconfig
 from fitsae.data.config import DataConfig
-from fitsae.data.manifest import index_paths, rejected_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,14 +49,32 @@ def main(argv: list[str] | None = None) -> int:
     except fconfig.ConfigError as err:
         print(f"fitsae index: {err}", file=sys.stderr)
         return 2
+    # Answered before numpy and astropy are imported: a typo should not cost their start-up.
+    missing = DataConfig(paths=list(args.paths)).missing_paths()
+    if len(missing) == len(args.paths):
+        print(f"fitsae index: no such file, directory or glob match: {', '.join(missing)}", file=sys.stderr)
+        return 2
     from fitsae import distributed
+    from fitsae.data.manifest import index_paths, rejected_path
+    from fitsae.outputs import describe_os_error, unwritable
 
     workers = distributed.init_workers(configure_tensorflow=False)
-    manifest, rejected = index_paths(args.paths, cfg, distributed.comm() if workers.size > 1 else None)
+    comm = distributed.comm()
+    # Rank 0 writes; every rank learns its verdict, so none starts a scan the others abandon.
+    problem = comm.bcast(unwritable(Path(args.out).parent) if workers.is_root else None, root=0)
+    if problem:
+        if workers.is_root:
+            print(f"fitsae index: cannot write the manifest: {problem}", file=sys.stderr)
+        return 2
+    manifest, rejected = index_paths(args.paths, cfg, comm if workers.size > 1 else None)
     if workers.is_root:
-        manifest.save(args.out)
         bad = rejected_path(args.out)
-        bad.write_text("".join(json.dumps(r) + "\n" for r in rejected))
+        try:
+            manifest.save(args.out)
+            bad.write_text("".join(json.dumps(r) + "\n" for r in rejected))
+        except OSError as err:
+            print(f"fitsae index: cannot write the manifest: {describe_os_error(err)}", file=sys.stderr)
+            return 2
         print(f"{args.out}: {manifest.summary()}")
         if rejected:
             print(f"{len(rejected)} rejected (also in {bad}):")

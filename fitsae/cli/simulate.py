@@ -7,6 +7,7 @@ import sys
 
 from fitsae.data.sky import knobs_from_strings
 from fitsae.data.simulate import KINDS, simulate
+from fitsae.outputs import describe_os_error, unwritable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = unwritable(args.out)
+    if problem:
+        print(f"fitsae simulate: cannot write the images: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.knob and args.kind != "sky":
             raise ValueError(f"--knob applies to --kind sky, not {args.kind}")
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                          knobs=knobs_from_strings(args.knob) if args.knob else None)
     except ValueError as err:
         print(f"fitsae simulate: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"fitsae simulate: {describe_os_error(err)}", file=sys.stderr)
         return 2
     what = f"{args.n} {args.kind} image(s)"
     print(f"wrote {what} in {len(files)} file(s) to {args.out}")

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from fitsae import config as fconfig
-from fitsae.train.signals import EXIT_DIVERGED, EXIT_REQUEUE, EXIT_USAGE
+from fitsae.train.signals import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REQUEUE, EXIT_USAGE
 
 EPILOG = f"""\
 configs: section defaults <- --config FILE.yaml <- --set section.key=value (strict: unknown keys
-are errors). The resolved config is saved as RUN/params.yaml. Named configs live in train/.
+are errors). The resolved config is saved as RUN/params.yaml, with data.paths made absolute
+(relative paths are relative to the directory you run this in). Named configs live in train/.
 
 resume: if RUN already has checkpoints, training continues from the newest (the model section and
-train.seed must match; --config may then be omitted and RUN/params.yaml is used).
+train.seed must match; --config may then be omitted and RUN/params.yaml is used, from any
+working directory).
 
 exit codes: 0 finished; 2 bad config or data; {EXIT_DIVERGED} non-finite loss (nothing saved for it;
 lower the learning rate, rerun resumes from the last good checkpoint); {EXIT_REQUEUE} stopped by
-SIGTERM/SIGUSR1 after checkpointing -- please requeue, the same command resumes exactly.
+SIGTERM/SIGUSR1/SIGINT (Ctrl-C) after checkpointing -- please requeue, the same command resumes
+exactly; {EXIT_INTERRUPTED} a second Ctrl-C, or Ctrl-C before the first step (nothing new saved).
 
 TensorBoard: tensorboard --logdir RUN/tb
 """
@@ -38,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, required=True, help="run directory (created; resumed if it has checkpoints)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set train.steps=100")
+    parser.add_argument("--check", action="store_true",
+                        help="only check the config (keys, values, tile vs model stride) and that "
+                        "data.paths exist, then exit: 0 if training could start, 2 otherwise; no "
+                        "TensorFlow, no writes (slurm/submit.sh runs it before queueing)")
     return parser
 
 
@@ -57,7 +65,33 @@ def main(argv=None) -> int:
     except fconfig.ConfigError as err:
         print(f"fitsae train: {err}", file=sys.stderr)
         return EXIT_USAGE
+    cfg = dataclasses.replace(cfg, data=cfg.data.absolute())
+    if args.check:
+        return _check(cfg, config_path)
+    try:
+        return _train(cfg, args.run_dir)
+    except KeyboardInterrupt:
+        # Ctrl-C before the training loop took over SIGINT (imports, indexing, model building).
+        print("fitsae train: interrupted (Ctrl-C) before training started; checkpoints already in "
+              f"{args.run_dir} are kept, rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
+
+def _check(cfg, config_path: Path) -> int:
+    if not cfg.data.paths:
+        print(f"fitsae train: {config_path}: data.paths is empty", file=sys.stderr)
+        return EXIT_USAGE
+    missing = cfg.data.missing_paths()
+    if missing:
+        print(f"fitsae train: {config_path}: data.paths: no such file, directory or glob match: "
+              f"{', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"fitsae train: {config_path}: config OK ({cfg.model.kind} model, {cfg.train.steps} steps, "
+          f"{len(cfg.data.paths)} data path(s))", file=sys.stderr)
+    return 0
+
+
+def _train(cfg, run_dir: Path) -> int:
     from fitsae import distributed
     from fitsae.data.manifest import ManifestError
     from fitsae.data.pipeline import PipelineError
@@ -67,7 +101,7 @@ def main(argv=None) -> int:
 
     try:
         distributed.init_workers()
-        result = train(cfg, args.run_dir)
+        result = train(cfg, run_dir)
     except (fconfig.ConfigError, distributed.DistributedError, ManifestError, PipelineError, FitsInputError,
             CheckpointError) as err:
         logging.getLogger("fitsae").error("%s", err)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -99,3 +102,18 @@ class DataConfig:
     @property
     def tile_stride(self) -> int:
         return self.stride or self.tile
+
+    def absolute(self) -> "DataConfig":
+        """This section with every path made absolute (``~`` expanded, relative to the current
+        directory), so a run's ``params.yaml`` resumes from any working directory."""
+        return dataclasses.replace(self, paths=[os.path.abspath(os.path.expanduser(p)) for p in self.paths])
+
+    def missing_paths(self) -> list[str]:
+        """Entries of ``paths`` that name nothing: no such file or directory, or a glob matching
+        nothing. A cheap check (no FITS file is opened) for before a job is queued."""
+        missing = []
+        for path in self.paths:
+            path = os.path.expanduser(path)
+            if not (os.path.exists(path) or (glob.has_magic(path) and glob.glob(path, recursive=True))):
+                missing.append(path)
+        return missing

@@ -15,7 +15,8 @@ Figures (PNG, in the report's directory):
   point labelled with its η or setting; against the noisy input, and in a second panel against
   the noiseless truth when the data have one;
 - ``calibration.png``      histograms of z = (x − μ)/σ at three η against N(0, 1);
-- ``examples.png``         input, μ, σ and residual of example tiles at three η (asinh stretch);
+- ``examples.png``         input, μ, σ and residual of the first and the worst tile at three η
+  (asinh stretch);
 - ``pca_spectrum.png``     the PCA eigenvalue spectrum fitted on training data.
 """
 
@@ -27,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from fitsae.evaluate.report import method_bits
 
-__all__ = ["draw_all", "pick_etas"]
+__all__ = ["draw_all", "draw_figure", "pick_etas"]
 
 
 def pick_etas(etas: list[int], n: int = 3) -> list[int]:
@@ -71,7 +72,27 @@ def _title(report: dict) -> str:
     return f"{kind} AE" + (f", step {step}" if step is not None else "")
 
 
-def _error_vs_ratio(report: dict, path: Path) -> None:
+def _data_label(report: dict) -> str:
+    """Which images a figure shows, e.g. ``test data/test (12 tiles of 16×16)``: a figure copied into
+    a talk or a paper must still say whether it is the simulations or M13."""
+    data = report.get("data", {})
+    names = ["/".join(Path(str(p)).parts[-2:]) for p in data.get("paths") or []]
+    shown = ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+    tiles, shape = data.get("n_tiles"), data.get("eval_shape")
+    size = f" of {shape[0]}×{shape[1]}" if shape else ""
+    count = f" ({tiles} tiles{size})" if tiles else ""
+    return f"test data {shown or '?'}{count}"
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log axis labelled 0.5, 1, 2, 4, …: the default labels minor ticks as 3×10⁰, 4×10⁰, which
+    overlap when the axis spans one to two decades (measured on bits per pixel from 2 to 64)."""
+    axis.set_major_locator(LogLocator(base=2))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _error_vs_ratio(report: dict, path: Path) -> Figure:
     rows = sorted(report["results"], key=lambda r: r["compression_ratio"])
     fig, axes = _subplots(1, 2, figsize=(10, 4))
     methods = [("ae", "o-", "AE (budget η: best η′ ≤ η per tile)"), ("pca", "s--", "PCA")]
@@ -87,17 +108,14 @@ def _error_vs_ratio(report: dict, path: Path) -> None:
     axes[1].set_ylabel("PSNR [dB]" + (f" (peak {peak:.4g})" if peak else ""))
     for ax in axes:
         ax.set_xscale("log")
-        # Ratios span about one decade: label 2, 4, 8, … plainly; unlabeled minor ticks (the
-        # default labels them in scientific notation on top of each other).
-        ax.xaxis.set_major_locator(LogLocator(base=2))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _plain_log_ticks(ax.xaxis)
         ax.set_xlabel("compression ratio (input bits ÷ stored bits)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{_title(report)} vs PCA at equal kept values")
+    fig.suptitle(f"{_title(report)} vs PCA at equal kept values\n{_data_label(report)}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str]]]]:
@@ -108,7 +126,7 @@ def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str
     series = []
     for method, style, label in (("ae", "o-", "AE, budget η (" + ("coded bits" if coded else "32-bit latents") + ")"),
                                  ("ae_fixed_mask", "x:", "AE, exactly η channels"),
-                                 ("pca", "s--", "PCA (32-bit coefficients)")):
+                                 ("pca", "s--", "PCA (" + ("coded coefficients" if coded else "32-bit coefficients") + ")")):
         points = [(method_bits(r, method), r[method], f"η={r['eta']}" if r["eta"] in shown else "")
                   for r in rows if r.get(method)]
         if points:
@@ -133,7 +151,7 @@ def _setting_tag(entry: dict) -> str:
     return label.rsplit(" ", 1)[-1] if " " in label else label
 
 
-def _error_vs_bpp(report: dict, path: Path) -> None:
+def _error_vs_bpp(report: dict, path: Path) -> Figure:
     series = _rd_series(report)
     truth = any(_finite(entry.get("rmse_over_noise_truth")) for _, _, pts in series for _, entry, _ in pts)
     panels = [("rmse_over_noise", "RMSE / σ_noise against the noisy input")]
@@ -159,18 +177,19 @@ def _error_vs_bpp(report: dict, path: Path) -> None:
         # Plain numbers: bits at 1, 2, 5 × 10ⁿ (a decade or two), errors at every n × 10ⁿ (often less).
         for axis, subs in ((ax.xaxis, (1.0, 2.0, 5.0)), (ax.yaxis, tuple(range(1, 10)))):
             axis.set_major_locator(LogLocator(base=10, subs=subs))
-            axis.set_major_formatter(ScalarFormatter())
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("bits per pixel (payload: coded data, headers excluded)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Rate–distortion: {_title(report)}, PCA, fpack and JPEG-XL on the same tiles")
+    fig.suptitle(f"Rate–distortion: {_title(report)}, PCA, fpack and JPEG-XL on the same tiles\n{_data_label(report)}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
-def _calibration(report: dict, path: Path) -> None:
+def _calibration(report: dict, path: Path) -> Figure:
     edges = np.asarray(report.get("calibration", {}).get("bin_edges", []), dtype=float)
     by_eta = {r["eta"]: r for r in report["results"]}
     fig, ax = _subplots(figsize=(6.5, 4.5))
@@ -193,17 +212,18 @@ def _calibration(report: dict, path: Path) -> None:
         ax.set_ylim(bottom=1e-5)
     ax.set_xlabel("z = (x − μ) / σ")
     ax.set_ylabel("density")
-    ax.set_title(f"σ calibration, {_title(report)}")
+    ax.set_title(f"σ calibration, {_title(report)}\n{_data_label(report)}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def _asinh(img: np.ndarray, scale: float) -> np.ndarray:
     return np.arcsinh(img / scale)
 
 
-def _examples(report: dict, path: Path) -> None:
+def _examples(report: dict, path: Path) -> Figure:
     examples = report.get("examples", {}).get("tiles", [])
     rows = [(t, e) for t in examples for e in t.get("etas", [])]
     if not rows:
@@ -211,7 +231,7 @@ def _examples(report: dict, path: Path) -> None:
         ax.text(0.5, 0.5, "no example tiles in report", ha="center", va="center")
         ax.axis("off")
         fig.savefig(path, dpi=90)
-        return
+        return fig
     fig, axes = _subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)), squeeze=False)
     for (tile, eta_entry), ax_row in zip(rows, axes):
         x = np.asarray(tile["input"], dtype=float)
@@ -235,13 +255,17 @@ def _examples(report: dict, path: Path) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        if tile.get("shown_as"):
+            ax_row[0].set_ylabel(tile["shown_as"].replace(": ", ":\n", 1), fontsize=8)
     units = report.get("examples", {}).get("units", "")
-    fig.suptitle(f"{_title(report)}: example tiles (asinh stretch{', ' + units if units else ''})")
+    fig.suptitle(f"{_title(report)}: example tiles (asinh stretch{', ' + units if units else ''})\n"
+                 f"{_data_label(report)}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return fig
 
 
-def _spectrum(report: dict, path: Path) -> None:
+def _spectrum(report: dict, path: Path) -> Figure:
     values = np.asarray(report.get("pca", {}).get("eigenvalues") or [], dtype=float)
     fig, ax = _subplots(figsize=(6.5, 4.5))
     if values.size:
@@ -250,10 +274,13 @@ def _spectrum(report: dict, path: Path) -> None:
         ax.set_xlabel("component")
         ax.set_ylabel("eigenvalue (normalized units²)")
     pca = report.get("pca", {})
-    ax.set_title(f"PCA spectrum ({pca.get('dim', '?')}-dim vectors, {pca.get('n_vectors', '?')} training vectors)")
+    fitted = ", ".join("/".join(Path(str(p)).parts[-2:]) for p in (pca.get("paths") or [])[:2]) or "?"
+    ax.set_title(f"PCA spectrum ({pca.get('dim', '?')}-dim vectors, {pca.get('n_vectors', '?')} training vectors)\n"
+                 f"fitted on training data {fitted}")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 _FIGURES = {
@@ -265,12 +292,16 @@ _FIGURES = {
 }
 
 
-def draw_all(report: dict, out_dir: str | Path) -> list[Path]:
-    """Draw every figure of ``report`` into ``out_dir``; returns the written paths."""
+def draw_figure(report: dict, name: str, out_dir: str | Path) -> Figure:
+    """Draw figure ``name`` (e.g. ``"error_vs_bpp.png"``) of ``report`` into ``out_dir`` and return
+    it, so what it shows (titles, tick labels) can be inspected."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, draw in _FIGURES.items():
-        draw(report, out / name)
-        written.append(out / name)
-    return written
+    return _FIGURES[name](report, out / name)
+
+
+def draw_all(report: dict, out_dir: str | Path) -> list[Path]:
+    """Draw every figure of ``report`` into ``out_dir``; returns the written paths."""
+    for name in _FIGURES:
+        draw_figure(report, name, out_dir)
+    return [Path(out_dir) / name for name in _FIGURES]

@@ -38,6 +38,7 @@ from fitsae.evaluate.metrics import Z_BIN_EDGES, DataRange, MetricBook
 from fitsae.evaluate.pca import PCAFit, StreamingPCA, from_patches, to_patches
 from fitsae.evaluate.plots import draw_all, pick_etas
 from fitsae.evaluate.report import format_fpack_table, format_table, write_report
+from fitsae.progress import Progress
 
 __all__ = ["EvalOptions", "EvaluationError", "run", "default_etas", "parse_etas", "resolve_etas"]
 
@@ -189,7 +190,7 @@ def _spread_sample(manifest, max_tiles: int | None):
 
 
 def _batches(manifest, data_cfg, seed: int, batch_size: int, limit_total: int | None, truth: bool = False,
-             originals: bool = False):
+             originals: bool = False, what: str | None = None):
     """Numpy batches of this rank's share of at most ``limit_total`` whole tiles.
 
     The pipeline deals tiles round-robin (rank r gets tiles r, r + size, ...), so taking the
@@ -201,19 +202,25 @@ def _batches(manifest, data_cfg, seed: int, batch_size: int, limit_total: int | 
     planes without truth. With ``originals``, ``pixels`` (B, S, S): the tile's pixels exactly as
     stored (unfilled, never normalized), and what its plane stores — ``bitpix``, ``bscale``,
     ``bzero`` (B,). See :meth:`fitsae.data.pipeline.Pipeline.tile_pixels`.
+    With ``what``, rank 0 logs progress lines with an ETA (:mod:`fitsae.progress`).
     """
     from fitsae.data.pipeline import Pipeline
 
     w = distributed.workers()
-    pipe = Pipeline(_spread_sample(manifest, limit_total), data_cfg, seed=seed, rank=w.rank, size=w.size)
+    sample = _spread_sample(manifest, limit_total)
+    pipe = Pipeline(sample, data_cfg, seed=seed, rank=w.rank, size=w.size)
+    tiles = sum(math.prod(row.tiles) for row in sample)
+    share = tiles // w.size + (1 if w.rank < tiles % w.size else 0)
     budget = None
     if limit_total is not None:
         budget = limit_total // w.size + (1 if w.rank < limit_total % w.size else 0)
+        share = min(share, budget)
+    progress = Progress(what + (f" (rank 0's share of {w.size})" if w.size > 1 else ""), share) if what else None
     taken = 0
     for batch in pipe.evaluation(batch_size).as_numpy_iterator():
         if budget is not None:
             if taken >= budget:
-                return
+                break
             keep = min(len(batch["x"]), budget - taken)
             batch = {k: v[:keep] for k, v in batch.items()}
         taken += len(batch["x"])
@@ -226,6 +233,10 @@ def _batches(manifest, data_cfg, seed: int, batch_size: int, limit_total: int | 
             batch["bscale"] = np.array([r.bscale for r in rows], np.float64)
             batch["bzero"] = np.array([r.bzero for r in rows], np.float64)
         yield batch
+        if progress is not None:
+            progress.advance(len(batch["x"]))
+    if progress is not None:
+        progress.finish()
 
 
 class _Geometry:
@@ -290,7 +301,7 @@ def _denormalize(x, batch, data_cfg) -> np.ndarray:
 def fit_pca(manifest, data_cfg, geometry: _Geometry, seed: int, batch_size: int, tiles: int) -> PCAFit:
     """Stream a sample of training tiles through :class:`StreamingPCA`; identical fit on all ranks."""
     pca = StreamingPCA(geometry.pca_dim)
-    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles):
+    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles, "PCA fit on training tiles"):
         x = geometry.crop(np.asarray(batch["x"], dtype=np.float64))
         pca.update(to_patches(x, geometry.patch))
     pca.reduce()
@@ -336,7 +347,8 @@ def classical_baselines(manifest, data_cfg, geometry: _Geometry, seed: int, batc
     settings = [s for s, reason in reasons.items() if reason is None]
     for setting in settings:
         book.codec(setting)
-    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles, truth=True, originals=True):
+    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles, truth=True, originals=True,
+                          what="baselines on test tiles"):
         filled = geometry.crop(_denormalize(batch["x"], batch, data_cfg))[..., 0]
         stored = geometry.crop(batch["pixels"])
         # Masked pixels (NaN, BLANK) keep the value the pipeline filled them with, as for the AE.
@@ -385,6 +397,16 @@ def _example_entry(x, mu, log_var, noise, size: int) -> tuple[list, dict]:
     return plain(x), {"mu": plain(mu), "sigma": plain(np.exp(0.5 * log_var)), "residual": plain(x - mu)}
 
 
+def _example(batch, x64, noise, i: int, shown: dict, size: int) -> dict:
+    """Tile ``i`` of a batch for the examples figure: its input and, at each example η, μ, σ, the
+    residual and the η′ the budget kept (normalized units, centre ``size`` × ``size``)."""
+    tile = {"tile_id": int(batch["tile_id"][i]), "noise": float(noise[i]), "etas": []}
+    for eta, (mu, log_var, kept) in shown.items():
+        tile["input"], entry = _example_entry(x64[i, ..., 0], mu[i, ..., 0], log_var[i, ..., 0], noise[i], size)
+        tile["etas"].append({"eta": int(eta), "eta_kept": int(kept[i]), **entry})
+    return tile
+
+
 def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[int], pca: PCAFit,
                      seed: int, batch_size: int, max_tiles: int | None, example_size: int):
     """One pass over the test tiles: AE and PCA sums for every η, data range and example tiles.
@@ -399,7 +421,8 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[
     channels) is scored alongside as ``ae_fixed``, with its own coded bytes.
 
     Returns the reduced :class:`MetricBook`, the reduced :class:`DataRange`, the test tile count,
-    and (rank 0) example tiles in normalized units.
+    and (rank 0) example tiles in normalized units: the first tile, and the tile of all ranks
+    with the largest error at the largest η (unless that is the first one).
     """
     from fitsae.entropy import tables_from_widths
 
@@ -421,8 +444,9 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[
     data_range = DataRange()
     example_etas = pick_etas(etas)
     examples = []
+    worst: tuple[float, dict | None] = (-math.inf, None)
     tiles = 0
-    for batch in _batches(manifest, data_cfg, seed, batch_size, max_tiles, truth=True):
+    for batch in _batches(manifest, data_cfg, seed, batch_size, max_tiles, truth=True, what="scoring test tiles"):
         x = geometry.crop(np.asarray(batch["x"], np.float32))
         x64 = x.astype(np.float64)
         x_phys = geometry.crop(_denormalize(batch["x"], batch, data_cfg))
@@ -440,8 +464,7 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[
             return np.clip(phys, lo[:, None, None], hi[:, None, None])
 
         chosen, fixed = codec.choose(x[..., 0], x_phys[..., 0], to_physical, etas)
-        want_example = not examples and distributed.is_root()
-        example = None
+        shown = {}  # example η → the chosen (μ, log σ², η′) of every tile in the batch
         previous = None
         for eta in etas:
             pick, plain = chosen[eta], fixed[eta]
@@ -468,15 +491,19 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: _Geometry, etas: list[
                 book.rate(("pca_rate", eta)).update(nbytes, bits, geometry.pixels)
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys, truth_phys)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
-            if want_example and eta in example_etas:
-                tile_input, entry = _example_entry(x64[0, ..., 0], mu[0, ..., 0], log_var[0, ..., 0],
-                                                   noise[0], example_size)
-                if example is None:
-                    example = {"tile_id": int(batch["tile_id"][0]), "noise": float(noise[0]),
-                               "input": tile_input, "etas": []}
-                example["etas"].append({"eta": int(eta), "eta_kept": int(pick.eta[0]), **entry})
-        if example is not None:
-            examples.append(example)
+            if eta in example_etas:
+                shown[eta] = (mu, log_var, pick.eta)
+        if not examples and distributed.is_root():
+            examples.append({**_example(batch, x64, noise, 0, shown, example_size), "shown_as": "first tile"})
+        i = int(np.argmax(previous[1]))  # previous: the largest budget's per-tile error
+        if previous[1][i] > worst[0]:
+            worst = (float(previous[1][i]), _example(batch, x64, noise, i, shown, example_size))
+    # The worst tile of all ranks joins the first one: where the model fails is worth a look.
+    candidates = distributed.comm().gather(worst, root=0)
+    if distributed.is_root():
+        error, tile = max(candidates, key=lambda c: c[0])
+        if tile is not None and all(t["tile_id"] != tile["tile_id"] for t in examples):
+            examples.append({**tile, "shown_as": f"worst tile: RMSE/σ_noise {math.sqrt(error):.3g} at η={top}"})
     book.reduce()
     data_range.reduce()
     tiles = int(distributed.allreduce_sum(tiles))
@@ -844,6 +871,7 @@ def run(options: EvalOptions) -> list[dict]:
     distributed.init_workers()
     run_dir = Path(options.run_dir)
     out = options.out_dir
+    options = _usable_outputs(options)
     if options.watch:
         # A watcher may be started before training has created the run directory.
         return _watch(options)
@@ -898,6 +926,30 @@ class _Scorer:
     def close(self) -> None:
         if self.ctx is not None:
             self.ctx.close()
+
+
+def _usable_outputs(options: EvalOptions) -> EvalOptions:
+    """Refuse an output directory that cannot be written before any work; without a writable
+    ``RUN/tb/eval``, score anyway and skip the TensorBoard scalars (a read-only run, someone
+    else's, is still scorable with ``--out``). Rank 0 looks, every rank gets its verdict."""
+    from dataclasses import replace
+
+    from fitsae.outputs import unwritable
+
+    problems = None
+    if distributed.is_root():
+        tb = Path(options.run_dir) / "tb" / "eval"
+        problems = (unwritable(options.out_dir),
+                    unwritable(tb) if options.tensorboard and Path(options.run_dir).is_dir() else None)
+    out_problem, tb_problem = distributed.comm().bcast(problems, root=0)
+    if out_problem:
+        hint = "" if options.out else "; give --out DIR somewhere writable"
+        raise EvaluationError(f"cannot write the report: {out_problem}{hint}")
+    if tb_problem:
+        log.warning("cannot write TensorBoard scalars (%s): scoring without them "
+                    "(--no-tensorboard silences this)", tb_problem)
+        return replace(options, tensorboard=False)
+    return options
 
 
 def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -> dict:

@@ -6,13 +6,15 @@ records as ``RUN/params.yaml``; evaluation rebuilds the model from that file alo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from fitsae.config import ConfigError
 from fitsae.data.config import DataConfig
 from fitsae.models.config import ModelConfig
 
-__all__ = ["OptimizerConfig", "TrainConfig", "ExperimentConfig"]
+__all__ = ["OptimizerConfig", "TrainConfig", "ExperimentConfig", "conv_stride"]
 
 
 @dataclass
@@ -128,12 +130,38 @@ class TrainConfig:
 
 @dataclass
 class ExperimentConfig:
-    """Everything a run needs; saved as ``RUN/params.yaml``."""
+    """Everything a run needs; saved as ``RUN/params.yaml``.
+
+    Checks that need two sections are made here, when the config is read, so a bad combination
+    is a config error before any data are read or TensorFlow starts.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        # Training feeds crops (or whole tiles) to the model; evaluation and compression trim
+        # tiles to a multiple of the stride themselves, so only the training side must divide.
+        stride = conv_stride(self.model)
+        key = "crop" if self.data.crop else "tile"
+        side = getattr(self.data, key)
+        if side % stride:
+            lower, upper = side - side % stride, side - side % stride + stride
+            choices = f"{lower} or {upper}" if lower else str(upper)
+            raise ConfigError(
+                f"data.{key}={side} is not a multiple of the conv model's total stride {stride} "
+                f"(model strides {self.model.stage_strides}): use data.{key}={choices}"
+            )
+
+
+def conv_stride(model: ModelConfig) -> int:
+    """Factor by which a fully-convolutional model (conv, or a conv β-VAE) shrinks each image
+    side; 1 for dense models, which have no such constraint."""
+    if model.kind == "conv" or (model.kind == "bvae" and model.bvae.architecture == "conv"):
+        return math.prod(model.stage_strides)
+    return 1
 
 
 def _side_pair(value) -> tuple[int, int] | None:

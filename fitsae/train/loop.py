@@ -41,6 +41,7 @@ from fitsae import config as fconfig
 from fitsae import distributed
 from fitsae.data.pipeline import PipelineError, stall_message
 from fitsae.models import build_model
+from fitsae.progress import eta_seconds, format_duration
 from fitsae.train import checkpoints
 from fitsae.train.config import ExperimentConfig, OptimizerConfig, training_image_shape
 from fitsae.train.export import export_model
@@ -389,7 +390,10 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
         if root and cfg.train.progress:
             rate = means["perf/images_per_sec"]
             text = "  ".join(f"{k} {means[k]:.4g}" for k in ("mse", "nll", "rate/bpp") if k in means)
-            log.info("step %d/%d  %s  %.0f img/s", step, total, text, rate)
+            # Timed from the end of the session's first step, so graph tracing does not inflate it.
+            left = eta_seconds(step - pace[0], total - pace[0], now - pace[1]) if pace else None
+            eta = f"  ETA {format_duration(left)}" if left is not None and step < total else ""
+            log.info("step %d/%d  %s  %.0f img/s%s", step, total, text, rate, eta)
         window.reset()
         if cfg.train.trace_eta:
             gathered = comm.gather(eta_trace, root=0)
@@ -404,6 +408,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     reason, code = "finished", EXIT_OK
     step = start
     t_last = time.perf_counter()
+    pace: tuple[int, float] | None = None
     with StopSignals() as stop:
         iterator = iter(dataset)
         while step < total:
@@ -424,6 +429,8 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
                 if cfg.train.trace_eta and "eta" in out:
                     eta_trace.append((step, [int(e) for e in out["eta"].numpy()]))
             step += 1
+            if pace is None:
+                pace = (step, time.perf_counter())
             flag = _DIVERGED if not finite else (_STOP if stop.requested else _GO)
             flag = distributed.allreduce_max(flag)
             if flag >= _DIVERGED:
@@ -444,21 +451,23 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
                 log.warning("%s; checkpoint saved, exit %d: please requeue (rerun resumes)", reason, code)
                 break
 
-    if code == EXIT_OK:
-        save(step)
-        if image_batch is not None:
-            summaries.images(step, model, image_batch, _image_etas(cfg, model.latent_channels))
-        if root and cfg.train.export:
-            export_model(model, run_dir / "export", yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False))
-    summaries.flush()
-    summaries.close()
-    # Cheap end-of-session check that gradient averaging really kept the ranks identical (the
-    # failure mode of Horovod's Keras-3 wrappers is silent divergence, not an error).
-    digests = comm.gather(_weights_digest(model.variables), root=0)
-    if root:
-        if len(set(digests)) > 1:
-            log.error("model weights differ between ranks at step %d: data-parallel training is broken", step)
-        session.update({"end_step": step, "exit_code": code, "reason": reason, "weight_digests": digests})
-        _record_session(run_dir, session)
-    comm.Barrier()  # nobody exits (and makes mpirun kill the job) before rank 0 has saved
-    return TrainResult(code, step, reason, {k: float(v) for k, v in metrics.items()})
+        # Still inside StopSignals: a Ctrl-C while the final checkpoint or export is written must
+        # not raise KeyboardInterrupt in the middle of it (a second one exits at once).
+        if code == EXIT_OK:
+            save(step)
+            if image_batch is not None:
+                summaries.images(step, model, image_batch, _image_etas(cfg, model.latent_channels))
+            if root and cfg.train.export:
+                export_model(model, run_dir / "export", yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False))
+        summaries.flush()
+        summaries.close()
+        # Cheap end-of-session check that gradient averaging really kept the ranks identical (the
+        # failure mode of Horovod's Keras-3 wrappers is silent divergence, not an error).
+        digests = comm.gather(_weights_digest(model.variables), root=0)
+        if root:
+            if len(set(digests)) > 1:
+                log.error("model weights differ between ranks at step %d: data-parallel training is broken", step)
+            session.update({"end_step": step, "exit_code": code, "reason": reason, "weight_digests": digests})
+            _record_session(run_dir, session)
+        comm.Barrier()  # nobody exits (and makes mpirun kill the job) before rank 0 has saved
+        return TrainResult(code, step, reason, {k: float(v) for k, v in metrics.items()})

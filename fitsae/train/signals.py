@@ -1,18 +1,30 @@
-"""Graceful stop on SIGTERM/SIGUSR1, and the exit codes ``fitsae train`` returns.
+"""Graceful stop on SIGTERM/SIGUSR1/SIGINT, and the exit codes ``fitsae train`` returns.
 
 SLURM (preemption, time limit with ``--signal``) and ``scancel`` send SIGTERM or SIGUSR1 to every
 task, but not at the same instant, and a rank that stops alone would leave the others blocked in
 an allreduce. So a handler only sets a flag; the loop allreduces the flag (max over ranks) after
 every step, every rank stops after the same step, rank 0 checkpoints, and the process exits with
 :data:`EXIT_REQUEUE` so a wrapper script (or ``sbatch --requeue``) knows to resubmit.
+
+Ctrl-C (SIGINT) is treated the same way: Python's default, a ``KeyboardInterrupt`` raised wherever
+the main thread happens to be, unwinds through TensorFlow's and Horovod's threads mid-step and
+ended in heap corruption or a hang. A second Ctrl-C is the user insisting: the process exits at
+once with :data:`EXIT_INTERRUPTED`, keeping the checkpoints already written.
+
+Under Open MPI's ``mpirun`` the ranks never see Ctrl-C: they run in process groups of their own,
+and mpirun answers SIGINT (and SIGTERM) by sending SIGTERM to every rank and SIGKILL one second
+later (``odls_base_sigkill_timeout``; Open MPI refuses to forward SIGINT itself). The ranks use that
+second to stop and checkpoint, which a small model manages and a large one may not, so the line
+they print then says to send SIGUSR1 to mpirun instead, which it forwards without a deadline.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
-__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_DIVERGED", "EXIT_REQUEUE", "StopSignals"]
+__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_DIVERGED", "EXIT_REQUEUE", "EXIT_INTERRUPTED", "StopSignals"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -22,15 +34,19 @@ EXIT_DIVERGED = 3
 # EX_TEMPFAIL from sysexits.h: "temporary failure, try again" -- stopped by a signal after
 # checkpointing; please requeue (rerunning the same command resumes exactly).
 EXIT_REQUEUE = 75
+# 128 + SIGINT, what a shell reports for a process killed by Ctrl-C: a second Ctrl-C aborts.
+EXIT_INTERRUPTED = 130
 
-_SIGNALS = ("SIGTERM", "SIGUSR1")
+_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
 
 class StopSignals:
-    """Context manager that turns SIGTERM/SIGUSR1 into a flag instead of killing the process.
+    """Context manager that turns SIGTERM/SIGUSR1/SIGINT into a flag instead of killing the process.
 
-    Previous handlers are restored on exit. Outside the main thread (where Python cannot install
-    handlers) it installs nothing and the flag simply never rises.
+    The first signal sets :attr:`received` and writes one line to stderr saying what happens next;
+    a second SIGINT exits the process at once (:data:`EXIT_INTERRUPTED`). Previous handlers are
+    restored on exit. Outside the main thread (where Python cannot install handlers) it installs
+    nothing and the flag simply never rises.
     """
 
     def __init__(self):
@@ -42,7 +58,20 @@ class StopSignals:
         return self.received is not None
 
     def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and self.received == "SIGINT":
+            # os.write and os._exit are safe here; print() may be mid-write in the main thread.
+            os.write(2, b"fitsae train: second Ctrl-C, exiting now without a new checkpoint "
+                        b"(rerun the same command to resume from the last one)\n")
+            os._exit(EXIT_INTERRUPTED)
+        if self.received is None:
+            self.received = name
+            again = " (Ctrl-C again to quit without saving)" if name == "SIGINT" else ""
+            if name == "SIGTERM" and "OMPI_COMM_WORLD_SIZE" in os.environ:
+                again = ("; if mpirun sent it (Ctrl-C), it kills the ranks a second later: "
+                         "to stop keeping all progress, send SIGUSR1 to mpirun instead")
+            os.write(2, f"fitsae train: {name} received, stopping after this step and checkpointing"
+                        f"{again}\n".encode())
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
