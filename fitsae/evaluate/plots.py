@@ -122,11 +122,12 @@ def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str
     """Every method of ``report`` as (legend label, line style, [(bits per pixel, entry, point label)])."""
     rows = report["results"]
     coded = any((r.get("ae") or {}).get("bits_per_pixel_coded") is not None for r in rows)
+    pca_coded = any((r.get("pca") or {}).get("bits_per_pixel_coded") is not None for r in rows)
     shown = set(pick_etas([r["eta"] for r in rows]))
     series = []
     for method, style, label in (("ae", "o-", "AE, budget η (" + ("coded bits" if coded else "32-bit latents") + ")"),
                                  ("ae_fixed_mask", "x:", "AE, exactly η channels"),
-                                 ("pca", "s--", "PCA (" + ("coded coefficients" if coded else "32-bit coefficients") + ")")):
+                                 ("pca", "s--", "PCA (" + ("coded coefficients" if pca_coded else "32-bit coefficients") + ")")):
         points = [(method_bits(r, method), r[method], f"η={r['eta']}" if r["eta"] in shown else "")
                   for r in rows if r.get(method)]
         if points:
