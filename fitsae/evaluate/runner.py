@@ -871,12 +871,12 @@ def run(options: EvalOptions) -> list[dict]:
     distributed.init_workers()
     run_dir = Path(options.run_dir)
     out = options.out_dir
+    if not options.watch and not run_dir.is_dir():  # before anything is created under it
+        raise EvaluationError(f"run directory {run_dir} does not exist")
     options = _usable_outputs(options)
     if options.watch:
         # A watcher may be started before training has created the run directory.
         return _watch(options)
-    if not run_dir.is_dir():
-        raise EvaluationError(f"run directory {run_dir} does not exist")
     if options.checkpoint == "all":
         steps = _checkpoint_steps(run_dir)
         if not steps:
