@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-__all__ = ["unwritable", "describe_os_error"]
+__all__ = ["unwritable", "unwritable_destination", "describe_os_error"]
 
 
 def unwritable(directory) -> str | None:
@@ -26,6 +26,15 @@ def unwritable(directory) -> str | None:
     except OSError as err:
         return f"{directory}: {err.strerror or err}"  # not the probe's random name
     return None
+
+
+def unwritable_destination(directory) -> str | None:
+    """Like :func:`unwritable`, but creates nothing: a missing ``directory`` is judged by its
+    nearest existing ancestor (where it would be created), so a refused command leaves no trace."""
+    path = Path(directory).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return unwritable(path)
 
 
 def describe_os_error(err: OSError) -> str:

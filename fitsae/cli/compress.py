@@ -63,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.run_dir / "params.yaml").is_file():
         print(f"fitsae compress: {args.run_dir} is not a run directory (no params.yaml)", file=sys.stderr)
         return 2
+    from fitsae.outputs import unwritable_destination
+
+    # Before the model is loaded (and frozen): a read-only destination is one line, at once.
+    single = args.out.suffix.lower() in (".fits", ".fit", ".fts")
+    problem = unwritable_destination(args.out.parent if single else args.out)
+    if problem:
+        print(f"fitsae compress: cannot write {problem}", file=sys.stderr)
+        return 2
     from fitsae.codec import CodecError, compress_files
 
     try:

@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     single = len(containers) == 1 and args.out.suffix.lower() in (".fits", ".fit", ".fts")
+    from fitsae.outputs import unwritable_destination
+
+    problem = unwritable_destination(args.out.parent if single else args.out)  # before any model is loaded
+    if problem:
+        print(f"fitsae decompress: cannot write {problem}", file=sys.stderr)
+        return 2
     from fitsae.codec import CodecError, decompress_file, parse_section
 
     try:
