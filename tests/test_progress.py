@@ -90,4 +90,4 @@ def test_evaluation_reports_progress_on_each_pass(tmp_path_factory, monkeypatch,
                                                  "scoring test tiles: 12 tiles in " + scoring[2].split(" in ")[1]]
     assert "ETA" in scoring[0]
     assert any(m.startswith("PCA fit on training tiles: ") for m in fitsae_log)
-    assert any(m.startswith("fpack on test tiles: 4/4 tiles (100%)") for m in fitsae_log)
+    assert any(m.startswith("baselines on test tiles: 4/4 tiles (100%)") for m in fitsae_log)

@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     containers = _expand(args.containers)
     missing = [str(c) for c in containers if not c.is_file()]
     if not containers or missing:
-        print(f"fitsae decompress: no such container: {', '.join(missing) or ', '.join(args.containers)}",
-              file=sys.stderr)
+        print(f"fitsae decompress: nothing to decompress, no such file, directory or glob match: "
+              f"{', '.join(missing) or ', '.join(args.containers)}", file=sys.stderr)
         return 2
     single = len(containers) == 1 and args.out.suffix.lower() in (".fits", ".fit", ".fts")
     from fitsae.outputs import unwritable_destination

@@ -301,7 +301,7 @@ def _denormalize(x, batch, data_cfg) -> np.ndarray:
 def fit_pca(manifest, data_cfg, geometry: _Geometry, seed: int, batch_size: int, tiles: int) -> PCAFit:
     """Stream a sample of training tiles through :class:`StreamingPCA`; identical fit on all ranks."""
     pca = StreamingPCA(geometry.pca_dim)
-    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles, "PCA fit on training tiles"):
+    for batch in _batches(manifest, data_cfg, seed, batch_size, tiles, what="PCA fit on training tiles"):
         x = geometry.crop(np.asarray(batch["x"], dtype=np.float64))
         pca.update(to_patches(x, geometry.patch))
     pca.reduce()
