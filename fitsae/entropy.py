@@ -137,18 +137,22 @@ def tables_from_prior(prior, tail: float = TAIL_MASS) -> LatentTables:
     return LatentTables(np.ones(len(freqs)), low, tuple(freqs), "prior")
 
 
-def tables_from_latents(latents: np.ndarray) -> LatentTables:
-    """Tables fitted to a sample of a model's latents (N, C), for a model trained without rate.
+def tables_from_latents(latents: np.ndarray, step: float | None = None) -> LatentTables:
+    """Tables fitted to a sample of a model's latents (N, C), for a model without a usable prior.
 
-    Step per channel: ``UNTRAINED_STEP_FRACTION`` of its standard deviation (of the median
-    absolute deviation when that is smaller, so one far star does not coarsen the grid). The
-    histogram of the quantized sample gives the frequencies (plus one count everywhere in the
-    observed range, and for the escape).
+    Step per channel: ``step`` when given (1 for a model trained for rate on the integers), else
+    ``UNTRAINED_STEP_FRACTION`` of its standard deviation (of the median absolute deviation when
+    that is smaller, so one far star does not coarsen the grid). The histogram of the quantized
+    sample gives the frequencies (plus one count everywhere in the observed range, and for the
+    escape).
     """
     z = np.asarray(latents, np.float64).reshape(-1, latents.shape[-1])
-    spread = np.minimum(z.std(axis=0), 1.4826 * np.median(np.abs(z - np.median(z, axis=0)), axis=0))
-    spread = np.where(spread > 0, spread, np.maximum(z.std(axis=0), 1e-6))
-    step = spread * UNTRAINED_STEP_FRACTION
+    if step is None:
+        spread = np.minimum(z.std(axis=0), 1.4826 * np.median(np.abs(z - np.median(z, axis=0)), axis=0))
+        spread = np.where(spread > 0, spread, np.maximum(z.std(axis=0), 1e-6))
+        step = spread * UNTRAINED_STEP_FRACTION
+    else:
+        step = np.full(z.shape[1], float(step))
     k = np.rint(z / step).astype(np.int64)
     lows, freqs = [], []
     for c in range(z.shape[1]):

@@ -85,3 +85,20 @@ def test_the_export_of_a_rate_model_carries_its_frozen_tables(tmp_path):
     export_model(model, tmp_path / "export")
     with fits.open(tmp_path / "export" / "tables.fits", checksum=True) as hdul:
         assert tables_from_hdu(hdul["TABLES"]).digest() == tables_from_prior(model.prior).digest()
+
+
+def test_a_checkpoint_restores_the_prior_it_was_trained_with(tmp_path):
+    """The codec's tables come from the restored prior: a checkpoint that left it out would code
+    every file with the untrained density (5× the bits the training reported)."""
+    from fitsae.train.checkpoints import restore_weights
+
+    trained = _rate_model()
+    rng = np.random.default_rng(0)
+    for v in trained.prior.weights:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    prefix = tf.train.Checkpoint(model=trained).write(str(tmp_path / "ckpt"))
+    restored = _rate_model()
+    assert restore_weights(restored, prefix)
+    for a, b in zip(trained.prior.weights, restored.prior.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(restored.prior.weights) > 0

@@ -66,8 +66,9 @@ def _digest(model, tables: LatentTables) -> str:
     return hashlib.sha256((weights_digest(model) + tables.digest()).encode()).hexdigest()
 
 
-def _fit_tables(run_dir: Path, cfg, model) -> LatentTables:
-    """Tables fitted to the model's latents on its own training tiles (RUN/manifest.jsonl)."""
+def _fit_tables(run_dir: Path, cfg, model, step: float | None = None) -> LatentTables:
+    """Tables fitted to the model's latents on its own training tiles (RUN/manifest.jsonl), on a
+    grid of ``step`` (None: a fraction of each channel's spread, see :func:`tables_from_latents`)."""
     from fitsae.data.manifest import Manifest
     from fitsae.data.pipeline import Pipeline
 
@@ -88,7 +89,7 @@ def _fit_tables(run_dir: Path, cfg, model) -> LatentTables:
             break
     if not latents:
         raise CodecError(f"{manifest_path}: no training tiles could be read to fit a prior to")
-    return tables_from_latents(np.concatenate(latents))
+    return tables_from_latents(np.concatenate(latents), step=step)
 
 
 def tables_for(run_dir, cfg, model, step: int) -> LatentTables:
@@ -96,8 +97,13 @@ def tables_for(run_dir, cfg, model, step: int) -> LatentTables:
 
     Evaluation scores a checkpoint with exactly these (a read-only run can be scored).
     """
-    if model.prior is not None:
+    if model.prior is not None and getattr(model, "prior_restored", True):
         return tables_from_prior(model.prior)
+    if model.prior is not None:
+        log.warning("%s step %d: its checkpoint lacks the learned prior (rate runs saved before fitsae "
+                    "tracked it): fitting tables to its integer latents on its training data instead",
+                    run_dir, step)
+        return _fit_tables(Path(run_dir), cfg, model, step=1.0)
     log.warning("%s step %d was trained without a rate term: fitting a prior to its latents on its "
                 "training data (rates are higher than a model trained for rate would reach)", run_dir, step)
     return _fit_tables(Path(run_dir), cfg, model)
@@ -114,9 +120,10 @@ def freeze(run_dir, checkpoint="latest") -> Path:
     run_dir = Path(run_dir)
     cfg, model, step = load_checkpoint(run_dir, checkpoint)
     weights = weights_digest(model)
+    source = "prior" if model.prior is not None and getattr(model, "prior_restored", True) else "fitted"
     for folder in _candidates(run_dir / MODELS_DIR):  # frozen before: fitting tables again is costly
         meta = _meta(folder)
-        if meta.get("weights_digest") == weights:
+        if meta.get("weights_digest") == weights and meta.get("tables") == source:
             return folder
     tables = tables_for(run_dir, cfg, model, step)
     digest = _digest(model, tables)
@@ -164,11 +171,9 @@ def load_frozen(path) -> FrozenModel:
         with fits.open(path / "tables.fits", checksum=True) as hdul:
             tables = tables_from_hdu(hdul["TABLES"])
         model = build_model(cfg.model, training_image_shape(cfg))
-        import tensorflow as tf
+        from fitsae.train.checkpoints import restore_weights
 
-        status = tf.train.Checkpoint(model=model).read(str(path / "weights"))
-        status.expect_partial()
-        status.assert_existing_objects_matched()
+        restore_weights(model, path / "weights")  # a prior left out is harmless: decoding uses the tables
     except CodecError:
         raise
     except Exception as err:  # a damaged folder fails in many ways; name it

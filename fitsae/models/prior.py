@@ -48,17 +48,18 @@ class FactorizedPrior(keras.layers.Layer):
         self.init_scale = float(init_scale)
         widths = (1,) + self.filters + (1,)
         scale = self.init_scale ** (1.0 / (len(self.filters) + 1))
-        self._matrices, self._biases, self._factors = [], [], []
+        # One attribute per weight: TensorFlow's checkpoints track a layer's attributes, and a
+        # list of weights held by a Keras 3 layer is not tracked (the prior would not be saved).
         for i in range(len(self.filters) + 1):
             init = math.log(math.expm1(1.0 / scale / widths[i + 1]))
-            self._matrices.append(self.add_weight(
+            setattr(self, f"matrix{i}", self.add_weight(
                 shape=(self.channels, widths[i + 1], widths[i]), name=f"matrix{i}",
                 initializer=keras.initializers.Constant(init)))
-            self._biases.append(self.add_weight(
+            setattr(self, f"bias{i}", self.add_weight(
                 shape=(self.channels, widths[i + 1], 1), name=f"bias{i}",
                 initializer=keras.initializers.RandomUniform(-0.5, 0.5, seed=i)))
             if i < len(self.filters):
-                self._factors.append(self.add_weight(
+                setattr(self, f"factor{i}", self.add_weight(
                     shape=(self.channels, widths[i + 1], 1), name=f"factor{i}",
                     initializer=keras.initializers.Zeros()))
 
@@ -69,10 +70,11 @@ class FactorizedPrior(keras.layers.Layer):
     def logits_cumulative(self, values):
         """logit F_c(values) for values of shape (C, N): one row per channel."""
         h = ops.expand_dims(values, 1)  # (C, 1, N)
-        for i, matrix in enumerate(self._matrices):
-            h = ops.matmul(ops.softplus(matrix), h) + self._biases[i]  # positive weights: monotone
-            if i < len(self._factors):
-                h = h + ops.tanh(self._factors[i]) * ops.tanh(h)  # factor > -1 keeps it monotone
+        for i in range(len(self.filters) + 1):
+            matrix, bias = getattr(self, f"matrix{i}"), getattr(self, f"bias{i}")
+            h = ops.matmul(ops.softplus(matrix), h) + bias  # positive weights: monotone
+            if i < len(self.filters):
+                h = h + ops.tanh(getattr(self, f"factor{i}")) * ops.tanh(h)  # factor > -1 keeps it monotone
         return h[:, 0, :]
 
     def likelihood(self, y):

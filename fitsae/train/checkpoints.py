@@ -79,6 +79,37 @@ def training_checkpoint(model, optimizer_primary, optimizer_variance, step) -> t
     )
 
 
+def lacks_prior(model, prefix) -> bool:
+    """Whether ``model`` has a rate prior that the checkpoint at ``prefix`` does not hold."""
+    if getattr(model, "prior", None) is None:
+        return False
+    return not any(name.startswith("model/prior/") for name, _ in tf.train.list_variables(str(prefix)))
+
+
+def restore_weights(model, prefix) -> bool:
+    """Restore ``model``'s weights from the checkpoint at ``prefix``; False if it lacks the rate prior.
+
+    Rate-trained checkpoints written before the prior was tracked (fitsae 0.1 kept its weights in
+    a list TensorFlow did not save) hold every other weight. Those restore with the prior at its
+    initial values and ``model.prior_restored`` False, so the codec fits tables to the model's
+    integer latents instead of trusting an untrained density. Anything else missing is an error.
+    """
+    prior = getattr(model, "prior", None)
+    restored = not lacks_prior(model, prefix)
+    if not restored:
+        model._delete_tracking("prior")  # noqa: SLF001 - TensorFlow's own way to leave a child out
+    try:
+        status = tf.train.Checkpoint(model=model).read(str(prefix))
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    finally:
+        if not restored:
+            model._track_trackable(prior, "prior", overwrite=True)  # noqa: SLF001
+    if prior is not None:
+        model.prior_restored = restored
+    return restored
+
+
 def load_config(run_dir):
     """The :class:`~fitsae.train.config.ExperimentConfig` recorded in ``RUN/params.yaml``."""
     from fitsae.train.config import ExperimentConfig
@@ -120,9 +151,7 @@ def load_model(run_dir, checkpoint="latest"):
     step, prefix = resolve_checkpoint(run_dir, checkpoint)
     model = build_model(cfg.model, training_image_shape(cfg))
     try:
-        status = tf.train.Checkpoint(model=model).read(str(prefix))
-        status.expect_partial()
-        status.assert_existing_objects_matched()
+        restore_weights(model, prefix)
         stored_step = int(tf.train.load_variable(str(prefix), "step/.ATTRIBUTES/VARIABLE_VALUE"))
     except Exception as err:  # a damaged file fails in many ways (OpError, IndexError, ...): name it
         raise CheckpointError(f"{prefix}: cannot restore the model from this checkpoint: {err}") from err

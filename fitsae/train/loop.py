@@ -316,6 +316,11 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             ckpt, str(checkpoints.checkpoint_dir(run_dir)), max_to_keep=cfg.train.keep_checkpoints,
             checkpoint_name="ckpt",
         )
+    if payload["latest"] and checkpoints.lacks_prior(model, payload["latest"]):
+        raise fconfig.ConfigError(
+            f"{payload['latest']}: saved by a fitsae that did not save the rate prior, so training cannot "
+            f"resume from it; start a new run directory (this run still compresses and evaluates, with "
+            f"tables fitted to its latents)")
     start = 0
     if root and payload["latest"]:
         ckpt.read(payload["latest"]).assert_existing_objects_matched()
