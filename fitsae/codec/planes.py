@@ -116,13 +116,14 @@ def stored_hdu(values: np.ndarray, mask: np.ndarray, plane, header: fits.Header,
     if plane.bitpix > 0 and (plane.blank is not None or not mask.any()):
         dtype = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64}[plane.bitpix]
         info = np.iinfo(dtype)
-        raw = np.rint((np.asarray(values, np.float64) - plane.bzero) / plane.bscale)
+        raw = np.rint((np.where(mask, plane.bzero, np.asarray(values, np.float64)) - plane.bzero) / plane.bscale)
         raw = np.clip(raw, info.min, info.max).astype(dtype)
         if plane.blank is not None:
             raw[mask] = plane.blank
         hdu = kind(raw, header=header)
         # Set after construction: given with the data, astropy would take them as already applied.
-        hdu.header["BZERO"], hdu.header["BSCALE"] = plane.bzero, plane.bscale
+        if plane.bzero != 0.0 or plane.bscale != 1.0:  # the identity scaling stays unwritten, as in the source
+            hdu.header["BZERO"], hdu.header["BSCALE"] = plane.bzero, plane.bscale
         if plane.blank is not None:
             hdu.header["BLANK"] = plane.blank
         return hdu, raw
