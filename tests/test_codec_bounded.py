@@ -64,12 +64,10 @@ def _cli(args, capsys):
 
 def _source(path: Path) -> tuple[np.ndarray, fits.Header, np.ndarray | None]:
     """First image HDU: physical float64 pixels (NaN at BLANK), header, stored integers (or None)."""
-    with fits.open(path) as hdul:
-        hdu = next(h for h in hdul if h.is_image and h.data is not None)
-        header = hdu.header.copy()
-        index = hdul.index_of(hdu)
+    # Unscaled: astropy drops BSCALE/BZERO from a header once it has scaled the data.
     with fits.open(path, do_not_scale_image_data=True) as hdul:
-        stored = np.asarray(hdul[index].data)
+        hdu = next(h for h in hdul if h.is_image and h.data is not None)
+        header, stored = hdu.header.copy(), np.asarray(hdu.data)
     if header["BITPIX"] < 0:
         return stored.astype(np.float64), header, None
     phys = stored * header.get("BSCALE", 1.0) + header.get("BZERO", 0.0)
