@@ -14,7 +14,10 @@ error, never a silently different image):
   ``NESC`` (escaped latents), ``LO``/``HI`` (the tile's range: decoded values are kept inside
   it), ``BITSEST`` (the bits the tables predicted), ``MUSUM`` (SHA-256 of the decoded μ),
   ``DATA`` (coded latents, variable-length bytes) and ``MASK`` (zlib-packed NaN/BLANK mask, empty
-  when none) — so a section decodes without reading the rest;
+  when none) — so a section decodes without reading the rest; in the error-bounded modes
+  (primary ``FAEMODE``, ``DITHSEED``, ``RESFAM``) also ``DELTA``, ``ZERO``, ``UNITS`` (the tile's
+  quantization), ``RNESC``/``RDATA`` (coded pixels), ``PIXSUM`` (SHA-256 of the decoded pixels)
+  and ``ZEROS`` (exact zeros, packed like ``MASK``);
 - per plane, a header-only image HDU ``SRCHDR`` (EXTVER i) holding the source HDU's header
   (WCS and every other card), so the decoded file keeps it.
 """
