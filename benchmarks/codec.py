@@ -11,7 +11,10 @@ process, TensorFlow's default threads; best of --repeat):
 Speeds are MB/s of the input's float32 pixels; the ratio fitsae/RICE is printed for each
 direction, with the bits/pixel each wrote.
 
-Usage: python benchmarks/codec.py --run-dir RUN [--n 16] [--size 256] [--eta 16] [--repeat 3]
+With ``--quantize-level Q`` fitsae runs in its error-bounded mode (``compress --quantize-level Q``:
+the pixels themselves coded, each within Δ/2) and RICE_1 at the same q.
+
+Usage: python benchmarks/codec.py --run-dir RUN [--n 16] [--size 256] [--eta 16] [--repeat 3] [--quantize-level Q]
 (RUN: a trained run, e.g. demo/run after ./scripts/demo.sh).
 """
 
@@ -48,17 +51,22 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--eta", type=int, default=16)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--quantize-level", type=float, help="fitsae's error-bounded mode at this q (RICE_1 at the same)")
     args = p.parse_args()
+    from fitsae.codec.quantize import Quantization
+
+    quant = Quantization("quantize", level=args.quantize_level, seed=1) if args.quantize_level else None
+    rice_q = args.quantize_level or 4.0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         simulate("galsim", args.n, args.size, root / "in", seed=7)
         files = sorted((root / "in").glob("*.fits"))
         megabytes = args.n * args.size * args.size * 4 / 1e6
         pixels = args.n * args.size * args.size
-        compress_files(args.run_dir, [str(files[0])], args.eta, root / "warm.fae.fits")  # freeze + trace
+        compress_files(args.run_dir, [str(files[0])], args.eta, root / "warm.fae.fits", quantization=quant)  # freeze
 
         def fitsae_encode():
-            compress_files(args.run_dir, [str(f) for f in files], args.eta, root / "fae")
+            compress_files(args.run_dir, [str(f) for f in files], args.eta, root / "fae", quantization=quant)
 
         def fitsae_decode():
             for c in sorted((root / "fae").glob("*.fae.fits")):
@@ -68,7 +76,7 @@ def main() -> None:
             (root / "rice").mkdir(exist_ok=True)
             for f in files:
                 data = fits.getdata(f)
-                hdu = fits.CompImageHDU(data, compression_type="RICE_1", quantize_level=4.0, quantize_method=1,
+                hdu = fits.CompImageHDU(data, compression_type="RICE_1", quantize_level=rice_q, quantize_method=1,
                                         dither_seed=1, tile_shape=(256, 256))
                 fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(root / "rice" / f.name, overwrite=True)
 
@@ -88,7 +96,9 @@ def main() -> None:
     for what in ("encode", "decode"):
         ratio = results[f"RICE_1 {what}"] / results[f"fitsae {what}"]
         print(f"  fitsae/RICE_1 {what} speed: {ratio:.3f}")
-    print(f"  file bits/pixel (with headers): fitsae η≤{args.eta} {fae_bits:.3f}, RICE_1 q=4 {rice_bits:.3f}")
+    mode = f"q={args.quantize_level:g}" if quant else "lossy"
+    print(f"  file bits/pixel (with headers): fitsae η≤{args.eta} {mode} {fae_bits:.3f}, RICE_1 q={rice_q:g} "
+          f"{rice_bits:.3f}")
 
 
 if __name__ == "__main__":

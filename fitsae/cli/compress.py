@@ -4,6 +4,8 @@ Example::
 
     fitsae compress --run-dir RUN --eta 4 image.fits --out image.fae.fits
     fitsae compress --run-dir RUN --eta 4 night1/ --out compressed/
+    fitsae compress --run-dir RUN --eta 4 --quantize-level 4 image.fits --out image.fae.fits
+    fitsae compress --run-dir RUN --eta 4 --lossless m13.fits --out m13.fae.fits
 
 The container format is described in :mod:`fitsae.codec.container`; ``fitsae decompress``
 inverts it.
@@ -42,7 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=256,
                    help="side of the square tiles each plane is cut into and coded alone (default 256; a "
                    "multiple of the model's stride; dense models use their own image size)")
+    modes = p.add_argument_group("error-bounded and lossless modes (fpack's guarantees; the pixels themselves "
+                                 "are coded, with the model as their probability model)")
+    exclusive = modes.add_mutually_exclusive_group()
+    exclusive.add_argument("--quantize-level", type=float, metavar="Q",
+                           help="step = noise sigma / Q per tile, subtractively dithered: every pixel within half a "
+                           "step, zero-mean error (fpack -q Q)")
+    exclusive.add_argument("--max-error", type=float, metavar="E",
+                           help="step = 2E (physical units): no pixel moves by more than E")
+    exclusive.add_argument("--lossless", action="store_true", help="integer images only: bit-exact")
+    modes.add_argument("--noise", type=float, help="with --quantize-level: noise sigma (physical units) instead "
+                       "of each tile's estimate")
+    modes.add_argument("--dither-seed", type=int, metavar="N",
+                       help="seed of the dither sequence, 1..10000 (default: from the clock, like fpack)")
+    modes.add_argument("--residual-density", choices=("laplace", "gaussian"), default="laplace",
+                       help="density of the pixels around the model's mean (default laplace)")
     return p
+
+
+def _quantization(args):
+    """The requested error-bounded mode, or None for the lossy mode."""
+    from fitsae.codec.quantize import Quantization, default_seed
+
+    if args.quantize_level is None and args.max_error is None and not args.lossless:
+        if args.noise is not None or args.dither_seed is not None:
+            raise ValueError("--noise and --dither-seed need --quantize-level, --max-error or --lossless")
+        return None
+    if args.noise is not None and args.quantize_level is None:
+        raise ValueError("--noise goes with --quantize-level")
+    if args.dither_seed is not None and not 1 <= args.dither_seed <= 10000:
+        raise ValueError(f"--dither-seed must be in 1..10000, got {args.dither_seed}")
+    mode = "lossless" if args.lossless else "max-error" if args.max_error is not None else "quantize"
+    return Quantization(mode, level=args.quantize_level, max_error=args.max_error, noise=args.noise,
+                        seed=args.dither_seed if args.dither_seed is not None else default_seed())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint != "latest" and not args.checkpoint.isdigit():
         print(f"fitsae compress: --checkpoint must be latest or a step number, got {args.checkpoint!r}",
               file=sys.stderr)
+        return 2
+    from fitsae.codec.errors import CodecError
+
+    try:
+        quantization = _quantization(args)
+    except (ValueError, CodecError) as err:
+        print(f"fitsae compress: {err}", file=sys.stderr)
         return 2
     if args.tile < 1:
         print(f"fitsae compress: --tile must be positive, got {args.tile}", file=sys.stderr)
@@ -75,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint,
-                                 select="fixed" if args.fixed_eta else "best", tile=args.tile)
+                                 select="fixed" if args.fixed_eta else "best", tile=args.tile,
+                                 quantization=quantization, family=args.residual_density)
     except CodecError as err:
         print(f"fitsae compress: {err}", file=sys.stderr)
         return 2
@@ -90,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {rej['path']} HDU {rej['hdu']}: {rej['reason']}", file=sys.stderr)
             continue
         kept = sorted(set(r["eta_kept"]))
+        bound = ""
+        if "mode_worst_over_delta" in r:
+            bound = (f", largest error {r['mode_worst_over_delta']:.3f} step (median step {r['median_delta']:.4g}), "
+                     f"mean error {r['mean_error']:.3g}")
         print(f"{r['source']} -> {r['container']}: {r['planes']} plane(s), {r['pixels']} pixels, "
               f"eta kept {','.join(map(str, kept))} of {r['eta']}, {r['bits_per_pixel']:.3f} bits/pixel "
-              f"coded ({r['bits_per_pixel_file']:.3f} with headers), RMSE/noise {r['rmse_over_noise']:.3f} "
+              f"coded ({r['bits_per_pixel_file']:.3f} with headers), RMSE/noise {r['rmse_over_noise']:.3f}{bound} "
               f"(file {r['source_bytes']} -> {r['container_bytes']} bytes)")
         if r["grew"]:
             print(f"warning: {r['container']} is larger than its source {r['source']} "

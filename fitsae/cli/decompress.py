@@ -8,6 +8,8 @@ Example::
 
 The output mirrors the source: the same image HDUs with their headers (WCS and all), NaN/BLANK
 pixels where they were, integer BITPIX kept; ``--sigma`` adds the predicted 1σ map per HDU.
+Containers of the error-bounded modes decode to the quantized pixels themselves (each within
+half a step of the source; bit-exact for ``--lossless``), in the source's units and type.
 Version-1 containers (float32 latents) decode to ``MU`` and ``SIGMA`` HDUs as before.
 """
 

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test tiles compressed with each fpack and JPEG-XL setting (default 64; 0 skips them)")
     p.add_argument("--logbetas", help="β-VAE runs: log10 β values, e.g. --logbetas=-3,-2,-1,0,1 (default: a "
                    "spread over the training range)")
+    p.add_argument("--bounded-levels", metavar="Q,Q,...",
+                   help="also score the error-bounded modes (compress --quantize-level) at these q, e.g. "
+                   "0.5,1,2,4,8,16, beside RICE_1 and JPEG-XL at the same q (report.json 'bounded')")
     p.add_argument("--compare", type=Path, metavar="REPORT",
                    help="β-VAE runs: a tunable AE's report.json whose AE, PCA and fpack rows are drawn "
                    "on the same rate-distortion plot")
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             pca_data=args.pca_data, pca_tiles=args.pca_tiles, fpack_tiles=args.fpack_tiles,
             fpack=args.fpack_tiles > 0, tensorboard=not args.no_tensorboard, plots=not args.no_plots,
             logbetas=logbetas, compare=args.compare,
+            bounded_levels=tuple(float(v) for v in args.bounded_levels.split(",")) if args.bounded_levels else (),
         )
         run(options)
     except (EvaluationError, DistributedError) as err:

@@ -14,7 +14,10 @@ error, never a silently different image):
   ``NESC`` (escaped latents), ``LO``/``HI`` (the tile's range: decoded values are kept inside
   it), ``BITSEST`` (the bits the tables predicted), ``MUSUM`` (SHA-256 of the decoded μ),
   ``DATA`` (coded latents, variable-length bytes) and ``MASK`` (zlib-packed NaN/BLANK mask, empty
-  when none) — so a section decodes without reading the rest;
+  when none) — so a section decodes without reading the rest; in the error-bounded modes
+  (primary ``FAEMODE``, ``DITHSEED``, ``RESFAM``) also ``DELTA``, ``ZERO``, ``UNITS`` (the tile's
+  quantization), ``RNESC``/``RDATA`` (coded pixels), ``PIXSUM`` (SHA-256 of the decoded pixels)
+  and ``ZEROS`` (exact zeros, packed like ``MASK``);
 - per plane, a header-only image HDU ``SRCHDR`` (EXTVER i) holding the source HDU's header
   (WCS and every other card), so the decoded file keeps it.
 """
@@ -32,7 +35,7 @@ from astropy.io import fits
 from fitsae import __version__
 from fitsae.codec.errors import CodecError
 
-__all__ = ["FORMAT", "FORMAT_V1", "Tile", "Plane", "write_container", "read_container", "pack_mask", "unpack_mask",
+__all__ = ["FORMAT", "FORMAT_V1", "Tile", "BoundedTile", "Plane", "write_container", "read_container", "pack_mask", "unpack_mask",
            "source_header"]
 
 FORMAT = "fitsae-codec-2"
@@ -57,6 +60,20 @@ class Tile:
     mu_checksum: str
     data: bytes
     mask: bytes = b""
+    bounded: "BoundedTile | None" = None  # the error-bounded modes' pixels
+
+
+@dataclass
+class BoundedTile:
+    """A tile's quantized pixels in the error-bounded modes (:mod:`fitsae.codec.bounded`)."""
+
+    delta: float  # step Δ, physical units
+    zero: float  # x = zero + (k − u)·Δ
+    units: int  # stored integer units per step (integer sources), else 0
+    escapes: int  # escaped residuals
+    data: bytes  # coded residuals
+    checksum: str  # SHA-256 of the decoded pixels (float64, NaN where masked)
+    zeros: bytes = b""  # zlib-packed mask of exact zeros (float sources)
 
 
 @dataclass
@@ -80,7 +97,8 @@ class Plane:
 
     @property
     def payload_bytes(self) -> int:
-        return sum(len(t.data) + len(t.mask) for t in self.tiles)
+        return sum(len(t.data) + len(t.mask) + (len(t.bounded.data) + len(t.bounded.zeros) if t.bounded else 0)
+                   for t in self.tiles)
 
 
 def source_header(header: fits.Header) -> fits.Header:
@@ -130,6 +148,8 @@ def _tiles_hdu(plane: Plane, index: int) -> fits.BinTableHDU:
         fits.Column("MASK", "PB()", array=np.array([np.frombuffer(x.mask, np.uint8) for x in t] + [None],
                                                    dtype=object)[:-1]),
     ]
+    if t and t[0].bounded is not None:
+        cols += _bounded_columns([x.bounded for x in t])
     hdu = fits.BinTableHDU.from_columns(cols, name="TILES", ver=index + 1)
     h = hdu.header
     h["SRCFILE"] = str(plane.source)
@@ -150,6 +170,30 @@ def _tiles_hdu(plane: Plane, index: int) -> fits.BinTableHDU:
     if plane.extver is not None:
         h["SRCVER"] = (int(plane.extver), "EXTVER of the source HDU")
     return hdu
+
+
+def _bytes_column(name: str, values: list) -> fits.Column:
+    return fits.Column(name, "PB()", array=np.array([np.frombuffer(v, np.uint8) for v in values] + [None],
+                                                    dtype=object)[:-1])
+
+
+def _bounded_columns(b: list) -> list:
+    """DELTA, ZERO, UNITS, RNESC, RDATA (coded residuals), PIXSUM, ZEROS: the error-bounded modes'."""
+    return [
+        fits.Column("DELTA", "D", array=np.array([x.delta for x in b], np.float64)),
+        fits.Column("ZERO", "D", array=np.array([x.zero for x in b], np.float64)),
+        fits.Column("UNITS", "K", array=np.array([x.units for x in b], np.int64)),
+        fits.Column("RNESC", "J", array=np.array([x.escapes for x in b], np.int32)),
+        _bytes_column("RDATA", [x.data for x in b]),
+        fits.Column("PIXSUM", "64A", array=np.array([x.checksum for x in b])),
+        _bytes_column("ZEROS", [x.zeros for x in b]),
+    ]
+
+
+def _bounded_row(r) -> BoundedTile:
+    return BoundedTile(float(r["DELTA"]), float(r["ZERO"]), int(r["UNITS"]), int(r["RNESC"]),
+                       np.asarray(r["RDATA"], np.uint8).tobytes(), str(r["PIXSUM"]),
+                       np.asarray(r["ZEROS"], np.uint8).tobytes())
 
 
 def write_container(path, primary: fits.Header, planes: list[Plane]) -> int:
@@ -220,12 +264,14 @@ def _planes(path: Path, hdul) -> list[Plane]:
         if hdu.name != "TILES":
             continue
         h, d = hdu.header, hdu.data
+        bounded = "RDATA" in d.columns.names
         ver = h.get("EXTVER")
         if ver not in headers:
             raise CodecError(f"{path}: TILES {ver} has no SRCHDR {ver}")
         tiles = [Tile(int(r["Y0"]), int(r["X0"]), int(r["H"]), int(r["W"]), int(r["ETA"]), int(r["NESC"]),
                       float(r["LO"]), float(r["HI"]), float(r["BITSEST"]), str(r["MUSUM"]),
-                      np.asarray(r["DATA"], np.uint8).tobytes(), np.asarray(r["MASK"], np.uint8).tobytes())
+                      np.asarray(r["DATA"], np.uint8).tobytes(), np.asarray(r["MASK"], np.uint8).tobytes(),
+                      _bounded_row(r) if bounded else None)
                  for r in d]
         planes.append(Plane(
             source=h["SRCFILE"], hdu=int(h["SRCHDU"]), plane=int(h["SRCPLANE"]), naxis=int(h["SRCNAXIS"]),

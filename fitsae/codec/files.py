@@ -14,18 +14,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
-from fitsae.codec import artifact
-from fitsae.codec.container import FORMAT, FORMAT_V1, Plane, Tile, pack_mask, read_container, source_header, \
-    unpack_mask, write_container
+from fitsae.codec import artifact, bounded
+from fitsae.codec.container import FORMAT, FORMAT_V1, Plane, Tile, pack_mask, read_container, unpack_mask, \
+    write_container
 from fitsae.codec.encoder import TileCodec, mu_checksum
 from fitsae.entropy import CodingError
 from fitsae.codec.errors import CodecError
+from fitsae.codec.planes import Geometry, normalized, pad, physical, physical_sigma, plane_record, read_plane, \
+    stored_hdu
 
 __all__ = ["SELECTIONS", "DEFAULT_TILE", "compress_files", "decompress_file", "parse_section", "container_format"]
 
@@ -44,82 +45,11 @@ def _stem(path) -> str:
     return Path(path).stem
 
 
-@dataclass
-class _Geometry:
-    """How a model cuts a plane: tile size, and the padded shape of a (h, w) tile."""
-
-    tile: tuple
-    stride: int
-    fixed: bool  # a dense model takes exactly one image size
-
-    @classmethod
-    def of(cls, model, tile: int) -> "_Geometry":
-        fixed_h, fixed_w = model.image_shape[:2]
-        if fixed_h is not None:
-            return cls((int(fixed_h), int(fixed_w)), 1, True)
-        stride = int(model.stride)
-        if tile % stride:
-            raise CodecError(f"--tile {tile} is not a multiple of the model's stride {stride}")
-        return cls((int(tile), int(tile)), stride, False)
-
-    def padded(self, h: int, w: int) -> tuple:
-        if self.fixed:
-            return self.tile
-        return (h + (-h) % self.stride, w + (-w) % self.stride)
-
-    def origins(self, height: int, width: int) -> list[tuple]:
-        th, tw = self.tile
-        return [(y, x, min(th, height - y), min(tw, width - x)) for y in range(0, height, th) for x in range(0, width, tw)]
-
-
-def _pad(a: np.ndarray, shape: tuple) -> np.ndarray:
-    ph, pw = shape[0] - a.shape[0], shape[1] - a.shape[1]
-    return np.pad(a, ((0, ph), (0, pw)), mode="symmetric") if ph or pw else a
-
-
-def _read_plane(row) -> tuple[np.ndarray, fits.Header, str, int | None]:
-    from fitsae.io.read import read_plane_astropy
-
-    try:
-        with fits.open(row.path, memmap=False) as hdul:
-            pixels = np.asarray(read_plane_astropy(hdul, row.hdu, row.plane, row.naxis), dtype=np.float64)
-            full = hdul[row.hdu].header
-            header = source_header(full)
-            extname = str(full.get("EXTNAME", "")) if row.hdu else ""
-            extver = int(full["EXTVER"]) if row.hdu and "EXTVER" in full else None
-        if row.blank is not None and row.bitpix > 0:
-            # astropy turns BLANK into NaN only when it scales to float (not for unsigned data):
-            # find BLANK pixels in the stored integers themselves.
-            with fits.open(row.path, memmap=False, do_not_scale_image_data=True) as hdul:
-                raw = np.asarray(read_plane_astropy(hdul, row.hdu, row.plane, row.naxis))
-            pixels[raw == row.blank] = np.nan
-    except Exception as err:  # astropy raises many types for damaged files; name the input
-        raise CodecError(f"{row.path}, HDU {row.hdu}, plane {row.plane}: cannot read pixels: {err}") from err
-    return pixels, header, extname, extver
-
-
-def _physical(mu: np.ndarray, offset, scale, data_cfg, lo, hi) -> np.ndarray:
-    """Normalized μ → physical units, kept inside each tile's recorded range [lo, hi]."""
-    from fitsae.data.normalize import denormalize
-
-    phys = np.asarray(denormalize(np.asarray(mu, np.float64), np.float64(offset), np.float64(scale), data_cfg))
-    return np.clip(phys, np.reshape(lo, (-1, 1, 1)), np.reshape(hi, (-1, 1, 1)))
-
-
-def _encode_plane(codec: TileCodec, data_cfg, geometry: _Geometry, row, eta: int, select: str) -> tuple[Plane, dict]:
-    from fitsae.data.normalize import image_parameters, normalize
-
-    import tensorflow as tf
-
-    pixels, header, extname, extver = _read_plane(row)
-    bad = ~np.isfinite(pixels)
-    filled = np.where(bad, row.offset, pixels)  # background where nothing was measured
-    offset, scale, _ = image_parameters(row.offset, row.noise, data_cfg.normalization)
-    x = np.asarray(normalize(tf.constant(filled, tf.float32), offset, scale, data_cfg), np.float32)
-    plane = Plane(source=row.path, hdu=row.hdu, plane=row.plane, naxis=row.naxis, shape=(row.height, row.width),
-                  offset=float(offset), scale=float(scale), n_filled=int(bad.sum()), bitpix=int(row.bitpix),
-                  bzero=float(row.bzero), bscale=float(row.bscale), blank=row.blank, header=header,
-                  extname=extname, extver=extver)
+def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int, select: str) -> tuple[Plane, dict]:
+    src = read_plane(row)
+    pixels = src.pixels
+    bad, filled, offset, scale, x = normalized(row, pixels, data_cfg)
+    plane = plane_record(row, src, offset, scale, bad.sum())
     groups: dict[tuple, list] = {}
     for y0, x0, h, w in geometry.origins(row.height, row.width):
         groups.setdefault(geometry.padded(h, w), []).append((y0, x0, h, w))
@@ -131,8 +61,8 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: _Geometry, row, eta: int
             measured = ~bad[cut]
             values = pixels[cut][measured]
             lo, hi = (float(values.min()), float(values.max())) if values.size else (float(row.offset),) * 2
-            xs.append(_pad(x[cut], shape))
-            targets.append(_pad(filled[cut], shape))
+            xs.append(pad(x[cut], shape))
+            targets.append(pad(filled[cut], shape))
             weight = np.zeros(shape, bool)
             weight[:h, :w] = measured
             weights.append(weight)
@@ -140,7 +70,7 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: _Geometry, row, eta: int
             his.append(hi)
         los, his = np.array(los), np.array(his)
         chosen, fixed = codec.choose(np.stack(xs), np.stack(targets),
-                                     lambda mu: _physical(mu, offset, scale, data_cfg, los, his), [eta],
+                                     lambda mu: physical(mu, offset, scale, data_cfg, los, his), [eta],
                                      np.stack(weights))
         result = (chosen if select == "best" else fixed)[eta]
         for i, (y0, x0, h, w) in enumerate(origins):
@@ -148,7 +78,7 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: _Geometry, row, eta: int
             k = result.symbols[i][..., :kept]
             data, escapes = codec.code(k, kept)
             # Re-decoded alone, exactly as decompress will: the checksum is of what it will see.
-            mu = _physical(codec.mean(k[None]), offset, scale, data_cfg, los[i:i + 1], his[i:i + 1])[0, :h, :w]
+            mu = physical(codec.mean(k[None]), offset, scale, data_cfg, los[i:i + 1], his[i:i + 1])[0, :h, :w]
             mu32 = mu.astype(np.float32)
             measured = ~bad[y0:y0 + h, x0:x0 + w]
             squared += float(np.sum((pixels[y0:y0 + h, x0:x0 + w][measured] - mu32[measured]) ** 2))
@@ -161,7 +91,7 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: _Geometry, row, eta: int
     return plane, stats
 
 
-def _primary(frozen, eta: int, select: str, geometry: _Geometry) -> fits.Header:
+def _primary(frozen, eta: int, select: str, geometry: Geometry) -> fits.Header:
     header = fits.Header()
     header["MODDIG"] = frozen.digest  # SHA-256 of the frozen model (weights and tables)
     header["CKPTSTEP"] = (int(frozen.step), "checkpoint step the model was frozen from")
@@ -177,7 +107,7 @@ def _primary(frozen, eta: int, select: str, geometry: _Geometry) -> fits.Header:
 
 
 def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest", select="best",
-                   tile: int = DEFAULT_TILE) -> list[dict]:
+                   tile: int = DEFAULT_TILE, quantization=None, family: str = "laplace") -> list[dict]:
     """Compress every image plane of ``inputs`` (one container per input file).
 
     Parameters
@@ -197,6 +127,11 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
         (:mod:`fitsae.budget`); ``fixed``: exactly η.
     tile : int
         Side of the square tiles a plane is cut into (conv models; a multiple of the stride).
+    quantization : fitsae.codec.quantize.Quantization, optional
+        An error-bounded or lossless mode (:mod:`fitsae.codec.bounded`): the pixels themselves
+        are coded, each within Δ/2 (bit-exact for ``lossless``); default the lossy mode (μ only).
+    family : {"laplace", "gaussian"}
+        Density of the pixels around the model's mean in those modes.
 
     Returns
     -------
@@ -215,7 +150,7 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
     channels = int(frozen.model.latent_channels)
     if not 1 <= int(eta) <= channels:
         raise CodecError(f"--eta {eta}: must be in 1..{channels} (the model's latent channels)")
-    geometry = _Geometry.of(frozen.model, int(tile))
+    geometry = Geometry.of(frozen.model, int(tile))
     # edge=pad: compression takes images of any size, none is "too small for a tile".
     manifest, rejected = index_paths(list(inputs), replace(frozen.cfg.data, edge="pad"))
     if len(manifest) == 0:
@@ -239,13 +174,25 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
     except OSError as err:
         raise CodecError(f"{out}: cannot create the output directory: {err.strerror or err}") from err
     codec = TileCodec(frozen.model, frozen.tables)
+    predictor = None
+    if quantization is not None:
+        from fitsae.codec.predict import Predictor
+
+        predictor = Predictor(frozen)
     summaries = []
     for source, rows in by_file.items():
-        encoded = [_encode_plane(codec, frozen.cfg.data, geometry, row, int(eta), select) for row in rows]
+        if quantization is None:
+            encoded = [_encode_plane(codec, frozen.cfg.data, geometry, row, int(eta), select) for row in rows]
+        else:
+            encoded = [bounded.encode_plane(codec, predictor, frozen.cfg.data, geometry, row, i, int(eta), select,
+                                            quantization, family) for i, row in enumerate(rows)]
         planes = [p for p, _ in encoded]
         target = targets[source]
         try:
-            size = write_container(target, _primary(frozen, eta, select, geometry), planes)
+            primary = _primary(frozen, eta, select, geometry)
+            if quantization is not None:
+                primary.update(bounded.header_cards(quantization, family))
+            size = write_container(target, primary, planes)
         except OSError as err:
             raise CodecError(f"{target}: cannot write the container: {err.strerror or err}") from err
         pixels = sum(p.shape[0] * p.shape[1] for p in planes)
@@ -261,6 +208,8 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
             "source_bytes": source_bytes, "container_bytes": size, "grew": size > source_bytes,
             "model": str(frozen.path),
         })
+        if quantization is not None:
+            summaries[-1].update(bounded.summary([s for _, s in encoded]))
     return summaries + [{"rejected": r} for r in rejected]
 
 
@@ -305,7 +254,7 @@ def _find_model(container, header, model_path) -> Path:
     return found
 
 
-def _decode_tile(codec: TileCodec, data_cfg, geometry: _Geometry, plane: Plane, tile: Tile, container,
+def _decode_tile(codec: TileCodec, data_cfg, geometry: Geometry, plane: Plane, tile: Tile, container,
                  index: int, sigma: bool):
     shape = geometry.padded(tile.h, tile.w)
     if tile.eta < 1 or tile.eta > codec.channels:
@@ -316,42 +265,15 @@ def _decode_tile(codec: TileCodec, data_cfg, geometry: _Geometry, plane: Plane, 
     except CodingError as err:
         raise CodecError(f"{container}, plane {index + 1}, tile at ({tile.y0}, {tile.x0}): {err}") from err
     mu_norm = codec.mean(k)
-    mu = _physical(mu_norm, plane.offset, plane.scale, data_cfg, [tile.lo], [tile.hi])[0, :tile.h, :tile.w]
+    mu = physical(mu_norm, plane.offset, plane.scale, data_cfg, [tile.lo], [tile.hi])[0, :tile.h, :tile.w]
     mu32 = mu.astype(np.float32)
     matches = mu_checksum(mu32) == tile.mu_checksum
     sig = None
     if sigma:
-        log_var = codec.log_variance(k)[0, :tile.h, :tile.w].astype(np.float64)
-        sig = np.exp(0.5 * log_var) * plane.scale
-        if data_cfg.normalization == "asinh":
-            sig = sig * np.cosh(mu_norm[0, :tile.h, :tile.w] / data_cfg.asinh_softening)
+        log_var = codec.log_variance(k)[0, :tile.h, :tile.w]
+        sig = physical_sigma(log_var, mu_norm[0, :tile.h, :tile.w], plane.scale, data_cfg)
     mask = unpack_mask(tile.mask, (tile.h, tile.w))
     return mu32, sig, mask, matches
-
-
-def _stored(values: np.ndarray, mask: np.ndarray, plane: Plane, header: fits.Header, primary: bool):
-    """An image HDU of ``values`` (physical) in the source's representation where it fits.
-
-    Integer sources keep BITPIX/BZERO/BSCALE/BLANK (values clipped to the type's range); an
-    integer source without BLANK whose decoded plane has masked pixels becomes float32 with NaN.
-    """
-    kind = fits.PrimaryHDU if primary else fits.ImageHDU
-    header = header.copy()
-    if plane.bitpix > 0 and (plane.blank is not None or not mask.any()):
-        dtype = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64}[plane.bitpix]
-        info = np.iinfo(dtype)
-        raw = np.rint((np.asarray(values, np.float64) - plane.bzero) / plane.bscale)
-        raw = np.clip(raw, info.min, info.max).astype(dtype)
-        if plane.blank is not None:
-            raw[mask] = plane.blank
-        hdu = kind(raw, header=header)
-        # Set after construction: given with the data, astropy would take them as already applied.
-        hdu.header["BZERO"], hdu.header["BSCALE"] = plane.bzero, plane.bscale
-        if plane.blank is not None:
-            hdu.header["BLANK"] = plane.blank
-        return hdu, raw
-    data = np.where(mask, np.nan, values).astype(np.float32)
-    return kind(data, header=header), data
 
 
 def decompress_file(container, out, model=None, section=None, sigma: bool = False, run_dir=None,
@@ -384,8 +306,14 @@ def decompress_file(container, out, model=None, section=None, sigma: bool = Fals
         raise CodecError(f"{container}: was compressed by model {header['MODDIG'][:16]}…, {frozen.path} is "
                          f"{frozen.digest[:16]}…")
     codec = TileCodec(frozen.model, frozen.tables)
-    geometry = _Geometry.of(frozen.model, int(header["TILEH"]))
+    geometry = Geometry.of(frozen.model, int(header["TILEH"]))
     mismatched = []
+    mode = bounded.mode_of(header)
+    predictor = None
+    if mode != "lossy":
+        from fitsae.codec.predict import Predictor
+
+        predictor = Predictor(frozen)
     decoded = []
     for i, plane in enumerate(planes):
         (y0, y1), (x0, x1) = section or ((0, plane.shape[0]), (0, plane.shape[1]))
@@ -398,8 +326,14 @@ def decompress_file(container, out, model=None, section=None, sigma: bool = Fals
         for tile in plane.tiles:
             if tile.y0 >= y1 or tile.y0 + tile.h <= y0 or tile.x0 >= x1 or tile.x0 + tile.w <= x0:
                 continue
-            t_mu, t_sig, t_mask, matches = _decode_tile(codec, frozen.cfg.data, geometry, plane, tile, container, i,
-                                                        sigma)
+            if predictor is None:
+                t_mu, t_sig, t_mask, matches = _decode_tile(codec, frozen.cfg.data, geometry, plane, tile, container,
+                                                            i, sigma)
+            else:
+                t_mu, t_sig, t_mask = bounded.decode_tile(codec, predictor, frozen.cfg.data, geometry, plane, tile, i,
+                                                          int(header["DITHSEED"]), str(header["RESFAM"]),
+                                                          str(container), sigma)
+                matches = True
             if not matches:
                 mismatched.append(f"plane {i + 1} tile ({tile.y0}, {tile.x0})")
             sy = slice(max(y0, tile.y0), min(y1, tile.y0 + tile.h))
@@ -449,7 +383,7 @@ def _output_hdus(decoded: list, section, sigma: bool) -> list:
             mask = np.stack([it[3] for it in items])
         else:
             values, mask = items[0][1], items[0][3]
-        hdu, _ = _stored(values, mask, plane, header, primary=hdu_index == 0)
+        hdu, _ = stored_hdu(values, mask, plane, header, primary=hdu_index == 0)
         if plane.extname:
             hdu.header["EXTNAME"] = plane.extname
         if plane.extver is not None:

@@ -78,6 +78,7 @@ class EvalOptions:
     example_size: int = 128
     logbetas: list[float] | None = None  # β-VAE runs: the log10 β grid (default: spread over training range)
     compare: Path | None = None  # β-VAE runs: a tunable AE's report.json to draw on the same RD axes
+    bounded_levels: tuple = ()  # quantize levels of the error-bounded modes to score (fitsae.evaluate.bounded)
 
     @property
     def out_dir(self) -> Path:
@@ -827,6 +828,12 @@ def _evaluate_one(ctx: _Context, model, step: int, out_dir: Path) -> dict:
                         "note": "ae.z_hist counts include an underflow (first) and overflow (last) bin"},
         "examples": {"units": "normalized (noise ≈ 1)", "tiles": examples},
     }
+    if opts.bounded_levels and distributed.is_root():
+        from fitsae.codec.artifact import FrozenModel
+        from fitsae.evaluate.bounded import bounded_rows
+
+        frozen = FrozenModel(None, f"step-{step}", ctx.cfg, model, codec.tables, str(opts.run_dir), int(step))
+        report["bounded"] = bounded_rows(frozen, list(ctx.test_manifest), levels=opts.bounded_levels)
     if distributed.is_root():
         write_report(report, out_dir)
         if opts.plots:

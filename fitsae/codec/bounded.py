@@ -1,0 +1,167 @@
+"""The error-bounded and lossless modes: fpack's guarantee, the autoencoder as probability model.
+
+Each tile is quantized as fpack does (:mod:`fitsae.codec.quantize`: |x − x̂| ≤ Δ/2, zero-mean
+error; integers bit-exact with ``lossless``). Its latents are coded as in the lossy mode, and
+the integers k under the per-pixel density whose mean and width are the model's μ and σ
+(:mod:`fitsae.codec.predict`, :mod:`fitsae.codec.residual`). η′ is chosen per tile by the
+total coded bytes (latents + residuals): here the error is fixed by Δ, only the size varies.
+NaN/BLANK pixels and, for float sources, exact zeros are restored exactly from their masks
+(fpack's ZBLANK and SUBTRACTIVE_DITHER_2); their k is coded as the prediction's centre, which
+costs next to nothing. A SHA-256 of the decoded pixels is stored per tile and verified: any
+disagreement between encoder and decoder is an error naming the file and tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from fitsae.budget import ladder
+from fitsae.codec import residual
+from fitsae.codec.container import BoundedTile, Tile, pack_mask, unpack_mask
+from fitsae.codec.errors import CodecError
+from fitsae.codec.planes import normalized, pad, physical, physical_sigma, plane_record, read_plane
+from fitsae.codec.quantize import Quantization, TileFrame, dither
+from fitsae.entropy import CodingError
+
+__all__ = ["header_cards", "mode_of", "encode_plane", "decode_tile", "pixel_checksum", "summary"]
+
+
+def header_cards(quant: Quantization, family: str) -> dict:
+    """Primary-header cards recording the mode (decoding needs FAEMODE, DITHSEED, RESFAM)."""
+    cards = {"FAEMODE": (quant.mode, "lossy, quantize, max-error or lossless"),
+             "DITHSEED": (int(quant.seed), "dither seed (as fpack's ZDITHER0)"),
+             "RESFAM": (family, "pixel density around the model's mean")}
+    if quant.level is not None:
+        cards["QLEVEL"] = (float(quant.level), "q: step = noise sigma / q")
+    if quant.max_error is not None:
+        cards["MAXERR"] = (float(quant.max_error), "E: step = 2 E (physical units)")
+    if quant.noise is not None:
+        cards["NOISE"] = (float(quant.noise), "noise sigma given for the step")
+    return cards
+
+
+def mode_of(header) -> str:
+    """The container's mode: ``lossy`` (containers without FAEMODE) or a quantization mode."""
+    return str(header.get("FAEMODE", "lossy"))
+
+
+def pixel_checksum(values: np.ndarray) -> str:
+    """SHA-256 of a tile's decoded pixels as float64 (NaN where masked)."""
+    return hashlib.sha256(np.ascontiguousarray(values, np.float64).tobytes()).hexdigest()
+
+
+def _tile_noise(pixels: np.ndarray, row) -> float:
+    from fitsae.data.normalize import noise_estimate
+
+    sigma, _ = noise_estimate(pixels, abs(float(row.bscale)) if row.bitpix > 0 else None)
+    return sigma if sigma > 0 and math.isfinite(sigma) else float(row.noise)
+
+
+def _grid_prediction(predictor, k_latent, frame: TileFrame, plane, data_cfg, lo, hi, h, w):
+    """Quantized per-pixel prediction of a tile, plus its σ map (physical)."""
+    mu_norm, log_var = predictor(k_latent)
+    mu_norm, log_var = mu_norm[:h, :w], log_var[:h, :w]
+    mu = physical(mu_norm[None], plane.offset, plane.scale, data_cfg, [lo], [hi])[0]
+    sigma = physical_sigma(log_var, mu_norm, plane.scale, data_cfg)
+    return residual.predict(frame.to_grid(mu), sigma / frame.delta), sigma
+
+
+def _restore(frame: TileFrame, k: np.ndarray, bad: np.ndarray, zeros: np.ndarray) -> np.ndarray:
+    values = frame.restore(k)
+    values[zeros] = 0.0
+    values[bad] = np.nan
+    return values
+
+
+def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int, select: str,
+                 quant: Quantization, family: str):
+    """Quantize and code one plane; returns (Plane with tiles, stats for the summary)."""
+    src = read_plane(row)
+    pixels = src.pixels
+    bad, _, offset, scale, x = normalized(row, pixels, data_cfg)
+    plane = plane_record(row, src, offset, scale, bad.sum())
+    zeros_all = (pixels == 0.0) & ~bad if row.bitpix < 0 else np.zeros_like(bad)
+    etas = [int(eta)] if select == "fixed" else sorted({k for k in ladder(codec.channels) if k <= eta} | {int(eta)})
+    stats = {"squared_error": 0.0, "measured": 0, "noise": float(row.noise), "worst_over_delta": 0.0,
+             "error_sum": 0.0, "deltas": []}
+    for y0, x0, h, w in geometry.origins(row.height, row.width):
+        cut = (slice(y0, y0 + h), slice(x0, x0 + w))
+        tile_bad, zeros = bad[cut], zeros_all[cut]
+        values = pixels[cut]
+        measured = values[~tile_bad]
+        lo, hi = (float(measured.min()), float(measured.max())) if measured.size else (float(row.offset),) * 2
+        where = f"{row.path}, HDU {row.hdu}, plane {row.plane}, tile at ({y0}, {x0})"
+        frame = quant.frame(where, row.bitpix, row.bzero, row.bscale, _tile_noise(values, row), index, y0, x0,
+                            (h, w))
+        raw = None if src.raw is None else src.raw[cut]
+        k = frame.quantize(np.where(tile_bad, row.offset, values), raw)
+        special = tile_bad | zeros
+        z = codec.latents(pad(x[cut], geometry.padded(h, w))[None])
+        best = None
+        for kept in etas:
+            k_latent = codec.tables.symbols(z[..., :kept])[0]
+            prediction, _ = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, lo, hi, h, w)
+            coded = k.reshape(-1).copy()
+            coded[special.reshape(-1)] = prediction.centre[special.reshape(-1)]
+            res_data, res_esc = residual.encode(coded, prediction, family)
+            lat_data, lat_esc = codec.code(k_latent, kept)
+            size = len(res_data) + len(lat_data)
+            if best is None or size < best[0]:
+                best = (size, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded)
+        _, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded = best
+        decoded = _restore(frame, coded.reshape(h, w), tile_bad, zeros)
+        bounded = BoundedTile(frame.delta, frame.zero, frame.units, res_esc, res_data, pixel_checksum(decoded),
+                              pack_mask(zeros))
+        plane.tiles.append(Tile(y0, x0, h, w, kept, lat_esc, lo, hi, codec.tables.ideal_bits(k_latent), "",
+                                lat_data, pack_mask(tile_bad), bounded))
+        error = (decoded - values)[~tile_bad]
+        stats["squared_error"] += float(np.sum(error ** 2))
+        stats["error_sum"] += float(np.sum(error))
+        stats["measured"] += int(error.size)
+        stats["deltas"].append(frame.delta)
+        if error.size:
+            stats["worst_over_delta"] = max(stats["worst_over_delta"], float(np.max(np.abs(error))) / frame.delta)
+    return plane, stats
+
+
+def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, seed: int, family: str,
+                where: str, sigma: bool):
+    """One tile's pixels (physical float64, NaN where masked), σ map or None, and NaN/BLANK mask.
+
+    Raises :class:`CodecError` naming ``where`` and the tile when the bytes do not decode or
+    the decoded pixels fail their checksum.
+    """
+    b = tile.bounded
+    name = f"{where}, plane {index + 1}, tile at ({tile.y0}, {tile.x0})"
+    if b is None:
+        raise CodecError(f"{name}: the container's mode needs coded pixels, this tile has none")
+    if tile.eta < 1 or tile.eta > codec.channels:
+        raise CodecError(f"{name}: η′={tile.eta} outside 1..{codec.channels}")
+    h, w = tile.h, tile.w
+    integer = plane.bitpix > 0
+    u = np.zeros((h, w)) if integer else dither(seed, index, tile.y0, tile.x0, (h, w))
+    frame = TileFrame(b.delta, b.zero, u, integer, b.units)
+    try:
+        k_latent = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*geometry.padded(h, w)), tile.eta)[0]
+        prediction, sig = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, tile.lo, tile.hi, h, w)
+        k = residual.decode(b.data, b.escapes, prediction, family)
+    except CodingError as err:
+        raise CodecError(f"{name}: {err}") from err
+    bad, zeros = unpack_mask(tile.mask, (h, w)), unpack_mask(b.zeros, (h, w))
+    values = _restore(frame, k.reshape(h, w), bad, zeros)
+    if pixel_checksum(values) != b.checksum:
+        raise CodecError(f"{name}: the decoded pixels fail their checksum (the coded bytes were altered, or "
+                         "this machine computes the model's prediction differently)")
+    return values, (np.where(bad, np.nan, sig) if sigma else None), bad
+
+
+def summary(stats: list[dict]) -> dict:
+    """Per-file figures of the error-bounded modes: the worst |x − x̂|/Δ, mean error, median Δ."""
+    n = sum(s["measured"] for s in stats)
+    deltas = [d for s in stats for d in s["deltas"]]
+    return {"mode_worst_over_delta": max((s["worst_over_delta"] for s in stats), default=0.0),
+            "mean_error": sum(s["error_sum"] for s in stats) / n if n else math.nan,
+            "median_delta": float(np.median(deltas)) if deltas else math.nan}
