@@ -106,7 +106,7 @@ def _plot_only(directory: Path) -> int:
 
 
 def _parse_logbetas(text: str | None) -> list[float] | None:
-    from fitsae.evaluate.runner import EvaluationError
+    from fitsae.evaluate.options import EvaluationError
 
     if text is None:
         return None
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from fitsae.distributed import DistributedError
-    from fitsae.evaluate.runner import EvalOptions, EvaluationError, parse_etas, run
+    from fitsae.evaluate.options import EvalOptions, EvaluationError, parse_etas
+    from fitsae.evaluate.runner import run
 
     try:
         etas = parse_etas(args.etas)
