@@ -15,7 +15,8 @@ import pytest
 
 from fitsae.cli import evaluate as cli
 from fitsae.evaluate import baselines
-from fitsae.evaluate.metrics import Z_BIN_EDGES, MetricBook
+from fitsae.evaluate.calibration import Z_BIN_EDGES
+from fitsae.evaluate.metrics import MetricBook
 from fitsae.evaluate.pca import StreamingPCA, from_patches, to_patches
 from fitsae.evaluate.report import format_table, load_report, missing_keys, write_report
 
@@ -142,7 +143,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys):
 
 def _rows_and_book(errors_by_eta: dict[int, np.ndarray]):
     """Report rows and a book of paired changes for per-tile errors given directly (σ = 1, 1 pixel)."""
-    from fitsae.evaluate.metrics import tile_error_over_noise
+    from fitsae.evaluate.error_sums import tile_error_over_noise
 
     etas = sorted(errors_by_eta)
     book = MetricBook()
@@ -181,7 +182,7 @@ def test_a_rise_from_one_tile_is_within_the_scatter_a_rise_on_every_tile_is_sign
 
 
 def test_band_trend_names_the_band_whose_error_rises_with_eta():
-    from fitsae.evaluate.metrics import BAND_EDGES
+    from fitsae.evaluate.bands import BAND_EDGES
     from fitsae.evaluate.assembly import band_trend
 
     lows, highs = (None, *BAND_EDGES), (*BAND_EDGES, None)

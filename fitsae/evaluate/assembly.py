@@ -17,7 +17,8 @@ from fitsae.config import to_dict
 from fitsae.data.evalset import input_bits as sampled_input_bits
 from fitsae.evaluate.comparisons import PCA_STEP
 from fitsae.evaluate.geometry import Geometry
-from fitsae.evaluate.metrics import Z_BIN_EDGES, MetricBook
+from fitsae.evaluate.calibration import Z_BIN_EDGES
+from fitsae.evaluate.metrics import MetricBook
 
 __all__ = ["build_report", "monotonic_note", "band_trend", "SIGNIFICANT_SE", "RISE_TOLERANCE"]
 
@@ -83,7 +84,7 @@ def monotonic_note(rows: list[dict], book: MetricBook) -> dict:
 
     ``ae_error_nonincreasing_in_eta`` is the plain reading: no step from one scored η to the next
     raises ``rmse_over_noise`` by more than 0.1 %. Each rise is listed with the paired per-tile
-    statistics (:class:`~fitsae.evaluate.metrics.PairedChangeSums`) and ``significant`` when it is
+    statistics (:class:`~fitsae.evaluate.tallies.PairedChangeSums`) and ``significant`` when it is
     larger than ``SIGNIFICANT_SE`` standard errors of the tile-to-tile scatter;
     ``ae_error_increase_significant`` says whether any is.
 

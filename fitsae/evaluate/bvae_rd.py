@@ -8,7 +8,7 @@ this module measures
   VAE; no quantizer is involved, so it is a bound a practical codec approaches, not bytes on disk.
 - **distortion** of the reconstruction from a posterior sample (the one that rate pays for):
   ``mse`` and ``rmse_over_noise`` exactly as the tunable AE rows of ``report.json`` define them
-  (:class:`fitsae.evaluate.metrics.ErrorSums`, physical units when a DataConfig is given), plus the
+  (:class:`fitsae.evaluate.error_sums.ErrorSums`, physical units when a DataConfig is given), plus the
   same for the reconstruction from the posterior mean (``mean_z``), which is what storing
   ``encode(x)`` as floats gives;
 - **calibration** of the variance decoder where it is used, at the posterior mean: ``mean_z``
