@@ -39,7 +39,7 @@ import yaml
 
 from fitsae import config as fconfig
 from fitsae import distributed
-from fitsae.data.pipeline import PipelineError, stall_message
+from fitsae.data.skips import batches
 from fitsae.models import build_model
 from fitsae.progress import eta_seconds, format_duration
 from fitsae.train import checkpoints
@@ -410,13 +410,9 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     t_last = time.perf_counter()
     pace: tuple[int, float] | None = None
     with StopSignals() as stop:
-        iterator = iter(dataset)
+        iterator = batches(dataset)  # the data layer's own error if its files went bad
         while step < total:
-            try:
-                batch = next(iterator)
-            except tf.errors.InvalidArgumentError as err:
-                # The data layer's "a whole epoch of tiles could not be read" surfaces here.
-                raise PipelineError(stall_message(err.message) or err.message) from err
+            batch = next(iterator)
             x = batch["x"]
             if image_batch is None:
                 image_batch = x[: cfg.train.image_count]
