@@ -414,7 +414,7 @@ def test_a_wide_dense_model_tries_the_budget_ladder(tmp_path_factory, tmp_path, 
                       checkpoint_every=10)
     steps = ladder(channels)
     off = next(k for k in range(2, channels) if k not in steps)
-    etas = sorted(default_etas("dense", channels) + [off])
+    etas = sorted(default_etas(True, channels) + [off])
     assert set(etas) - {off} <= set(steps) and len(steps) < channels
     out = tmp_path / "eval"
     code, _, stderr = evaluate(["--run-dir", str(wide["run"]), "--data", str(wide["test"]), "--out", str(out),

@@ -144,13 +144,13 @@ def robust_stats(plane: np.ndarray, header_noise: float | None = None,
     """
     data = np.asarray(plane)
     n_pixels = int(data.size)
-    finite = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    finite = np.isfinite(data) if np.issubdtype(data.dtype, np.floating) else np.ones(data.shape, bool)
     n_finite = int(finite.sum())
     if n_finite == 0:
         raise ValueError(f"all {n_pixels} pixels are NaN, Inf or BLANK")
     values = data[finite].astype(np.float64)
     offset = float(np.median(values))
-    if quantum is None and data.dtype.kind == "f" and np.array_equal(values, np.rint(values)):
+    if quantum is None and np.issubdtype(data.dtype, np.floating) and np.array_equal(values, np.rint(values)):
         quantum = 1.0
 
     def stats(sigma, source):
@@ -248,7 +248,7 @@ def denormalize(x, offset, scale, cfg):
             x = a * tf.math.sinh(x / a)
         return x * scale + offset
     x = np.asarray(x)
-    dtype = x.dtype if x.dtype.kind == "f" else np.float64
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     offset, scale = np.asarray(offset, dtype), np.asarray(scale, dtype)
     if offset.ndim:
         offset = _expand(offset, x.ndim, np)

@@ -57,9 +57,9 @@ class EvalContext:
         self._warn_overlap()
         self.tile_shape = self._tile_shape()
         self.geometry = Geometry(model, self.tile_shape)
-        self.etas = resolve_etas(options.etas, self.geometry.kind, self.geometry.channels)
+        self.etas = resolve_etas(options.etas, self.geometry.fixed, self.geometry.channels)
         log.info("fitting PCA (%s-dim %s) on up to %d training tiles",
-                 self.geometry.pca_dim, "patches" if self.geometry.kind == "conv" else "images", options.pca_tiles)
+                 self.geometry.pca_dim, "images" if self.geometry.fixed else "patches", options.pca_tiles)
         self.pca = fit_pca(self.train_manifest, self.data_cfg, self.geometry, self.seed, self.batch_size,
                            options.pca_tiles)
         self.baselines = None  # computed after the first pass, which provides the PSNR peak
@@ -129,7 +129,7 @@ class EvalContext:
             "n_vectors": fit.n,
             "dim": fit.dim,
             "patch_shape": list(self.geometry.patch),
-            "components_per": "patch" if self.geometry.kind == "conv" else "image",
+            "components_per": "image" if self.geometry.fixed else "patch",
             "eigenvalues": [float(v) for v in fit.eigenvalues],
             "explained_variance_ratio": [float(v) / total if total > 0 else math.nan for v in np.cumsum(fit.eigenvalues)],
             "units": "normalized (noise ≈ 1)",

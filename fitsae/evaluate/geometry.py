@@ -17,30 +17,22 @@ __all__ = ["Geometry"]
 class Geometry:
     """Which pixels of a tile every method scores, and the AE/PCA code sizes there.
 
-    Dense models see exactly the image size they were trained on, so larger tiles are
-    centre-cropped to it; conv models see the largest part of the tile divisible by their stride.
-    AE, PCA and fpack are all scored on this same region.
+    The model says which region (:meth:`fitsae.models.protocol.TileScoring.scored_shape`): a
+    dense model's trained size, centre-cropped, or the largest part divisible by the stride. PCA
+    keeps whole images for a fixed-size model and stride × stride patches otherwise.
     """
 
     def __init__(self, model, tile_shape: tuple[int, int]):
-        self.kind = model.model_config.kind
+        self.kind = model.model_config.kind  # recorded in the report, never switched on
+        self.fixed = bool(model.fixed_size)
         self.channels = int(model.latent_channels)
         self.stride = int(model.stride)
         th, tw = tile_shape
-        if self.kind == "dense":
-            mh, mw = model.image_shape[:2]
-            if th < mh or tw < mw:
-                raise EvaluationError(
-                    f"test tiles are {th}×{tw} but the dense model was trained on {mh}×{mw} images; "
-                    "evaluate with data of at least that size (dense models are tied to their input size)"
-                )
-            self.shape = (int(mh), int(mw))
-            self.patch = self.shape
-        else:
-            self.shape = (th - th % self.stride, tw - tw % self.stride)
-            if min(self.shape) < self.stride:
-                raise EvaluationError(f"test tiles {th}×{tw} are smaller than the model's stride {self.stride}")
-            self.patch = (self.stride, self.stride)
+        try:
+            self.shape = model.scored_shape(tile_shape)
+        except ValueError as err:
+            raise EvaluationError(str(err)) from err
+        self.patch = self.shape if self.fixed else (self.stride, self.stride)
         self.tile_shape = (th, tw)
         h, w = self.shape
         self.y0, self.x0 = (th - h) // 2, (tw - w) // 2

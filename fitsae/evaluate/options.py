@@ -56,13 +56,14 @@ class EvalOptions:
         return Path(self.out) if self.out else Path(self.run_dir) / "eval"
 
 
-def default_etas(kind: str, channels: int) -> list[int]:
-    """Every η for a small dense latent; otherwise a log-spaced spread over 1..C that includes C.
+def default_etas(fixed_size: bool, channels: int) -> list[int]:
+    """Every η for a small latent vector (a fixed-size, dense model: cheap per η); otherwise a
+    log-spaced spread over 1..C that includes C.
 
     The spread is taken from the budget's ladder (:func:`fitsae.budget.ladder`), so that every
     scored budget is a candidate of the next and the AE error cannot rise between them.
     """
-    if kind == "dense" and channels <= _ALL_ETAS_UP_TO:
+    if fixed_size and channels <= _ALL_ETAS_UP_TO:
         return list(range(1, channels + 1))
     steps = ladder(channels)
     if len(steps) == channels:  # every η′ is on the ladder
@@ -97,10 +98,10 @@ def parse_etas(text: str | None) -> list[int] | str | None:
     return sorted(etas)
 
 
-def resolve_etas(requested: list[int] | str | None, kind: str, channels: int) -> list[int]:
+def resolve_etas(requested: list[int] | str | None, fixed_size: bool, channels: int) -> list[int]:
     """The η to evaluate for a model with ``channels`` latent channels (see :func:`parse_etas`)."""
     if requested is None:
-        return default_etas(kind, channels)
+        return default_etas(fixed_size, channels)
     if requested == "all":
         return list(range(1, channels + 1))
     bad = [e for e in requested if not 1 <= e <= channels]

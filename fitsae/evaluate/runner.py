@@ -46,8 +46,6 @@ def _load(run_dir, checkpoint):
         _, prefix = resolve_checkpoint(run_dir, checkpoint)
         raise EvaluationError(f"{prefix}: cannot restore the model from this checkpoint "
                               f"(corrupt or truncated file?): {err}") from err
-    if model.model_config.kind not in ("dense", "conv", "bvae"):
-        raise EvaluationError(f"{run_dir}: cannot evaluate a model of kind {model.model_config.kind!r}")
     return cfg, model, step
 
 

@@ -45,6 +45,7 @@ from fitsae import losses
 from fitsae.models.bvae_losses import beta_objective, diag_gaussian_kl, gaussian_nll_sum, kl_per_sample
 from fitsae.models.inference import InferenceModule
 from fitsae.models.masking import step_seed
+from fitsae.models.protocol import TileScoring
 
 __all__ = ["BetaVAE", "BVAEInference", "FiLM", "build_bvae", "ACTIVE_NATS"]
 
@@ -162,7 +163,7 @@ def _as_column(logbeta: tf.Tensor) -> tf.Tensor:
     return logbeta[:, None]
 
 
-class BetaVAE(keras.Model):
+class BetaVAE(TileScoring, keras.Model):
     """The β-VAE with the fitsae model protocol (see module docstring).
 
     Parameters
@@ -192,6 +193,7 @@ class BetaVAE(keras.Model):
             raise ValueError(f"image_shape must be (H, W, channels), got {image_shape}")
         self.image_shape = tuple(None if s is None else int(s) for s in image_shape)
         self.latent_channels = model_cfg.latent_channels
+        self.fixed_size = model_cfg.architecture == "dense"
         h, w, _ = self.image_shape
         if self.cfg.architecture == "dense":
             if h is None or w is None:
