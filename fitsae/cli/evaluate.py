@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print("fitsae evaluate: --pca-tiles must be >= 1 and --fpack-tiles >= 0", file=sys.stderr)
         return 2
 
-    from fitsae.distributed import DistributedError
-    from fitsae.evaluate.options import EvalOptions, EvaluationError, parse_etas
+    from fitsae.errors import FitsaeError
+    from fitsae.evaluate.options import EvalOptions, parse_etas
     from fitsae.evaluate.runner import run
 
     try:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             logbetas=logbetas, compare=args.compare,
         )
         run(options)
-    except (EvaluationError, DistributedError) as err:
+    except FitsaeError as err:
         print(f"fitsae evaluate: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up while writing the report

@@ -26,6 +26,7 @@ import numpy as np
 
 from fitsae.data.config import DataConfig
 from fitsae.data.normalize import robust_stats
+from fitsae.errors import FitsaeError
 from fitsae.io.errors import FitsInputError
 from fitsae.io.native import decode_spec
 from fitsae.io.read import read_plane_astropy
@@ -42,7 +43,7 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz
 MAX_STATS_PIXELS = 1 << 22
 
 
-class ManifestError(ValueError):
+class ManifestError(FitsaeError, ValueError):
     """A manifest file that cannot be read; the message names the file and line."""
 
 

@@ -17,13 +17,14 @@ import math
 import numpy as np
 
 from fitsae.data.manifest import Manifest, tile_origins
+from fitsae.errors import FitsaeError
 
 __all__ = ["PipelineError", "TileTable", "stateless_seed", "epoch_order_dataset"]
 
 log = logging.getLogger("fitsae")
 
 
-class PipelineError(ValueError):
+class PipelineError(FitsaeError, ValueError):
     """The manifest and config cannot make the requested batches; the message says why."""
 
 

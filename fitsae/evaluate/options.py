@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fitsae.budget import EXHAUSTIVE_UP_TO, ladder
+from fitsae.errors import FitsaeError
 
 __all__ = ["EvalOptions", "EvaluationError", "default_etas", "parse_etas", "resolve_etas"]
 
@@ -23,7 +24,7 @@ _ALL_ETAS_UP_TO = EXHAUSTIVE_UP_TO
 _SPREAD = 16
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(FitsaeError, RuntimeError):
     """Evaluation cannot proceed (bad run dir, checkpoint, data or option); the message says why."""
 
 
