@@ -189,6 +189,9 @@ def build_report(ctx, step: int, book: MetricBook, data_range, tiles: int, examp
             "ranks": distributed.workers().size,
         },
         "results": results,
+        "headline": {"model": "ae_fixed_mask", "codec": "ae",
+                     "note": "the model's result is the plain mask (exactly η channels); the budget (ae) is the "
+                             "codec's per-tile choice of η′ ≤ η on top of it"},
         "rate_note": "AE bits_per_pixel: 8 × the bytes the codec's entropy coder writes for each tile's kept "
                      "latents / pixels (fitsae.codec, tables frozen from the checkpoint); PCA's coefficients "
                      f"are quantized with step {PCA_STEP:g} (normalized units) and coded the same way, under Laplace tables of its "
