@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MAD_TO_SIGMA", "PlaneStats", "robust_stats", "noise_estimate", "image_parameters", "denormalize",
-           "normalize", "standardize", "stretch"]
+           "sigma_to_physical", "normalize", "standardize", "stretch"]
 
 MAD_TO_SIGMA = 1.482602218505602
 # cfitsio's 5th-order difference, on pixels two apart (FnNoise5 in cfitsio's quantize.c).
@@ -211,6 +211,23 @@ def stretch(x, cfg):
         a = tf.cast(cfg.asinh_softening, x.dtype)
         x = a * tf.math.asinh(x / a)
     return x
+
+
+def sigma_to_physical(sigma, mu, scale, cfg) -> np.ndarray:
+    """A predicted σ (normalized units) in physical units, to first order through the stretch.
+
+    σ·scale for an affine normalization; for ``asinh`` also times d/dx [a·sinh(x/a)] = cosh(μ/a) at
+    the predicted μ (normalized), which is what makes σ grow on bright pixels. ``none`` keeps σ.
+    numpy in, float64 out; ``scale`` is (B,) or a scalar.
+    """
+    sigma = np.asarray(sigma, np.float64)
+    if cfg.normalization == "none":
+        return sigma
+    scale = np.asarray(scale, np.float64)
+    out = sigma * (_expand(scale, sigma.ndim, np) if scale.ndim else scale)
+    if cfg.normalization == "asinh":
+        out = out * np.cosh(np.asarray(mu, np.float64) / cfg.asinh_softening)
+    return out
 
 
 def denormalize(x, offset, scale, cfg):

@@ -39,6 +39,8 @@ class GaussianSums:
     within_1: float = 0.0
     within_2: float = 0.0
     z_hist: np.ndarray = field(default_factory=lambda: np.zeros(len(Z_BIN_EDGES) + 1))
+    # (n, Σz, Σz², #|z|<1, #|z|<2) of z = (x − μ)/σ in physical units, σ propagated through the stretch
+    physical: np.ndarray = field(default_factory=lambda: np.zeros(5))
 
     def update(
         self,
@@ -49,12 +51,15 @@ class GaussianSums:
         mu_phys: np.ndarray,
         noise_phys: np.ndarray,
         truth_phys: np.ndarray | None = None,
+        sigma_phys: np.ndarray | None = None,
     ) -> None:
         """Add a batch: errors in physical units, likelihood and calibration in normalized units.
 
         The likelihood is computed where the model made it (normalized units) so that it does not
         depend on the arbitrary physical scale of each file. ``truth_phys`` as in
-        :meth:`ErrorSums.update`.
+        :meth:`ErrorSums.update`. With ``sigma_phys`` (σ in physical units, as ``fitsae decompress
+        --sigma`` writes it), the calibration is also kept in physical units, where a stretch such
+        as asinh makes it differ from the normalized one on bright pixels.
         """
         self.errors.update(x_phys, mu_phys, noise_phys, truth_phys)
         x = np.asarray(x_norm, dtype=np.float64)
@@ -71,10 +76,14 @@ class GaussianSums:
         self.within_2 += float((az < 2.0).sum())
         # digitize puts z < edges[0] in bin 0 and z >= edges[-1] in the last bin: under/overflow.
         self.z_hist += np.bincount(np.digitize(z.ravel(), Z_BIN_EDGES), minlength=len(Z_BIN_EDGES) + 1)
+        if sigma_phys is not None:
+            zp = (np.asarray(x_phys, np.float64) - np.asarray(mu_phys, np.float64)) / np.asarray(sigma_phys, np.float64)
+            azp = np.abs(zp)
+            self.physical += [zp.size, zp.sum(), (zp * zp).sum(), (azp < 1.0).sum(), (azp < 2.0).sum()]
 
     def vector(self) -> np.ndarray:
         head = [self.n, self.nll_sum, self.z_sum, self.z2_sum, self.within_1, self.within_2]
-        return np.concatenate([self.errors.vector(), np.array(head), self.z_hist])
+        return np.concatenate([self.errors.vector(), np.array(head), self.physical, self.z_hist])
 
     def load(self, values: np.ndarray) -> None:
         width = len(self.errors.vector())
@@ -82,7 +91,8 @@ class GaussianSums:
         self.n, self.nll_sum, self.z_sum, self.z2_sum, self.within_1, self.within_2 = (
             float(v) for v in values[width:width + 6]
         )
-        self.z_hist = np.array(values[width + 6:], dtype=np.float64)
+        self.physical = np.array(values[width + 6:width + 11], dtype=np.float64)
+        self.z_hist = np.array(values[width + 11:], dtype=np.float64)
 
     def maxima(self) -> np.ndarray:
         return self.errors.maxima()
@@ -105,5 +115,10 @@ class GaussianSums:
             coverage_2sigma=self.within_2 / self.n,
             z_hist=[int(c) for c in self.z_hist],
         )
+        n, z_sum, z2_sum, within_1, within_2 = (float(v) for v in self.physical)
+        if n:
+            mean = z_sum / n
+            out.update(sigma_z_std_physical=math.sqrt(max(z2_sum / n - mean * mean, 0.0)),
+                       coverage_1sigma_physical=within_1 / n, coverage_2sigma_physical=within_2 / n)
         return out
 
