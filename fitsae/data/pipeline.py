@@ -227,7 +227,8 @@ class Pipeline:
         ds = ds.map(element, num_parallel_calls=self.cfg.parallel_reads or tf.data.AUTOTUNE, deterministic=True)
         # The marker one past the last tile also lets tiles lost at the very end leave a gap.
         ds = self._with_marker(ds.ignore_errors(), tiles.size)
-        ds = stall_check(ds, 0, tiles.size, "all of this rank's evaluation tiles", self.manifest, self.rank, self.size)
+        ds = stall_check(ds, 0, tiles.size, "all of this rank's evaluation tiles", self.manifest, self.rank,
+                         self.size)
         ds = self._batches(ds, tile_size, B, 0, True, self._eval_tile)
         return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -129,8 +129,9 @@ class Reader:
         Returns
         -------
         float64 array (B, S, S), S = ``data.tile``, physical units, aligned pixel for pixel with
-        the tiles :meth:`fitsae.data.pipeline.Pipeline.evaluation` yields; NaN outside the image (``data.edge=pad``). Read
-        through astropy outside the tf.data graph: only evaluation needs it, once per tile.
+        the tiles :meth:`fitsae.data.pipeline.Pipeline.evaluation` yields; NaN outside the image
+        (``data.edge=pad``). Read through astropy outside the tf.data graph: only evaluation needs
+        it, once per tile.
         """
         if plane not in ("image", "truth"):
             raise ValueError(f"plane must be 'image' or 'truth', not {plane!r}")

@@ -38,7 +38,8 @@ def _results(book: MetricBook, geometry: Geometry, etas: list[int], peak: float)
             "latent_values": values,
             "bits_per_pixel": bpp,
             "ae": ae,
-            "ae_fixed_mask": {**book[("ae_fixed", eta)].summary(peak), **book[("ae_fixed_rate", eta)].summary()},
+            "ae_fixed_mask": {**book[("ae_fixed_mask", eta)].summary(peak),
+                              **book[("ae_fixed_mask_rate", eta)].summary()},
             "pca": pca,
         })
     return rows

@@ -56,7 +56,7 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
     ``fitsae compress`` uses): latents quantized as the file stores them, at budget η each tile
     keeps the first η′ ≤ η channels whose decoded μ is closest to it (:mod:`fitsae.budget`), and
     its rate is the bytes the entropy coder writes for those channels. The plain mask (exactly η
-    channels) is scored alongside as ``ae_fixed``, with its own coded bytes.
+    channels) is scored alongside as ``ae_fixed_mask``, with its own coded bytes.
 
     Returns the reduced :class:`MetricBook`, the reduced :class:`DataRange`, the test tile count,
     and (rank 0) example tiles in normalized units: the first tile, and the tile of all ranks
@@ -69,10 +69,10 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
     pca_tables = tables_from_widths(np.sqrt(np.maximum(pca.eigenvalues[:top], 0.0)), PCA_STEP)
     for eta in etas:  # same keys in the same order on every rank, before any data
         book.gaussian(("ae", eta))
-        book.errors(("ae_fixed", eta))
+        book.errors(("ae_fixed_mask", eta))
         book.kept(("ae_kept", eta), top)
         book.rate(("ae_rate", eta))
-        book.rate(("ae_fixed_rate", eta))
+        book.rate(("ae_fixed_mask_rate", eta))
         book.rate(("pca_rate", eta))
         book.errors(("pca", eta))
         book.bands(("ae_bands", eta))
@@ -105,15 +105,15 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
         shown = {}  # example η → the chosen (μ, log σ², η′) of every tile in the batch
         previous = None
         for eta in etas:
-            pick, plain = chosen[eta], fixed[eta]
+            pick, mask = chosen[eta], fixed[eta]
             log_var = codec.per_tile(pick.symbols, pick.eta, variance=True)[..., None]
             mu, mu_phys = pick.mu[..., None].astype(np.float64), pick.mu_phys[..., None]
-            book.errors(("ae_fixed", eta)).update(x_phys, plain.mu_phys[..., None], noise_phys, truth_phys)
+            book.errors(("ae_fixed_mask", eta)).update(x_phys, mask.mu_phys[..., None], noise_phys, truth_phys)
             sigma_phys = sigma_to_physical(np.exp(0.5 * log_var), mu, batch["scale"], data_cfg)
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys, truth_phys, sigma_phys)
             book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys)
             book.kept(("ae_kept", eta), top).update(pick.eta)
-            for choice, key in ((pick, "ae_rate"), (plain, "ae_fixed_rate")):
+            for choice, key in ((pick, "ae_rate"), (mask, "ae_fixed_mask_rate")):
                 for i in range(len(x)):
                     k = choice.symbols[i][..., :int(choice.eta[i])]
                     data, _ = codec.code(k, int(choice.eta[i]))
