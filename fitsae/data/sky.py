@@ -22,10 +22,8 @@ are charge deposited, not noise) and its true per-pixel noise σ (``SIGMA``, ADU
 the rounding at saturated pixels), so ``(data − TRUTH)/SIGMA`` is unit noise everywhere. The
 primary header's ``NOISE`` is σ of the sky alone (``SKYLEVEL``).
 
-GalSim draws the PSF once per field (in real space) and every galaxy unconvolved; stars are
-numpy additions of PSF stamps at a grid of sub-pixel offsets (thousands of them: one FFT
-convolution per offset) and the galaxies are convolved with the PSF by one FFT. A 256×256
-frame costs about 0.1 CPU-second, a crowded one 0.3 (``benchmarks/simulate.py``).
+The light comes from :mod:`fitsae.data.sky_sources`, the ranges from :mod:`fitsae.data.sky_knobs`;
+the cost per frame is measured by ``benchmarks/simulate.py`` (README, "Data").
 """
 
 from __future__ import annotations
