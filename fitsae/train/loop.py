@@ -54,8 +54,6 @@ __all__ = ["TrainResult", "WarmupDecay", "build_optimizers", "train"]
 
 log = logging.getLogger("fitsae")
 
-
-
 _GO, _STOP, _DIVERGED = 0.0, 1.0, 2.0
 
 
