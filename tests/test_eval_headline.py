@@ -31,7 +31,7 @@ def test_the_table_heads_with_the_plain_mask_and_labels_the_budget_as_the_codec(
     assert first.split()[2] == "3.0000" and second.split()[2] == "1.5000"  # the mask's rmse is the model column
 
 
-def _linear_fields(path, n=3000, seed=0):
+def _linear_fields(path, n=2000, seed=0):
     """4×4 images from a 16-dim Gaussian with a few strong directions (the linear-AE-vs-PCA data)."""
     rng = np.random.default_rng(seed)
     variances = np.array([12.0, 6.0, 3.0, 1.5] + [0.3] * 12)
@@ -56,7 +56,7 @@ def test_the_plain_mask_error_falls_with_eta_on_linear_ae_vs_pca_data(tmp_path):
         "data: {paths: [" + str(train) + "], tile: 4, batch_size: 128, normalization: none}\n"
         "model: {kind: dense, latent_channels: 4, hidden: [], activation: linear}\n"
         "optimizer: {learning_rate: 0.01, schedule: cosine, final_fraction: 0.05}\n"
-        "train: {steps: 800, log_every: 800, image_every: 0, checkpoint_every: 800, export: false, progress: false}\n")
+        "train: {steps: 300, log_every: 300, image_every: 0, checkpoint_every: 300, export: false, progress: false}\n")
     run = [sys.executable, "-m", "fitsae"]
     subprocess.run([*run, "train", "--config", str(config), "--run-dir", str(tmp_path / "run")],
                    check=True, env=clean_env(), capture_output=True)
