@@ -29,7 +29,7 @@ next one, so between two such budgets the error may rise. Evaluation scores ladd
 by default.
 
 Where the choice is made: per image plane in :mod:`fitsae.codec` (one η′ per ``LATENT`` HDU) and
-per scored tile in :mod:`fitsae.evaluate.runner`. The two coincide when a plane is one tile (the
+per scored tile in :mod:`fitsae.evaluate.scoring`. The two coincide when a plane is one tile (the
 demo's 256×256 fields); a larger plane gets one η′ for the whole plane from the codec.
 """
 

@@ -18,12 +18,14 @@ from typing import Any, Literal, Sequence, TypeVar, Union
 
 import yaml
 
+from fitsae.errors import FitsaeError
+
 T = TypeVar("T")
 
 __all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load", "dump"]
 
 
-class ConfigError(ValueError):
+class ConfigError(FitsaeError, ValueError):
     """A configuration value or key that fitsae cannot accept; the message names it."""
 
 

@@ -29,6 +29,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from fitsae.errors import FitsaeError
+
 __all__ = [
     "Workers",
     "DistributedError",
@@ -51,7 +53,7 @@ __all__ = [
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
-class DistributedError(RuntimeError):
+class DistributedError(FitsaeError, RuntimeError):
     """The job was launched in a way fitsae cannot run distributed; the message says what to do."""
 
 

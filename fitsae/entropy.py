@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
+from fitsae.errors import FitsaeError
+
 __all__ = ["PRECISION", "TAIL_MASS", "CodingError", "LatentTables", "tables_from_prior", "tables_from_latents",
            "tables_from_widths", "tables_to_hdu", "tables_from_hdu", "encode_latents", "decode_latents"]
 
@@ -33,7 +35,7 @@ MAX_SUPPORT = 4096  # symbols per channel at most; anything further out is escap
 UNTRAINED_STEP_FRACTION = 1.0 / 16.0
 
 
-class CodingError(ValueError):
+class CodingError(FitsaeError, ValueError):
     """Coded bytes that cannot be decoded with these tables (corrupt, or another model's)."""
 
 

@@ -175,7 +175,7 @@ def test_vectorized_and_per_tile_decoding_give_identical_batches(tmp_path, monke
         monkeypatch.setattr(Pipeline, "vectorize", vectorize)
         cfg = DataConfig(tile=16, stride=10, crop=11, batch_size=4, whole_file_min_bytes=min_bytes)
         pipe = Pipeline(manifest, cfg, seed=9)
-        assert pipe._vectorized == vectorize
+        assert pipe.reader.vectorized == vectorize
         streams[min_bytes, vectorize] = (_take(pipe.training(3), 4), _take(pipe.evaluation(5), 20))
     reference = streams[0, False]
     for key, (training, evaluation) in streams.items():

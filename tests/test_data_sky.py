@@ -12,7 +12,8 @@ from fitsae.cli import simulate as simulate_cli
 from fitsae.data.config import DataConfig
 from fitsae.data.manifest import index_paths
 from fitsae.data.simulate import simulate
-from fitsae.data.sky import _PSF, SkyKnobs, _bleed, knobs_from_strings, sky_field
+from fitsae.data.sky import SkyKnobs, _bleed, knobs_from_strings, sky_field
+from fitsae.data.sky_sources import PSFStamps
 
 # Everything but the sky and the detector's noise switched off; tests switch one thing back on.
 BARE = SkyKnobs(stars=(0, 0), cluster_probability=0.0, galaxies=(0, 0), diffuse_probability=0.0,
@@ -155,7 +156,7 @@ def test_a_star_is_galsims_pixel_integrated_psf_at_its_subpixel_position(kind, f
 
     psf = galsim.Moffat(beta=2.5, fwhm=0.5) if kind == "moffat" else galsim.Kolmogorov(fwhm=0.5)
     psf = psf.shear(e=0.1, beta=0.4 * galsim.radians)  # FWHM 2 pixels at 0.25″/pixel
-    stamps = _PSF(psf, 0.25, sky_sigma_e=1.0, field_size=128)
+    stamps = PSFStamps(psf, 0.25, sky_sigma_e=1.0, field_size=128)
     for x, y in [(60.375, 70.125), (71.875, 52.625)]:  # sub-pixel phases are stored at ±1/8, ±3/8
         image = np.zeros((128, 128))
         stamps.add_stars(image, np.array([x]), np.array([y]), np.array([flux]))
@@ -173,15 +174,15 @@ def test_a_star_is_galsims_pixel_integrated_psf_at_its_subpixel_position(kind, f
 def test_thousands_of_stars_added_by_fft_match_the_stamps_one_by_one(monkeypatch):
     import galsim
 
-    from fitsae.data import sky
+    from fitsae.data import sky_sources
 
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-10, 74, (2, 400))
     flux = rng.uniform(10, 1000, 400)
-    stamps = _PSF(galsim.Moffat(beta=3.0, fwhm=0.6), 0.25, sky_sigma_e=1e-4, field_size=64)
+    stamps = PSFStamps(galsim.Moffat(beta=3.0, fwhm=0.6), 0.25, sky_sigma_e=1e-4, field_size=64)
     images = []
     for stamp_cost in (0.0, 1e12):  # never, always by FFT
-        monkeypatch.setattr(sky, "STAMP_COST", stamp_cost)
+        monkeypatch.setattr(sky_sources, "STAMP_COST", stamp_cost)
         images.append(np.zeros((64, 64)))
         stamps.add_stars(images[-1], x, y, flux)
     # One by one, each stamp is cut where its wing falls below the tolerance; by FFT it is not.

@@ -7,8 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from fitsae.evaluate.metrics import (ABS_ERROR_EDGES, BAND_EDGES, Z_BIN_EDGES, DataRange, KeptSums, MetricBook,
-                                     hist_quantile, psnr, tile_error_over_noise)
+from fitsae.evaluate.bands import BAND_EDGES
+from fitsae.evaluate.calibration import Z_BIN_EDGES
+from fitsae.evaluate.error_sums import ABS_ERROR_EDGES, hist_quantile, psnr, tile_error_over_noise
+from fitsae.evaluate.metrics import DataRange, MetricBook
+from fitsae.evaluate.tallies import KeptSums
 
 
 def _batch(rng, b=6, h=16, w=16):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fitsae.evaluate.metrics import Z_BIN_EDGES
+from fitsae.evaluate.calibration import Z_BIN_EDGES
 from fitsae.evaluate.plots import draw_figure
 
 FIGURES = ("error_vs_ratio.png", "error_vs_bpp.png", "calibration.png", "examples.png", "pca_spectrum.png")

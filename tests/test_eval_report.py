@@ -15,7 +15,8 @@ import pytest
 
 from fitsae.cli import evaluate as cli
 from fitsae.evaluate import baselines
-from fitsae.evaluate.metrics import Z_BIN_EDGES, MetricBook
+from fitsae.evaluate.calibration import Z_BIN_EDGES
+from fitsae.evaluate.metrics import MetricBook
 from fitsae.evaluate.pca import StreamingPCA, from_patches, to_patches
 from fitsae.evaluate.report import format_table, load_report, missing_keys, write_report
 
@@ -142,7 +143,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys):
 
 def _rows_and_book(errors_by_eta: dict[int, np.ndarray]):
     """Report rows and a book of paired changes for per-tile errors given directly (σ = 1, 1 pixel)."""
-    from fitsae.evaluate.metrics import tile_error_over_noise
+    from fitsae.evaluate.error_sums import tile_error_over_noise
 
     etas = sorted(errors_by_eta)
     book = MetricBook()
@@ -156,33 +157,33 @@ def _rows_and_book(errors_by_eta: dict[int, np.ndarray]):
 
 
 def test_a_rise_from_one_tile_is_within_the_scatter_a_rise_on_every_tile_is_significant():
-    from fitsae.evaluate.runner import _monotonic_note
+    from fitsae.evaluate.assembly import monotonic_note
 
     rng = np.random.default_rng(1)
     base = rng.uniform(1.0, 3.0, size=20)
     one_tile = base - 0.01
     one_tile[3] += 1.0  # one bright galaxy reconstructed worse: the pooled error rises
     rows, book = _rows_and_book({1: base * 1.5, 2: base, 3: one_tile})
-    note = _monotonic_note(rows, book)
+    note = monotonic_note(rows, book)
     assert not note["ae_error_nonincreasing_in_eta"]
     (rise,) = note["ae_error_increases"]
     assert (rise["from_eta"], rise["to_eta"], rise["n_tiles"]) == (2, 3, 20) and rise["increase"] > 0
     assert not rise["significant"] and not note["ae_error_increase_significant"]
 
     rows, book = _rows_and_book({1: base * 1.5, 2: base, 3: base + 0.05 + rng.normal(scale=0.01, size=20)})
-    note = _monotonic_note(rows, book)
+    note = monotonic_note(rows, book)
     assert note["ae_error_increases"][0]["significant"] and note["ae_error_increase_significant"]
     assert "significant" in format_table({"results": [], **note}).splitlines()[-1]
 
     rows, book = _rows_and_book({1: base * 1.5, 2: base, 3: base * 0.9})
-    note = _monotonic_note(rows, book)
+    note = monotonic_note(rows, book)
     assert note["ae_error_nonincreasing_in_eta"] and note["ae_error_increases"] == []
     assert format_table({"results": [], **note}).splitlines()[-1] == "AE error does not increase with η."
 
 
 def test_band_trend_names_the_band_whose_error_rises_with_eta():
-    from fitsae.evaluate.metrics import BAND_EDGES
-    from fitsae.evaluate.runner import _band_trend
+    from fitsae.evaluate.bands import BAND_EDGES
+    from fitsae.evaluate.assembly import band_trend
 
     lows, highs = (None, *BAND_EDGES), (*BAND_EDGES, None)
     # Every band falls with η except the brightest, which rises 10 % from η=2 to η=4.
@@ -191,14 +192,14 @@ def test_band_trend_names_the_band_whose_error_rises_with_eta():
     rows = [{"eta": eta, "latent_values": eta, "compression_ratio": 64.0 / eta, "ae": {"bands": [
         {"snr_low": lo, "snr_high": hi, "pixel_fraction": 0.1, "rmse_over_noise": v, "share_of_error": 0.2}
         for lo, hi, v in zip(lows, highs, values, strict=True)]}} for eta, values in per_band.items()]
-    trend = _band_trend(rows)
+    trend = band_trend(rows)
     assert [t["nonincreasing_in_eta"] for t in trend] == [True] * 6 + [False]
     assert trend[-1]["rises"] == [{"from_eta": 2, "to_eta": 4, "increase": pytest.approx(8.0),
                                    "relative_increase": pytest.approx(0.1)}]
     table = format_table({"results": rows, "ae_error_by_band": trend}).splitlines()
     assert table[-1].split()[0] == "≥" and table[-1].endswith("+10.0%")
     assert table[-7].split()[:2] == ["<", "-5σ"] and table[-6].split()[0] == "-5–3σ" and table[-6].endswith("none")
-    assert _band_trend([{"eta": 1, "ae": {"rmse_over_noise": 1.0}}]) == []  # reports before bands existed
+    assert band_trend([{"eta": 1, "ae": {"rmse_over_noise": 1.0}}]) == []  # reports before bands existed
 
 
 def test_the_rate_distortion_plot_reads_the_aes_coded_bits_when_the_codec_measured_them(tmp_path: Path):

@@ -407,14 +407,14 @@ def test_a_wide_dense_model_tries_the_budget_ladder(tmp_path_factory, tmp_path, 
     """Beyond 64 channels the budget tries a log-spaced ladder (fitsae.budget): the default η are
     ladder values, whose error cannot rise; a requested η off the ladder is tried by itself."""
     from fitsae.budget import candidates, ladder
-    from fitsae.evaluate.runner import default_etas
+    from fitsae.evaluate.options import default_etas
 
     channels = 70
     wide = shared_run(tmp_path_factory, "wide", {**DENSE, "latent_channels": channels}, tile=8, steps=10,
                       checkpoint_every=10)
     steps = ladder(channels)
     off = next(k for k in range(2, channels) if k not in steps)
-    etas = sorted(default_etas("dense", channels) + [off])
+    etas = sorted(default_etas(True, channels) + [off])
     assert set(etas) - {off} <= set(steps) and len(steps) < channels
     out = tmp_path / "eval"
     code, _, stderr = evaluate(["--run-dir", str(wide["run"]), "--data", str(wide["test"]), "--out", str(out),

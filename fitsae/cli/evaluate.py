@@ -109,7 +109,7 @@ def _plot_only(directory: Path) -> int:
 
 
 def _parse_logbetas(text: str | None) -> list[float] | None:
-    from fitsae.evaluate.runner import EvaluationError
+    from fitsae.evaluate.options import EvaluationError
 
     if text is None:
         return None
@@ -144,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         print("fitsae evaluate: --pca-tiles must be >= 1 and --fpack-tiles >= 0", file=sys.stderr)
         return 2
 
-    from fitsae.distributed import DistributedError
-    from fitsae.evaluate.runner import EvalOptions, EvaluationError, parse_etas, run
+    from fitsae.errors import FitsaeError
+    from fitsae.evaluate.options import EvalOptions, parse_etas
+    from fitsae.evaluate.runner import run
 
     try:
         etas = parse_etas(args.etas)
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             bounded_levels=tuple(float(v) for v in args.bounded_levels.split(",")) if args.bounded_levels else (),
         )
         run(options)
-    except (EvaluationError, DistributedError) as err:
+    except FitsaeError as err:
         print(f"fitsae evaluate: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up while writing the report

@@ -93,17 +93,13 @@ def _check(cfg, config_path: Path) -> int:
 
 def _train(cfg, run_dir: Path) -> int:
     from fitsae import distributed
-    from fitsae.data.manifest import ManifestError
-    from fitsae.data.pipeline import PipelineError
-    from fitsae.io.errors import FitsInputError
-    from fitsae.train.checkpoints import CheckpointError
+    from fitsae.errors import FitsaeError
     from fitsae.train.loop import train
 
     try:
         distributed.init_workers()
         result = train(cfg, run_dir)
-    except (fconfig.ConfigError, distributed.DistributedError, ManifestError, PipelineError, FitsInputError,
-            CheckpointError) as err:
+    except FitsaeError as err:  # config, MPI, manifest, pipeline, FITS input, checkpoint
         logging.getLogger("fitsae").error("%s", err)
         print(f"fitsae train: {err}", file=sys.stderr)
         return EXIT_USAGE

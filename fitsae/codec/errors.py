@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fitsae.errors import FitsaeError
+
 __all__ = ["CodecError"]
 
 
-class CodecError(ValueError):
+class CodecError(FitsaeError, ValueError):
     """An input, container or model the codec cannot use; the message names it and says why."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from fitsae.data.config import DataConfig
 from fitsae.data.normalize import robust_stats
+from fitsae.errors import FitsaeError
 from fitsae.io.errors import FitsInputError
 from fitsae.io.native import decode_spec
 from fitsae.io.read import read_plane_astropy
@@ -42,7 +43,7 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.gz", ".fit.gz", ".fts.gz
 MAX_STATS_PIXELS = 1 << 22
 
 
-class ManifestError(ValueError):
+class ManifestError(FitsaeError, ValueError):
     """A manifest file that cannot be read; the message names the file and line."""
 
 
@@ -320,20 +321,27 @@ def index_paths(paths: Sequence[str], cfg: DataConfig | None = None, comm=None) 
     return Manifest(rows), rejected
 
 
-def load_or_index(cfg: DataConfig, comm=None) -> Manifest:
+def load_or_index(cfg: DataConfig, comm=None, what: str = "") -> Manifest:
     """The manifest for ``cfg.paths``: loaded when it is a single ``.jsonl``, indexed otherwise.
 
-    Rejected inputs are logged (one warning listing them); an empty result is an error.
+    Rejected inputs are logged (one warning listing them); an empty result is an error. ``what``
+    (e.g. "test data") prefixes the warning and the error, so the user knows which inputs they were.
     """
+    prefix = f"{what}: " if what else ""
     if not cfg.paths:
-        raise ManifestError("data.paths is empty: give FITS files, directories, globs or a manifest .jsonl")
-    if len(cfg.paths) == 1 and str(cfg.paths[0]).endswith(".jsonl"):
-        manifest = Manifest.load(cfg.paths[0])
-    else:
-        manifest, rejected = index_paths(cfg.paths, cfg, comm)
-        if rejected and (comm is None or comm.Get_rank() == 0):
-            log.warning("%d input(s) rejected:\n%s", len(rejected),
-                        "\n".join(f"  {r['path']} HDU {r['hdu']}: {r['reason']}" for r in rejected))
+        raise ManifestError(f"{prefix}data.paths is empty: give FITS files, directories, globs or a manifest .jsonl")
+    try:
+        if len(cfg.paths) == 1 and str(cfg.paths[0]).endswith(".jsonl"):
+            manifest = Manifest.load(cfg.paths[0])
+        else:
+            manifest, rejected = index_paths(cfg.paths, cfg, comm)
+            if rejected and (comm is None or comm.Get_rank() == 0):
+                log.warning("%s%d input(s) rejected:\n%s", prefix, len(rejected),
+                            "\n".join(f"  {r['path']} HDU {r['hdu']}: {r['reason']}" for r in rejected))
+    except (OSError, ValueError) as err:
+        if not prefix:
+            raise
+        raise ManifestError(f"{prefix}{err}") from err
     if not len(manifest):
-        raise ManifestError(f"no usable image in {cfg.paths}")
+        raise ManifestError(f"{prefix}no usable image in {', '.join(map(str, cfg.paths))}")
     return manifest

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MAD_TO_SIGMA", "PlaneStats", "robust_stats", "noise_estimate", "image_parameters", "denormalize",
-           "normalize", "standardize", "stretch"]
+           "sigma_to_physical", "normalize", "standardize", "stretch"]
 
 MAD_TO_SIGMA = 1.482602218505602
 # cfitsio's 5th-order difference, on pixels two apart (FnNoise5 in cfitsio's quantize.c).
@@ -144,13 +144,13 @@ def robust_stats(plane: np.ndarray, header_noise: float | None = None,
     """
     data = np.asarray(plane)
     n_pixels = int(data.size)
-    finite = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+    finite = np.isfinite(data) if np.issubdtype(data.dtype, np.floating) else np.ones(data.shape, bool)
     n_finite = int(finite.sum())
     if n_finite == 0:
         raise ValueError(f"all {n_pixels} pixels are NaN, Inf or BLANK")
     values = data[finite].astype(np.float64)
     offset = float(np.median(values))
-    if quantum is None and data.dtype.kind == "f" and np.array_equal(values, np.rint(values)):
+    if quantum is None and np.issubdtype(data.dtype, np.floating) and np.array_equal(values, np.rint(values)):
         quantum = 1.0
 
     def stats(sigma, source):
@@ -213,6 +213,23 @@ def stretch(x, cfg):
     return x
 
 
+def sigma_to_physical(sigma, mu, scale, cfg) -> np.ndarray:
+    """A predicted σ (normalized units) in physical units, to first order through the stretch.
+
+    σ·scale for an affine normalization; for ``asinh`` also times d/dx [a·sinh(x/a)] = cosh(μ/a) at
+    the predicted μ (normalized), which is what makes σ grow on bright pixels. ``none`` keeps σ.
+    numpy in, float64 out; ``scale`` is (B,) or a scalar.
+    """
+    sigma = np.asarray(sigma, np.float64)
+    if cfg.normalization == "none":
+        return sigma
+    scale = np.asarray(scale, np.float64)
+    out = sigma * (_expand(scale, sigma.ndim, np) if scale.ndim else scale)
+    if cfg.normalization == "asinh":
+        out = out * np.cosh(np.asarray(mu, np.float64) / cfg.asinh_softening)
+    return out
+
+
 def denormalize(x, offset, scale, cfg):
     """Model output (normalized) → physical units; the exact inverse of the pipeline's transform.
 
@@ -248,7 +265,7 @@ def denormalize(x, offset, scale, cfg):
             x = a * tf.math.sinh(x / a)
         return x * scale + offset
     x = np.asarray(x)
-    dtype = x.dtype if x.dtype.kind == "f" else np.float64
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     offset, scale = np.asarray(offset, dtype), np.asarray(scale, dtype)
     if offset.ndim:
         offset = _expand(offset, x.ndim, np)

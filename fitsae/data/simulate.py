@@ -194,13 +194,14 @@ def _labels_hdu(labels):
     return fits.BinTableHDU.from_columns([fits.Column(name="LABEL", format="J", array=labels)], name="LABELS")
 
 
-def simulate(kind: str, n: int, size: int, out: str | Path, seed: int = 0, cube: bool = False,
+def simulate(scene: str, n: int, size: int, out: str | Path, seed: int = 0, cube: bool = False,
              dtype: str = "float32", mnist_path: str | None = None, knobs: SkyKnobs | None = None) -> list[Path]:
     """Write ``n`` simulated images to directory ``out``; returns the files written.
 
     Parameters
     ----------
-    kind : {"toy", "galsim", "sky", "digits", "mnist"}
+    scene : {"toy", "galsim", "sky", "digits", "mnist"}
+        What to simulate (``fitsae simulate --kind``).
     n : int
         Number of images (planes, for cubes).
     size : int
@@ -215,34 +216,34 @@ def simulate(kind: str, n: int, size: int, out: str | Path, seed: int = 0, cube:
     knobs : fitsae.data.sky.SkyKnobs, optional
         sky: the ranges fields are drawn from (default: ``SkyKnobs()``).
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown --kind {kind!r}; choose from {', '.join(KINDS)}")
+    if scene not in KINDS:
+        raise ValueError(f"unknown --kind {scene!r}; choose from {', '.join(KINDS)}")
     if n < 1:
         raise ValueError(f"--n {n}: need at least one image")
     if dtype not in ("float32", "int16"):
         raise ValueError(f"--dtype {dtype!r}: choose float32 or int16")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if kind in ("digits", "mnist"):
-        images, labels = _digits(n) if kind == "digits" else _mnist(n, mnist_path)
-        return [write_fits(out / f"{kind}.fits", images, QUANTIZATION_SIGMA, kind, seed, _labels_hdu(labels))]
+    if scene in ("digits", "mnist"):
+        images, labels = _digits(n) if scene == "digits" else _mnist(n, mnist_path)
+        return [write_fits(out / f"{scene}.fits", images, QUANTIZATION_SIGMA, scene, seed, _labels_hdu(labels))]
     if size < 4:
         raise ValueError(f"--size {size}: images must be at least 4x4")
-    if kind == "sky":
+    if scene == "sky":
         return simulate_sky(n, size, out, seed, cube, dtype, knobs or SkyKnobs())
     fields = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        field = toy_field(rng, size) if kind == "toy" else galsim_field(rng, size)
-        if kind == "galsim" and dtype == "int16":
+        field = toy_field(rng, size) if scene == "toy" else galsim_field(rng, size)
+        if scene == "galsim" and dtype == "int16":
             # Rounding adds its own σ² = 1/12 to the noise; the truth stays the expected count.
             image = np.clip(np.rint(field.image), 0, 65535).astype(np.uint16)
             sigma = np.sqrt(field.sigma.astype(np.float64) ** 2 + QUANTIZATION_SIGMA ** 2)
             field = field._replace(image=image, sigma=sigma.astype(np.float32))
         fields.append(field)
     if cube:
-        return [write_fits(out / f"{kind}_cube.fits", np.stack([f.image for f in fields]),
-                           float(np.mean([f.noise for f in fields])), kind, seed,
+        return [write_fits(out / f"{scene}_cube.fits", np.stack([f.image for f in fields]),
+                           float(np.mean([f.noise for f in fields])), scene, seed,
                            truth=np.stack([f.truth for f in fields]), sigma=np.stack([f.sigma for f in fields]))]
-    return [write_fits(out / f"{kind}_{i:05d}.fits", f.image, f.noise, kind, seed, truth=f.truth, sigma=f.sigma)
+    return [write_fits(out / f"{scene}_{i:05d}.fits", f.image, f.noise, scene, seed, truth=f.truth, sigma=f.sigma)
             for i, f in enumerate(fields)]

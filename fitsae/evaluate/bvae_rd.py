@@ -8,7 +8,7 @@ this module measures
   VAE; no quantizer is involved, so it is a bound a practical codec approaches, not bytes on disk.
 - **distortion** of the reconstruction from a posterior sample (the one that rate pays for):
   ``mse`` and ``rmse_over_noise`` exactly as the tunable AE rows of ``report.json`` define them
-  (:class:`fitsae.evaluate.metrics.ErrorSums`, physical units when a DataConfig is given), plus the
+  (:class:`fitsae.evaluate.error_sums.ErrorSums`, physical units when a DataConfig is given), plus the
   same for the reconstruction from the posterior mean (``mean_z``), which is what storing
   ``encode(x)`` as floats gives;
 - **calibration** of the variance decoder where it is used, at the posterior mean: ``mean_z``
@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fitsae import distributed
+from fitsae.data.evalset import to_physical
 from fitsae.evaluate.metrics import DataRange, MetricBook
 
 __all__ = [
@@ -51,19 +52,10 @@ def default_logbetas(model, n: int = 7) -> list[float]:
 
 
 def _crop(model, x: np.ndarray) -> np.ndarray:
-    """The part of each tile the model scores: the trained size (dense) or a multiple of the stride."""
+    """The part of each tile the model scores (:meth:`fitsae.models.protocol.TileScoring.scored_shape`),
+    the same region the tunable AEs are scored on."""
     th, tw = x.shape[1:3]
-    if model.model_config.bvae.architecture == "dense":
-        h, w = model.image_shape[:2]
-        if th < h or tw < w:
-            raise ValueError(
-                f"test tiles are {th}×{tw} but the dense β-VAE was trained on {h}×{w} images; "
-                "evaluate with data of at least that size"
-            )
-    else:
-        h, w = th - th % model.stride, tw - tw % model.stride
-        if min(h, w) < model.stride:
-            raise ValueError(f"test tiles {th}×{tw} are smaller than the model's stride {model.stride}")
+    h, w = model.scored_shape((th, tw))
     y0, x0 = (th - h) // 2, (tw - w) // 2
     return x[:, y0:y0 + h, x0:x0 + w]
 
@@ -114,9 +106,7 @@ def rate_distortion(
     def physical(values, batch):
         if data_cfg is None:
             return np.asarray(values, np.float64)
-        from fitsae.data.normalize import denormalize
-
-        return np.asarray(denormalize(values, batch["offset"], batch["scale"], data_cfg), np.float64)
+        return to_physical(values, batch, data_cfg)
 
     kl_sums = np.zeros(len(logbetas))
     book = MetricBook()

@@ -172,39 +172,42 @@ def _input_line(report: dict) -> str:
 
 
 def format_table(report: dict) -> str:
-    """The AE-vs-PCA table: one line per η, errors in units of the noise, and who wins."""
+    """The model-vs-PCA table: one line per η, errors in units of the noise, and who wins.
+
+    The model's result is the plain mask (exactly η channels, ``ae_fixed_mask``); the codec's
+    budget choice (``ae``) is a coding decision on top of it and is shown beside, labelled so.
+    """
     peak = report.get("data", {}).get("psnr_peak")
     rows = report.get("results", [])
-    truth = any(_finite((r.get("ae") or {}).get("rmse_over_noise_truth")) for r in rows)
+    truth = any(_finite((r.get("ae_fixed_mask") or {}).get("rmse_over_noise_truth")) for r in rows)
     lines = [
-        f"AE vs PCA at equal kept values per tile (RMSE in units of σ_noise; PSNR peak = "
+        f"AE vs PCA at equal kept values per tile, the model first (RMSE in units of σ_noise; PSNR peak = "
         f"{_num(peak, '.4g')}, the physical data range); {_input_line(report)}",
-        "AE = budget η: each tile keeps its best η′ ≤ η channels (η′ = their mean); "
-        "mask = exactly η channels; med, p99: median and 99th percentile of |x̂ − x|/σ"
-        + ("; truth: rmse/σ against the noiseless truth" if truth else ""),
-        "bpp = bits per pixel the entropy coder really wrote (AE budget, the plain mask, PCA's quantized "
-        "coefficients)",
-        f"{'eta':>5} {'AE bpp':>8} {'mask bpp':>8} {'AE rmse/σ':>10} {'med':>6} {'p99':>6} {'η′':>5} "
-        f"{'mask rmse/σ':>12} {'PCA rmse/σ':>11} {'PCA bpp':>8} "
-        + (f"{'AE truth':>9} {'PCA truth':>10} " if truth else "")
-        + f"{'AE PSNR':>8} {'PCA PSNR':>9} {'σ_z std':>8} {'cov1σ':>6}  winner",
+        "model = the plain mask, exactly η latent channels (ae_fixed_mask): the AE's own result; "
+        "codec = the budget `fitsae compress` uses, each tile keeps its best η′ ≤ η channels (ae; η′ = their mean)",
+        "bpp = bits per pixel the entropy coder really wrote; med, p99: median and 99th percentile of |x̂ − x|/σ"
+        + ("; truth: rmse/σ against the noiseless truth" if truth else "")
+        + "; σ_z std, cov1σ: the codec's σ calibration",
+        f"{'eta':>5} {'model bpp':>9} {'model rmse/σ':>12} {'med':>6} {'p99':>6} {'PCA bpp':>8} {'PCA rmse/σ':>11} "
+        + (f"{'model truth':>11} {'PCA truth':>10} " if truth else "")
+        + f"{'model PSNR':>10} {'PCA PSNR':>9}  {'winner':<6} | {'codec bpp':>9} {'codec rmse/σ':>12} {'η′':>5} "
+        f"{'σ_z std':>8} {'cov1σ':>6}",
     ]
     for row in rows:
         ae, pca, mask = row.get("ae") or {}, row.get("pca") or {}, row.get("ae_fixed_mask") or {}
-        a, p = ae.get("rmse_over_noise"), pca.get("rmse_over_noise")
-        winner = "—" if a is None or p is None else ("AE" if a < p else "PCA" if p < a else "tie")
-        truth_columns = (f"{_num(ae.get('rmse_over_noise_truth'), '.4f'):>9} "
+        m, p = mask.get("rmse_over_noise"), pca.get("rmse_over_noise")
+        winner = "—" if m is None or p is None else ("model" if m < p else "PCA" if p < m else "tie")
+        truth_columns = (f"{_num(mask.get('rmse_over_noise_truth'), '.4f'):>11} "
                          f"{_num(pca.get('rmse_over_noise_truth'), '.4f'):>10} ") if truth else ""
         lines.append(
-            f"{row['eta']:>5} {_num(ae.get('bits_per_pixel_coded'), '.3f'):>8} "
-            f"{_num(mask.get('bits_per_pixel_coded'), '.3f'):>8} "
-            f"{_num(a, '.4f'):>10} {_num(ae.get('median_abs_error_over_noise'), '.3f'):>6} "
-            f"{_num(ae.get('p99_abs_error_over_noise'), '.3f'):>6} {_num(ae.get('mean_eta_kept'), '.2f'):>5} "
-            f"{_num(mask.get('rmse_over_noise'), '.4f'):>12} {_num(p, '.4f'):>11} "
-            f"{_num(pca.get('bits_per_pixel_coded'), '.3f'):>8} {truth_columns}"
-            f"{_num(ae.get('psnr'), '.2f'):>8} "
-            f"{_num(pca.get('psnr'), '.2f'):>9} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
-            f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}  {winner}"
+            f"{row['eta']:>5} {_num(mask.get('bits_per_pixel_coded'), '.3f'):>9} {_num(m, '.4f'):>12} "
+            f"{_num(mask.get('median_abs_error_over_noise'), '.3f'):>6} "
+            f"{_num(mask.get('p99_abs_error_over_noise'), '.3f'):>6} "
+            f"{_num(pca.get('bits_per_pixel_coded'), '.3f'):>8} {_num(p, '.4f'):>11} {truth_columns}"
+            f"{_num(mask.get('psnr'), '.2f'):>10} {_num(pca.get('psnr'), '.2f'):>9}  {winner:<6} | "
+            f"{_num(ae.get('bits_per_pixel_coded'), '.3f'):>9} {_num(ae.get('rmse_over_noise'), '.4f'):>12} "
+            f"{_num(ae.get('mean_eta_kept'), '.2f'):>5} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
+            f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}"
         )
     lines += _monotonic_lines(report)
     lines += _band_lines(report)
@@ -250,8 +253,8 @@ def _monotonic_lines(report: dict) -> list[str]:
     fixed = report.get("ae_fixed_mask_increases") or []
     if fixed:
         steps = ", ".join(f"{r['from_eta']}→{r['to_eta']} (+{100 * r['relative_increase']:.1f}%)" for r in fixed)
-        lines.append(f"With exactly η channels (mask) the AE error rises at η {steps}; "
-                     "the budget choice keeps fewer channels where they reconstruct better.")
+        lines.append(f"The model's error (plain mask, exactly η channels) rises at η {steps}; "
+                     "the codec's budget keeps fewer channels where they reconstruct better.")
     if report["ae_error_nonincreasing_in_eta"]:
         return lines + ["AE error does not increase with η."]
     for rise in report.get("ae_error_increases", []):

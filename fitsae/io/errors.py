@@ -6,10 +6,12 @@ files needs to find the one bad file without a debugger.
 
 from __future__ import annotations
 
+from fitsae.errors import FitsaeError
+
 __all__ = ["FitsInputError"]
 
 
-class FitsInputError(ValueError):
+class FitsInputError(FitsaeError, ValueError):
     """A FITS file or HDU fitsae cannot use; ``str(err)`` reads ``file X, HDU n: reason``.
 
     Parameters

@@ -1,36 +1,16 @@
 """β-conditioned variational autoencoder: one network for a whole rate–distortion curve.
 
-Following Huang et al., "Machine-Learning Compression for Particle Physics Discoveries" (arXiv
-2210.11489, code erichuangyf/EMD_VAE), the encoder q(z | x, log β) and the decoder g(z, log β) both
-receive log10 β, and each training sample draws its own log β ~ U(a, b). The objective is
+Contract (Huang et al., arXiv 2210.11489): encoder q(z | x, log β) and decoders g(z, log β) all
+receive log10 β; each training sample draws its own log β ~ U(a, b) and the objective is
+``mean_i [recon_i + β_r · 10**logβ_i · KL_i]``, ``recon_i`` the Gaussian NLL summed over pixels
+at the image's noise σ (β = 1 is the negative ELBO). Fixing log β at inference picks one operating
+point. Like the tunable AEs, optimizer 1 trains encoder and mean decoder on that objective and
+optimizer 2 a variance decoder on the NLL at the posterior mean with z and μ held fixed; log β and
+the reparameterisation noise are drawn in the graph from (seed, rank, step). Conditioning is FiLM,
+with no BatchNorm, because batch statistics would mix samples conditioned on different β.
 
-    L = mean_i [ recon_i + β_r · 10**logβ_i · KL_i ],
-
-with ``recon_i`` the Gaussian NLL of sample i summed over pixels at that image's noise σ (so β = 1
-is the negative ELBO and log β reads "nats of distortion per nat of rate") and ``KL_i`` the KL of
-its diagonal-Gaussian posterior to N(0, 1), summed over latent values. Trained this way, fixing
-log β at inference picks one operating point: larger β → fewer nats in the latent → worse
-reconstruction.
-
-Why it is built like this -- the seed notebook's β-VAE carried no β signal because of two bugs:
-
-1. **β averaged before it met the KL.** It computed mean_batch(β) · mean_batch(KL), so every sample
-   was penalised by the same average β whatever log β it had been conditioned on, and the network
-   learned to ignore its log β input. Here β_i multiplies KL_i per sample
-   (:func:`fitsae.models.bvae_losses.beta_objective`, which also refuses a ``(B, 1)`` log β that
-   would broadcast against a ``(B,)`` KL into the same batch average).
-2. **10**logβ written as exp(logβ)·ln 10.** Over log β ∈ [-3, 1] that weight spans 1.7 decades
-   instead of 4 and is 1 at log β ≈ -0.83 instead of 0; here
-   :func:`fitsae.models.bvae_losses.beta_weight` computes exp(logβ · ln 10).
-
-The rest follows the tunable AEs so the generic training loop runs it unchanged: the mean decoder
-and encoder are trained by optimizer 1 on L; a variance decoder (log σ² per pixel) is trained by
-optimizer 2 on the Gaussian NLL with z and μ held fixed (``tf.stop_gradient``), at the posterior mean
-and its reconstruction, which is what inference decodes σ from. All randomness (log β
-and the reparameterisation noise) is drawn in the graph with stateless ops seeded by
-(seed, rank, step), so a resumed run is exact and ranks differ. Conditioning is FiLM (a per-layer
-scale and shift computed from log β); there is no BatchNorm anywhere, because batch statistics would
-mix samples conditioned on different β.
+One reason for the per-sample β (:func:`fitsae.models.bvae_losses.beta_objective`): the seed
+notebook's batch-averaged β carried no β signal (DESIGN.md, "The science in five lines").
 """
 
 from __future__ import annotations
@@ -45,6 +25,7 @@ from fitsae import losses
 from fitsae.models.bvae_losses import beta_objective, diag_gaussian_kl, gaussian_nll_sum, kl_per_sample
 from fitsae.models.inference import InferenceModule
 from fitsae.models.masking import step_seed
+from fitsae.models.protocol import TileScoring
 
 __all__ = ["BetaVAE", "BVAEInference", "FiLM", "build_bvae", "ACTIVE_NATS"]
 
@@ -162,7 +143,7 @@ def _as_column(logbeta: tf.Tensor) -> tf.Tensor:
     return logbeta[:, None]
 
 
-class BetaVAE(keras.Model):
+class BetaVAE(TileScoring, keras.Model):
     """The β-VAE with the fitsae model protocol (see module docstring).
 
     Parameters
@@ -192,6 +173,7 @@ class BetaVAE(keras.Model):
             raise ValueError(f"image_shape must be (H, W, channels), got {image_shape}")
         self.image_shape = tuple(None if s is None else int(s) for s in image_shape)
         self.latent_channels = model_cfg.latent_channels
+        self.fixed_size = model_cfg.architecture == "dense"
         h, w, _ = self.image_shape
         if self.cfg.architecture == "dense":
             if h is None or w is None:

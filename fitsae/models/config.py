@@ -5,6 +5,7 @@ Kept free of TensorFlow imports so that reading, validating and printing a confi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -134,11 +135,27 @@ class ModelConfig:
         return list(self.strides) if self.strides else [2] * len(self.filters)
 
     @property
+    def architecture(self) -> str:
+        """``"dense"`` (one latent vector per image of a fixed size) or ``"conv"`` (a latent map).
+
+        Read from ``kind`` (and ``bvae.architecture`` for a β-VAE): configs and checkpoints name
+        the model by ``kind``, so the axis is derived rather than a second key that could disagree.
+        """
+        return self.bvae.architecture if self.kind == "bvae" else self.kind
+
+    @property
+    def rate_mechanism(self) -> str:
+        """``"mask"`` (keep the first η latent channels) or ``"beta"`` (condition on log β)."""
+        return "beta" if self.kind == "bvae" else "mask"
+
+    @property
+    def builds_any_size(self) -> bool:
+        """Whether the model is built size-agnostic, (None, None, 1): the masked conv AE, so that a
+        model trained on crops encodes whole tiles. Dense models and the β-VAE are built for the
+        training size (the conv β-VAE still accepts other multiples of its stride)."""
+        return self.rate_mechanism == "mask" and self.architecture == "conv"
+
+    @property
     def total_stride(self) -> int:
-        """Factor by which a conv model shrinks each image side (1 for dense models)."""
-        if self.kind != "conv":
-            return 1
-        out = 1
-        for s in self.stage_strides:
-            out *= s
-        return out
+        """Factor by which a convolutional architecture (masked or β) shrinks each image side; 1 for dense."""
+        return math.prod(self.stage_strides) if self.architecture == "conv" else 1

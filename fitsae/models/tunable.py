@@ -18,6 +18,7 @@ from fitsae.models import masking
 from fitsae.models.config import ModelConfig
 from fitsae.models.inference import InferenceModule
 from fitsae.models.prior import FactorizedPrior
+from fitsae.models.protocol import TileScoring
 
 __all__ = ["LogVarianceHead", "TunableAutoencoder"]
 
@@ -36,7 +37,7 @@ class LogVarianceHead(keras.layers.Layer):
         return {**super().get_config(), "low": self.low, "high": self.high}
 
 
-class TunableAutoencoder(keras.Model):
+class TunableAutoencoder(TileScoring, keras.Model):
     """Encoder + mean decoder + variance decoder, with η masking between them.
 
     Parameters
@@ -53,6 +54,9 @@ class TunableAutoencoder(keras.Model):
     rate_control : str
         ``"eta"``: the rate is the integer number of kept latent channels, ``encode(x, eta)``.
         Evaluation picks how to score a model from this (the β-VAE's is ``"logbeta"``).
+    fixed_size : bool
+        Whether the latent is one vector per image of the trained size (dense), see
+        :mod:`fitsae.models.protocol`.
     """
 
     rate_control = "eta"
@@ -66,6 +70,7 @@ class TunableAutoencoder(keras.Model):
         self.image_shape = tuple(image_shape)
         self.latent_channels = int(model_config.latent_channels)
         self.stride = int(model_config.total_stride)
+        self.fixed_size = model_config.architecture == "dense"
         # Only models trained for rate carry a prior: a checkpoint written before the codec has
         # no prior variables, and restoring it into a model that had some would fail.
         self.prior = FactorizedPrior(self.latent_channels, name="prior") if self.trains_rate else None
@@ -116,7 +121,7 @@ class TunableAutoencoder(keras.Model):
 
     def latent_shape(self, height, width) -> tuple:
         """Shape of one example's latent for an image of (height, width); None stays None."""
-        if self.model_config.kind == "dense":
+        if self.fixed_size:
             return (self.latent_channels,)
         rows, cols = (None if n is None else n // self.stride for n in (height, width))
         return (rows, cols, self.latent_channels)

@@ -14,6 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from fitsae import config as fconfig
+from fitsae.errors import FitsaeError
 
 __all__ = [
     "CheckpointError",
@@ -28,7 +29,7 @@ __all__ = [
 _CKPT = re.compile(r"^ckpt-(\d+)\.index$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FitsaeError, RuntimeError):
     """A run directory or checkpoint that cannot be loaded; the message says which and why."""
 
 

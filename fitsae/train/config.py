@@ -6,7 +6,6 @@ records as ``RUN/params.yaml``; evaluation rebuilds the model from that file alo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -14,7 +13,7 @@ from fitsae.config import ConfigError
 from fitsae.data.config import DataConfig
 from fitsae.models.config import ModelConfig
 
-__all__ = ["OptimizerConfig", "TrainConfig", "ExperimentConfig", "conv_stride"]
+__all__ = ["OptimizerConfig", "TrainConfig", "ExperimentConfig"]
 
 
 @dataclass
@@ -144,7 +143,7 @@ class ExperimentConfig:
     def __post_init__(self):
         # Training feeds crops (or whole tiles) to the model; evaluation and compression trim
         # tiles to a multiple of the stride themselves, so only the training side must divide.
-        stride = conv_stride(self.model)
+        stride = self.model.total_stride
         key = "crop" if self.data.crop else "tile"
         side = getattr(self.data, key)
         if side % stride:
@@ -154,14 +153,6 @@ class ExperimentConfig:
                 f"data.{key}={side} is not a multiple of the conv model's total stride {stride} "
                 f"(model strides {self.model.stage_strides}): use data.{key}={choices}"
             )
-
-
-def conv_stride(model: ModelConfig) -> int:
-    """Factor by which a fully-convolutional model (conv, or a conv β-VAE) shrinks each image
-    side; 1 for dense models, which have no such constraint."""
-    if model.kind == "conv" or (model.kind == "bvae" and model.bvae.architecture == "conv"):
-        return math.prod(model.stage_strides)
-    return 1
 
 
 def _side_pair(value) -> tuple[int, int] | None:
@@ -179,7 +170,7 @@ def training_image_shape(cfg: ExperimentConfig) -> tuple:
     Conv models are built size-agnostic, (None, None, 1), so a model trained on crops encodes
     whole tiles; dense models are tied to the training size.
     """
-    if cfg.model.kind == "conv":
+    if cfg.model.builds_any_size:
         return (None, None, 1)
     side = _side_pair(getattr(cfg.data, "crop", None)) or _side_pair(getattr(cfg.data, "tile", None))
     if side is None:

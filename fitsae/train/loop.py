@@ -39,22 +39,20 @@ import yaml
 
 from fitsae import config as fconfig
 from fitsae import distributed
-from fitsae.data.pipeline import PipelineError, stall_message
+from fitsae.data.skips import batches
 from fitsae.models import build_model
 from fitsae.progress import eta_seconds, format_duration
 from fitsae.train import checkpoints
 from fitsae.train.config import ExperimentConfig, OptimizerConfig, training_image_shape
 from fitsae.train.export import export_model
+from fitsae.train.rundir import prepare_run_dir, record_session
 from fitsae.train.signals import EXIT_DIVERGED, EXIT_OK, EXIT_REQUEUE, StopSignals
 from fitsae.train.summaries import Summaries
+from fitsae.train.window import MetricsWindow
 
 __all__ = ["TrainResult", "WarmupDecay", "build_optimizers", "train"]
 
 log = logging.getLogger("fitsae")
-
-# A resumed run must be the same experiment: these keys may not change between sessions.
-_FROZEN_SECTIONS = ("model",)
-_FROZEN_KEYS = (("train", "seed"),)
 
 _GO, _STOP, _DIVERGED = 0.0, 1.0, 2.0
 
@@ -123,112 +121,6 @@ def _current_rate(optimizer) -> float:
     return float(optimizer.learning_rate)
 
 
-class _Window:
-    """Sums and counts of per-example metrics since the last log, reduced exactly over ranks.
-
-    ``mse`` and, for a rate-trained model, ``bpp`` are also summed per η bucket and logged as
-    ``mse_eta/AAA-BBB`` and ``rate/bpp_eta/AAA-BBB``: what one model does at each rate.
-    """
-
-    BUCKETED = {"mse": "mse_eta", "bpp": "rate/bpp_eta"}
-
-    def __init__(self, channels: int, buckets: int):
-        edges = np.unique(np.round(np.geomspace(1, channels + 1, buckets + 1)).astype(int))
-        self.edges = edges
-        self.reset()
-
-    def reset(self):
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.bucket_sum = {key: np.zeros(len(self.edges) - 1) for key in self.BUCKETED}
-        self.bucket_count = np.zeros(len(self.edges) - 1)
-        self.images = 0
-
-    def add(self, out: dict) -> None:
-        arrays = {k: v.numpy() for k, v in out.items() if not k.startswith("loss_") and len(v.shape) == 1}
-        for key, value in arrays.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(np.sum(value, dtype=np.float64))
-            self.counts[key] = self.counts.get(key, 0) + value.size
-        if "eta" in arrays:
-            index = np.clip(np.searchsorted(self.edges, arrays["eta"], side="right") - 1, 0, len(self.edges) - 2)
-            for key in self.BUCKETED:
-                if key in arrays:
-                    np.add.at(self.bucket_sum[key], index, arrays[key])
-            np.add.at(self.bucket_count, index, 1)
-        self.images += len(next(iter(arrays.values()))) if arrays else 0
-
-    def reduce(self, keys: list[str]) -> dict:
-        """Global means over all ranks; ``keys`` must be the same list on every rank."""
-        local = np.concatenate([
-            [self.sums.get(k, 0.0) for k in keys], [self.counts.get(k, 0) for k in keys],
-            *self.bucket_sum.values(), self.bucket_count, [self.images],
-        ])
-        total = distributed.allreduce_sum(local)
-        n = len(keys)
-        sums, counts = total[:n], total[n:2 * n]
-        nb = len(self.bucket_count)
-        bucket_totals = {key: total[2 * n + i * nb:2 * n + (i + 1) * nb] for i, key in enumerate(self.BUCKETED)}
-        start = 2 * n + len(self.BUCKETED) * nb
-        bcount = total[start:start + nb]
-        means = {k: s / c for k, s, c in zip(keys, sums, counts, strict=True) if c}
-        if "bpp" in means:
-            means["rate/bpp"] = means.pop("bpp")
-        for i in range(nb):
-            if bcount[i]:
-                lo, hi = self.edges[i], self.edges[i + 1] - 1
-                for key, tag in self.BUCKETED.items():
-                    if key in keys:
-                        means[f"{tag}/{lo:03d}-{hi:03d}"] = bucket_totals[key][i] / bcount[i]
-        means["images"] = total[-1]
-        return means
-
-
-def _resume_problems(saved: ExperimentConfig, new: ExperimentConfig) -> tuple[list[str], list[str]]:
-    """(changes that make resuming impossible, harmless changes) between two configs."""
-    old_d, new_d = fconfig.to_dict(saved), fconfig.to_dict(new)
-    frozen, changed = [], []
-    for section in old_d:
-        for key in old_d[section]:
-            a, b = old_d[section][key], new_d[section][key]
-            if a != b:
-                text = f"{section}.{key}: {a!r} -> {b!r}"
-                is_frozen = section in _FROZEN_SECTIONS or (section, key) in _FROZEN_KEYS
-                (frozen if is_frozen else changed).append(text)
-    return frozen, changed
-
-
-def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path):
-    """Rank 0: find a checkpoint to resume from, check compatibility, write params.yaml."""
-    latest = None
-    available = checkpoints.list_checkpoints(run_dir)
-    if available:
-        latest = available[-1]
-        saved = checkpoints.load_config(run_dir)
-        frozen, changed = _resume_problems(saved, cfg)
-        if frozen:
-            raise fconfig.ConfigError(
-                f"{run_dir} holds checkpoints of a different experiment ({'; '.join(frozen)}); "
-                "use a new --run-dir, or the run's own params.yaml to resume it"
-            )
-        for text in changed:
-            log.warning("resuming with a changed setting: %s", text)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fconfig.dump(cfg, run_dir / "params.yaml")
-    return latest
-
-
-def _record_session(run_dir: Path, entry: dict) -> None:
-    """Append/refresh this session in ``RUN/run.yaml`` (world size, steps, seeds, outcome)."""
-    path = run_dir / "run.yaml"
-    sessions = []
-    if path.is_file():
-        sessions = (yaml.safe_load(path.read_text()) or {}).get("sessions", [])
-    if sessions and sessions[-1].get("started") == entry["started"]:
-        sessions[-1] = entry
-    else:
-        sessions.append(entry)
-    path.write_text(yaml.safe_dump({"sessions": sessions}, sort_keys=False))
-
 
 def _weights_digest(variables) -> str:
     """SHA-256 of the weights' bytes; equal on every rank exactly when the ranks are in sync."""
@@ -288,7 +180,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     payload = {"error": None, "latest": None}
     if root:
         try:
-            latest = _prepare_run_dir(cfg, run_dir)
+            latest = prepare_run_dir(cfg, run_dir)
             payload["latest"] = str(latest[1]) if latest else None
         except (fconfig.ConfigError, checkpoints.CheckpointError, OSError) as err:
             payload["error"] = str(err)
@@ -338,7 +230,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
         "data_seed": "pipeline(seed, rank)", "eta_seed": "stateless(seed, rank, step)",
     }
     if root:
-        _record_session(run_dir, session)
+        record_session(run_dir, session)
         summaries.text(start, "config", "    " + yaml.safe_dump(fconfig.to_dict(cfg), sort_keys=False).replace("\n", "\n    "))
 
     dataset = data.training(start_step=start)
@@ -366,7 +258,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             finite &= tf.reduce_all(tf.math.is_finite(v))
         return out, finite
 
-    window = _Window(model.latent_channels, cfg.train.eta_buckets)
+    window = MetricsWindow(model.latent_channels, cfg.train.eta_buckets)
     all_variables = model.variables + opt1.variables + opt2.variables
     image_batch = None
     keys: list[str] | None = None
@@ -415,13 +307,9 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
     t_last = time.perf_counter()
     pace: tuple[int, float] | None = None
     with StopSignals() as stop:
-        iterator = iter(dataset)
+        iterator = batches(dataset)  # the data layer's own error if its files went bad
         while step < total:
-            try:
-                batch = next(iterator)
-            except tf.errors.InvalidArgumentError as err:
-                # The data layer's "a whole epoch of tiles could not be read" surfaces here.
-                raise PipelineError(stall_message(err.message) or err.message) from err
+            batch = next(iterator)
             x = batch["x"]
             if image_batch is None:
                 image_batch = x[: cfg.train.image_count]
@@ -473,6 +361,7 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             if len(set(digests)) > 1:
                 log.error("model weights differ between ranks at step %d: data-parallel training is broken", step)
             session.update({"end_step": step, "exit_code": code, "reason": reason, "weight_digests": digests})
-            _record_session(run_dir, session)
+            record_session(run_dir, session)
         comm.Barrier()  # nobody exits (and makes mpirun kill the job) before rank 0 has saved
         return TrainResult(code, step, reason, {k: float(v) for k, v in metrics.items()})
+
