@@ -19,6 +19,10 @@ for any sum over images:
   than the plain mask's error at the same η;
 - the stored rate is η′ ≤ η channels, so the budget's compression ratio is a lower bound.
 
+Below η′ = 1 the codec also tries η′ = 0, the tile's median alone (:mod:`fitsae.codec.encoder`):
+where the model is bad (a tile unlike anything it learned) the budget then falls back to the
+trivial reconstruction instead of sending a worse one.
+
 The cost is one decode per tried η′ at compression time, none at decompression. Up to
 ``EXHAUSTIVE_UP_TO`` channels every η′ ≤ η is tried; a model with more channels tries the values
 of a fixed log-spaced ladder (:func:`ladder`) below η, and η itself (:func:`candidates`), so
@@ -62,7 +66,7 @@ def candidates(eta: int, channels: int) -> list[int]:
 
 
 class RunningBest:
-    """Per-item best reconstruction over η′ = 1, 2, … offered in increasing order.
+    """Per-item best reconstruction over η′ = 0, 1, 2, … offered in increasing order.
 
     ``offer(eta, error, *arrays)`` takes a batch's per-item errors (shape (N,)) at channel count
     ``eta`` and any arrays with a leading item axis (μ, log σ², …); afterwards ``eta``, ``error``
@@ -75,7 +79,7 @@ class RunningBest:
         self.eta: np.ndarray | None = None
         self.error: np.ndarray | None = None
         self.arrays: tuple[np.ndarray, ...] = ()
-        self._last = 0
+        self._last = -1
 
     def copy(self) -> "RunningBest":
         """An independent copy: to try one more η′ without offering it to this one."""

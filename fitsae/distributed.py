@@ -209,10 +209,29 @@ def _configure_tensorflow(w: Workers) -> None:
         pass
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    Bound once per process, a handler holding the ``sys.stderr`` of set-up time keeps writing to
+    it after it is replaced and closed (pytest's capture of an earlier test, a redirecting tool).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _configure_logging(w: Workers) -> None:
     logger = logging.getLogger("fitsae")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         prefix = f"[rank {w.rank}] " if w.size > 1 else ""
         handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
@@ -286,28 +305,25 @@ def broadcast(*objects, root: int = 0) -> None:
         _hvd.broadcast_variables(_backing(variables), root_rank=root)
 
 
-def allreduce_sum(values) -> np.ndarray:
-    """Exact float64 sum over ranks of a number or array (eager)."""
+def _allreduce_array(values, op: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if _hvd is None:
         return array
     from mpi4py import MPI
 
     out = np.empty_like(array)
-    _comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.SUM)
+    _comm.Allreduce(np.ascontiguousarray(array), out, op=getattr(MPI, op))
     return out
+
+
+def allreduce_sum(values) -> np.ndarray:
+    """Exact float64 sum over ranks of a number or array (eager)."""
+    return _allreduce_array(values, "SUM")
 
 
 def allreduce_max_array(values) -> np.ndarray:
     """Elementwise largest float64 value over ranks of an array (eager); e.g. ℓ∞ errors."""
-    array = np.asarray(values, dtype=np.float64)
-    if _hvd is None:
-        return array
-    from mpi4py import MPI
-
-    out = np.empty_like(array)
-    _comm.Allreduce(np.ascontiguousarray(array), out, op=MPI.MAX)
-    return out
+    return _allreduce_array(values, "MAX")
 
 
 def allreduce_max(value: float) -> float:

@@ -132,25 +132,74 @@ def _decoded_error(run: Path, source: Path, eta: int, select: str, tmp_path: Pat
     return summary["eta_kept"][0], float(np.sum((x[measured] - mu[measured]) ** 2))
 
 
+def _median_only_error(pixels: np.ndarray) -> float:
+    """Squared error of sending a tile's median alone (the lower median, as float32)."""
+    values = np.sort(np.asarray(pixels, np.float64)[np.isfinite(pixels)])
+    median = float(np.float32(values[(values.size - 1) // 2]))
+    return float(np.sum((values - median) ** 2))
+
+
 @pytest.mark.parametrize("which", ["conv", "dense"])
 def test_budget_keeps_the_channels_that_decode_best(which, conv_run, dense_run, tmp_path):
-    """At budget η a tile keeps the η′ ≤ η whose decoded μ is closest to the image: its error is
-    the smallest fixed-η′ error, so it never grows with the budget (here: one-tile planes)."""
+    """At budget η a tile keeps the η′ ≤ η whose decoded μ is closest to the image, η′ = 0 (the
+    median alone) included: its error is the smallest of those, so it never grows with the budget
+    (here: one-tile planes)."""
     run = (conv_run if which == "conv" else dense_run)["run"]
     source = tmp_path / "one.fits"
     fits.PrimaryHDU(fits.getdata(_odd_image(tmp_path / "odd.fits"))[:8, :8]).writeto(source)
     channels = CONV["latent_channels"] if which == "conv" else DENSE["latent_channels"]
     fixed = [_decoded_error(run, source, eta, "fixed", tmp_path) for eta in range(1, channels + 1)]
     assert [kept for kept, _ in fixed] == list(range(1, channels + 1))
-    fixed_errors = [e for _, e in fixed]
+    errors = [_median_only_error(fits.getdata(source))] + [e for _, e in fixed]  # index = η′
     previous = np.inf
     for eta in range(1, channels + 1):
         kept, error = _decoded_error(run, source, eta, "best", tmp_path)
-        # float32 μ round-trips through FITS: equal to the best fixed error up to that precision
-        assert error == pytest.approx(min(fixed_errors[:eta]), rel=1e-5)
-        assert kept == 1 + int(np.argmin(fixed_errors[:eta]))
+        # float32 μ round-trips through FITS: equal to the best candidate's error up to that precision
+        assert error == pytest.approx(min(errors[:eta + 1]), rel=1e-5)
+        assert kept == int(np.argmin(errors[:eta + 1]))
         assert error <= previous * (1 + 1e-5)
         previous = error
+
+
+def _saturated_frame(path: Path) -> Path:
+    """A 32×32 sky the model never saw the like of: a saturated bleed column at 60 000 counts, a
+    dead column at 0 and hot pixels, over a 100-count background with σ = 2 (training: 100 ± 2
+    with sources of at most 80 counts)."""
+    rng = np.random.default_rng(11)
+    img = 100.0 + rng.normal(scale=2.0, size=(32, 32))
+    img[:, 5] = 60000.0
+    img[10:, 24] = 0.0
+    img[[3, 20, 27], [14, 9, 30]] = 30000.0
+    fits.PrimaryHDU(img.astype(np.float32)).writeto(path)
+    return path
+
+
+def test_the_codec_is_never_worse_than_the_median_alone(conv_run, tmp_path, capsys, caplog):
+    """Issue 13, item 11: η′ = 0 (the tile's median, 32 bits) is a budget candidate, so on a frame
+    far outside training no tile decodes worse than sending its median alone, at any budget; the
+    background-only tiles round-trip through the container and decode without a checksum warning."""
+    source = _saturated_frame(tmp_path / "saturated.fits")
+    pixels = fits.getdata(source).astype(np.float64)
+    tiles = [(y, x) for y in (0, 16) for x in (0, 16)]
+    median_only = [_median_only_error(pixels[y:y + 16, x:x + 16]) for y, x in tiles]
+    background_tiles = 0
+    for eta in range(1, CONV["latent_channels"] + 1):
+        container, decoded = tmp_path / f"s{eta}.fae.fits", tmp_path / f"s{eta}.fits"
+        _compress(conv_run["run"], source, container, capsys, "--eta", str(eta), "--tile", "16")
+        code, _, err = _cli(["decompress", str(container), "--out", str(decoded)], capsys)
+        assert code == 0, err
+        assert "differs from what the encoder computed" not in caplog.text
+        mu = fits.getdata(decoded).astype(np.float64)
+        with fits.open(container) as hdul:
+            rows = {(int(r["Y0"]), int(r["X0"])): r for r in hdul["TILES", 1].data}
+        for (y, x), bound in zip(tiles, median_only, strict=True):
+            error = float(np.sum((pixels[y:y + 16, x:x + 16] - mu[y:y + 16, x:x + 16]) ** 2))
+            assert error <= bound * (1 + 1e-6), (eta, (y, x), error, bound)
+            if rows[(y, x)]["ETA"] == 0:
+                background_tiles += 1
+                assert len(rows[(y, x)]["DATA"]) == 4  # the median, one float32
+                assert error == pytest.approx(bound, rel=1e-6)
+    assert background_tiles > 0  # the fixture does send some tiles as their median alone
 
 
 def test_a_real_int16_image_keeps_its_header_and_type(conv_run, tmp_path, capsys):

@@ -146,3 +146,26 @@ def test_doctor_under_mpirun_sees_two_ranks(mpirun):
     assert "mpi_enabled=True" in proc.stdout
     assert "2 (backend horovod" in proc.stdout
     assert proc.stdout.count("doctor: OK") == 1, "only rank 0 prints"
+
+
+def test_log_lines_go_to_the_stderr_of_their_time(monkeypatch):
+    """Logging set up under one ``sys.stderr`` (a pytest capture, closed when its test ends) writes
+    each later line to the ``sys.stderr`` of that moment, not to the closed stream."""
+    import io
+    import logging
+    import re
+
+    from fitsae import distributed
+
+    logger = logging.getLogger("fitsae")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", logger.propagate)
+    monkeypatch.setattr(logger, "level", logger.level)
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    distributed._configure_logging(distributed.Workers(rank=0, size=1, local_rank=0, local_size=1, backend="single"))
+    logger.info("before the swap")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logger.info("after the swap")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO after the swap\n", second.getvalue()), second.getvalue()

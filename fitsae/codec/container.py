@@ -10,7 +10,8 @@ error, never a silently different image):
 - per image plane i, a binary table ``TILES`` (EXTVER i): header ``SRCFILE``, ``SRCHDU``,
   ``SRCPLANE``, ``SRCNAXIS``, ``ORIGH``/``ORIGW``, ``OFFSET``/``SCALE`` (normalization),
   ``NFILLED`` (NaN/BLANK pixels), and the source's ``ORIGBPX``/``ORIGBZ``/``ORIGBS``/``ORIGBLK``;
-  one row per tile: ``Y0``, ``X0``, ``H``, ``W`` (where the tile sits), ``ETA`` (η′),
+  one row per tile: ``Y0``, ``X0``, ``H``, ``W`` (where the tile sits), ``ETA`` (η′; 0: the
+  tile's median alone, ``DATA`` then holds it as one big-endian float32),
   ``NESC`` (escaped latents), ``LO``/``HI`` (the tile's range: decoded values are kept inside
   it), ``BITSEST`` (the bits the tables predicted), ``MUSUM`` (SHA-256 of the decoded μ),
   ``DATA`` (coded latents, variable-length bytes) and ``MASK`` (zlib-packed NaN/BLANK mask, empty

@@ -3,7 +3,14 @@
 ``fitsae compress`` and ``fitsae evaluate`` both call :meth:`TileCodec.choose`, so the
 evaluation scores exactly what the codec writes: the same quantization, the same budget choice
 (:mod:`fitsae.budget`: each tile keeps the first η′ ≤ η channels whose decoded μ is closest to
-the tile in physical units) and the same coded bytes. A tile here is normalized pixels of a
+the tile in physical units) and the same coded bytes.
+
+η′ = 0 is one more candidate: the tile's background alone, μ = its median (the lower median, a
+measured pixel value, stored as a big-endian float32: the tile's 4 payload bytes). It is the
+trivial reconstruction the model has to beat, and the median itself rather than the decoder at
+all-zero latents because on a tile the model never learned (saturated columns, a frame far outside
+training) the decoder's output can be anything, and the codec must never be worse than sending the
+median alone. σ at η′ = 0 is still the variance decoder's at all-zero latents. A tile here is normalized pixels of a
 shape the model takes (conv: sides divisible by the stride; dense: the model's image size);
 cutting planes into tiles and padding them is the caller's (:mod:`fitsae.codec.files`).
 """
@@ -19,12 +26,39 @@ import numpy as np
 from fitsae.budget import RunningBest, ladder
 from fitsae.entropy import LatentTables, decode_latents, encode_latents
 
-__all__ = ["Choice", "TileCodec", "mu_checksum"]
+__all__ = ["BACKGROUND", "Choice", "TileCodec", "background_value", "mu_checksum"]
+
+BACKGROUND = 0  # the η′ of a tile sent as its median alone
+_BACKGROUND_DTYPE = np.dtype(">f4")
 
 
 def mu_checksum(mu_phys: np.ndarray) -> str:
     """SHA-256 of a decoded tile's μ as float32: what the container stores and decoding checks."""
     return hashlib.sha256(np.ascontiguousarray(mu_phys, np.float32).tobytes()).hexdigest()
+
+
+def background_value(data: bytes) -> float:
+    """The median an η′ = 0 tile's payload holds (ValueError if it is not one float32)."""
+    if len(data) != _BACKGROUND_DTYPE.itemsize:
+        raise ValueError(f"a background-only tile holds {_BACKGROUND_DTYPE.itemsize} bytes, not {len(data)}")
+    return float(np.frombuffer(data, _BACKGROUND_DTYPE)[0])
+
+
+def _backgrounds(x: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile, the lower median of the measured pixels (of all when none is) in normalized units
+    and, as it will be stored (float32, inside the measured range), in physical units.
+
+    The lower median is a pixel's value, so it commutes with the increasing normalization.
+    """
+    norm, phys = np.empty(len(x)), np.empty(len(x))
+    for i in range(len(x)):
+        use = weight[i] if weight[i].any() else np.ones(weight[i].shape, bool)
+        values = target[i][use]
+        order = (values.size - 1) // 2
+        norm[i] = np.partition(x[i][use], order)[order]
+        stored = np.float64(np.float32(np.partition(values, order)[order]))
+        phys[i] = np.clip(stored, values.min(), values.max())
+    return norm, phys
 
 
 @dataclass
@@ -36,6 +70,7 @@ class Choice:
     mu: np.ndarray  # (N, H, W) normalized
     mu_phys: np.ndarray  # (N, H, W) physical units
     error: np.ndarray  # (N,) squared error in physical units over the measured pixels
+    background: np.ndarray  # (N,) the tile's median, physical, as η′ = 0 stores it
 
 
 class TileCodec:
@@ -115,9 +150,9 @@ class TileCodec:
         Returns
         -------
         (dict, dict)
-            ``{η: Choice}`` with the budget choice (first η′ ≤ η with the smallest error among
-            :func:`fitsae.budget.candidates`; ties keep the smaller η′), and ``{η: Choice}`` with
-            the plain mask (exactly η channels).
+            ``{η: Choice}`` with the budget choice (the η′ with the smallest error among η′ = 0,
+            the tile's median alone, and :func:`fitsae.budget.candidates`; ties keep the smaller
+            η′), and ``{η: Choice}`` with the plain mask (exactly η channels).
         """
         budgets = sorted(int(b) for b in budgets)
         z = self.latents(x)
@@ -126,6 +161,11 @@ class TileCodec:
         decodes = sorted({k for k in steps if k <= top} | set(budgets))
         weight = np.ones(target.shape, bool) if measured is None else measured
         best = RunningBest()  # over the ladder; a budget off the ladder is tried on a copy
+        bg_norm, bg_phys = _backgrounds(x, target, weight)
+        flat = np.ones(x.shape[1:])
+        mu0, mu0_phys = bg_norm[:, None, None] * flat, bg_phys[:, None, None] * flat
+        error0 = np.sum(np.where(weight, (target - mu0_phys) ** 2, 0.0), axis=(1, 2))
+        best.offer(BACKGROUND, error0, np.zeros(z.shape[:-1] + (top,), np.int64), mu0, mu0_phys)
         chosen, fixed = {}, {}
         for kept in decodes:
             k = self.tables.symbols(z[..., :kept])
@@ -137,19 +177,29 @@ class TileCodec:
             trial = best if kept in steps else best.copy()
             trial.offer(kept, error, padded, mu, mu_phys)
             if kept in budgets:
-                fixed[kept] = Choice(np.full(len(x), kept), padded[..., :kept], mu, mu_phys, error)
+                fixed[kept] = Choice(np.full(len(x), kept), padded[..., :kept], mu, mu_phys, error, bg_phys)
                 eta, (symbols, c_mu, c_phys) = trial.eta.copy(), trial.arrays
-                chosen[kept] = Choice(eta, symbols[..., :kept], c_mu, c_phys, trial.error.copy())
+                chosen[kept] = Choice(eta, symbols[..., :kept], c_mu, c_phys, trial.error.copy(), bg_phys)
         return chosen, fixed
 
     # --- bytes -------------------------------------------------------------------------------
 
-    def code(self, symbols: np.ndarray, eta: int) -> tuple[bytes, int]:
-        """One tile's first ``eta`` channels of integers (…, ≥ η) → (coded bytes, escapes)."""
+    def code(self, symbols: np.ndarray, eta: int, background: float) -> tuple[bytes, int]:
+        """One tile's first ``eta`` channels of integers (…, ≥ η) → (coded bytes, escapes); at
+        η′ = 0 the bytes are its ``background`` (the median, :attr:`Choice.background`)."""
+        if int(eta) == BACKGROUND:
+            return np.asarray(background, _BACKGROUND_DTYPE).tobytes(), 0
         return encode_latents(self.tables, np.asarray(symbols)[..., :int(eta)])
 
+    def estimated_bits(self, k: np.ndarray) -> float:
+        """The bits the tables predict for one tile's integers (…, η′); at η′ = 0 the median's 32."""
+        return 8.0 * _BACKGROUND_DTYPE.itemsize if k.shape[-1] == BACKGROUND else self.tables.ideal_bits(k)
+
     def uncode(self, data: bytes, escapes: int, latent_shape: tuple, eta: int) -> np.ndarray:
-        """Coded bytes → integers (1, …, η′) of one tile whose latent grid is ``latent_shape``."""
+        """Coded bytes → integers (1, …, η′) of one tile whose latent grid is ``latent_shape``
+        (none at η′ = 0: its bytes are read by :func:`background_value`)."""
+        if int(eta) == BACKGROUND:
+            return np.zeros((1,) + tuple(latent_shape) + (0,), np.int64)
         return decode_latents(self.tables, data, escapes, tuple(latent_shape) + (int(eta),))[None]
 
     def latent_grid(self, height: int, width: int) -> tuple:

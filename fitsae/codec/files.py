@@ -22,10 +22,10 @@ from astropy.io import fits
 from fitsae.codec import artifact, bounded
 from fitsae.codec.container import FORMAT, FORMAT_V1, Plane, Tile, pack_mask, read_container, unpack_mask, \
     write_container
-from fitsae.codec.encoder import TileCodec, mu_checksum
+from fitsae.codec.encoder import BACKGROUND, TileCodec, background_value, mu_checksum
 from fitsae.entropy import CodingError
 from fitsae.codec.errors import CodecError
-from fitsae.codec.planes import Geometry, normalized, pad, physical, physical_sigma, plane_record, read_plane, \
+from fitsae.codec.planes import Geometry, normalized, pad, physical, plane_record, read_plane, \
     stored_hdu
 
 __all__ = ["SELECTIONS", "DEFAULT_TILE", "compress_files", "decompress_file", "parse_section", "container_format"]
@@ -43,6 +43,14 @@ def _stem(path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(path).stem
+
+
+def _tile_mu(codec: TileCodec, k: np.ndarray, data: bytes, offset, scale, data_cfg, lo, hi, shape) -> np.ndarray:
+    """One tile's physical μ (padded ``shape``) as decompress computes it, from its integers
+    ``k`` (1, …, η′) and coded bytes: an η′ = 0 tile is its stored median everywhere."""
+    if k.shape[-1] == BACKGROUND:
+        return np.clip(np.full(shape, background_value(data)), lo, hi)
+    return physical(codec.mean(k), offset, scale, data_cfg, [lo], [hi])[0]
 
 
 def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int, select: str) -> tuple[Plane, dict]:
@@ -76,15 +84,15 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int,
         for i, (y0, x0, h, w) in enumerate(origins):
             kept = int(result.eta[i])
             k = result.symbols[i][..., :kept]
-            data, escapes = codec.code(k, kept)
+            data, escapes = codec.code(k, kept, result.background[i])
             # Re-decoded alone, exactly as decompress will: the checksum is of what it will see.
-            mu = physical(codec.mean(k[None]), offset, scale, data_cfg, los[i:i + 1], his[i:i + 1])[0, :h, :w]
+            mu = _tile_mu(codec, k[None], data, offset, scale, data_cfg, los[i], his[i], shape)[:h, :w]
             mu32 = mu.astype(np.float32)
             measured = ~bad[y0:y0 + h, x0:x0 + w]
             squared += float(np.sum((pixels[y0:y0 + h, x0:x0 + w][measured] - mu32[measured]) ** 2))
             counted += int(measured.sum())
             plane.tiles.append(Tile(y0, x0, h, w, kept, escapes, float(los[i]), float(his[i]),
-                                    codec.tables.ideal_bits(k), mu_checksum(mu32), data,
+                                    codec.estimated_bits(k), mu_checksum(mu32), data,
                                     pack_mask(bad[y0:y0 + h, x0:x0 + w])))
     plane.tiles.sort(key=lambda t: (t.y0, t.x0))
     stats = {"squared_error": squared, "measured": counted, "noise": float(row.noise)}
@@ -257,21 +265,26 @@ def _find_model(container, header, model_path) -> Path:
 def _decode_tile(codec: TileCodec, data_cfg, geometry: Geometry, plane: Plane, tile: Tile, container,
                  index: int, sigma: bool):
     shape = geometry.padded(tile.h, tile.w)
-    if tile.eta < 1 or tile.eta > codec.channels:
-        raise CodecError(f"{container}, plane {index + 1}, tile at ({tile.y0}, {tile.x0}): η′={tile.eta} "
-                         f"outside 1..{codec.channels}")
+    where = f"{container}, plane {index + 1}, tile at ({tile.y0}, {tile.x0})"
+    if tile.eta < BACKGROUND or tile.eta > codec.channels:
+        raise CodecError(f"{where}: η′={tile.eta} outside {BACKGROUND}..{codec.channels}")
     try:
         k = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*shape), tile.eta)
-    except CodingError as err:
-        raise CodecError(f"{container}, plane {index + 1}, tile at ({tile.y0}, {tile.x0}): {err}") from err
-    mu_norm = codec.mean(k)
-    mu = physical(mu_norm, plane.offset, plane.scale, data_cfg, [tile.lo], [tile.hi])[0, :tile.h, :tile.w]
+        mu = _tile_mu(codec, k, tile.data, plane.offset, plane.scale, data_cfg, tile.lo, tile.hi, shape)
+    except (CodingError, ValueError) as err:
+        raise CodecError(f"{where}: {err}") from err
+    mu = mu[:tile.h, :tile.w]
     mu32 = mu.astype(np.float32)
     matches = mu_checksum(mu32) == tile.mu_checksum
     sig = None
     if sigma:
-        log_var = codec.log_variance(k)[0, :tile.h, :tile.w]
-        sig = physical_sigma(log_var, mu_norm[0, :tile.h, :tile.w], plane.scale, data_cfg)
+        log_var = codec.log_variance(k)[0, :tile.h, :tile.w].astype(np.float64)
+        sig = np.exp(0.5 * log_var) * plane.scale
+        if data_cfg.normalization == "asinh":
+            # dp/dx of p = offset + scale·a·sinh(x/a) is scale·cosh(x/a) = scale·√(1 + u²), u the
+            # decoded μ standardized and over a: taken at the μ written, background tiles included.
+            u = (mu - plane.offset) / (plane.scale * data_cfg.asinh_softening)
+            sig = sig * np.sqrt(1.0 + u * u)
     mask = unpack_mask(tile.mask, (tile.h, tile.w))
     return mu32, sig, mask, matches
 

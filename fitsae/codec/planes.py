@@ -98,10 +98,9 @@ def physical(mu: np.ndarray, offset, scale, data_cfg, lo, hi) -> np.ndarray:
 
 def physical_sigma(log_var: np.ndarray, mu_norm: np.ndarray, scale, data_cfg) -> np.ndarray:
     """Predicted σ in physical units from normalized log σ² and μ (asinh: its local slope)."""
-    sig = np.exp(0.5 * np.asarray(log_var, np.float64)) * float(scale)
-    if data_cfg.normalization == "asinh":
-        sig = sig * np.cosh(np.asarray(mu_norm, np.float64) / data_cfg.asinh_softening)
-    return sig
+    from fitsae.data.normalize import sigma_to_physical
+
+    return sigma_to_physical(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(scale), data_cfg)
 
 
 def stored_hdu(values: np.ndarray, mask: np.ndarray, plane, header: fits.Header, primary: bool):

@@ -45,7 +45,11 @@ class DataConfig:
         ``robust``: ``(x - median) / noise`` with the per-image median and noise σ from the
         manifest, so background ≈ 0 and noise ≈ 1. ``asinh``: the same followed by
         ``a·asinh(x/a)`` with ``a = asinh_softening`` (linear within a few σ, logarithmic for
-        bright sources). ``none``: physical units.
+        bright sources). ``none``: physical units, no arithmetic at all. Chosen by the kind of
+        data: sky images, where the noise is the natural unit, take ``robust`` (the default) or
+        ``asinh``; noiseless bounded images (digits, MNIST), whose only noise is quantization,
+        take ``none``: noise is no unit for them, and a stretch makes the loss weigh pixels
+        otherwise than the physical error it is scored by (``train/digits-dense.yaml``).
     asinh_softening : float
         ``a`` above, in noise units.
     noise : float or None

@@ -116,8 +116,8 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             for choice, key in ((pick, "ae_rate"), (mask, "ae_fixed_mask_rate")):
                 for i in range(len(x)):
                     k = choice.symbols[i][..., :int(choice.eta[i])]
-                    data, _ = codec.code(k, int(choice.eta[i]))
-                    book.rate((key, eta)).update(len(data), codec.tables.ideal_bits(k), geometry.pixels)
+                    data, _ = codec.code(k, int(choice.eta[i]), choice.background[i])
+                    book.rate((key, eta)).update(len(data), codec.estimated_bits(k), geometry.pixels)
             # σ_noise is constant over a tile: the tile's error in noise units ranks η′ exactly
             # as its squared error in physical units does (the codec's criterion).
             tile_error = pick.error / geometry.pixels / noise_phys ** 2

@@ -59,8 +59,8 @@ class PairedChangeSums:
 class KeptSums:
     """How many latent channels the budget left each tile (:mod:`fitsae.budget`), as counts.
 
-    ``size`` is the largest η′ possible (the model's channels); counts per η′ = 1..size sum
-    exactly over ranks.
+    ``size`` is the largest η′ possible (the model's channels); counts per η′ = 0..size (0: the
+    tile's median alone) sum exactly over ranks.
     """
 
     size: int = 1
@@ -68,11 +68,11 @@ class KeptSums:
 
     def __post_init__(self) -> None:
         if self.counts is None:
-            self.counts = np.zeros(self.size, dtype=np.float64)
+            self.counts = np.zeros(self.size + 1, dtype=np.float64)
 
     def update(self, kept: np.ndarray) -> None:
-        """Add the η′ (1-based) chosen for each tile of a batch."""
-        self.counts += np.bincount(np.asarray(kept, dtype=np.int64).ravel() - 1, minlength=self.size)[: self.size]
+        """Add the η′ chosen for each tile of a batch."""
+        self.counts += np.bincount(np.asarray(kept, dtype=np.int64).ravel(), minlength=self.size + 1)[: self.size + 1]
 
     def vector(self) -> np.ndarray:
         return self.counts.copy()
@@ -83,9 +83,9 @@ class KeptSums:
     def summary(self) -> dict:
         """``mean_eta_kept`` and ``tiles_by_eta_kept`` (η′ → tiles, only η′ that occurred)."""
         total = float(self.counts.sum())
-        mean = float(np.dot(np.arange(1, self.size + 1), self.counts) / total) if total else math.nan
+        mean = float(np.dot(np.arange(self.size + 1), self.counts) / total) if total else math.nan
         return {"mean_eta_kept": mean,
-                "tiles_by_eta_kept": {str(i + 1): int(c) for i, c in enumerate(self.counts) if c}}
+                "tiles_by_eta_kept": {str(i): int(c) for i, c in enumerate(self.counts) if c}}
 
 
 @dataclass
