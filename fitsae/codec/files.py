@@ -359,8 +359,9 @@ def decompress_file(container, out, model=None, section=None, sigma: bool = Fals
         decoded.append((plane, mu, sig, mask))
     if mismatched:
         log.warning("%s: decoded μ differs from what the encoder computed in %d tile(s) (%s): TensorFlow's float "
-                    "arithmetic differs between the two runs (threads, CPU); each pixel is within float32 "
-                    "rounding of it in this lossy mode", container, len(mismatched), ", ".join(mismatched[:5]))
+                    "arithmetic differs between the two runs (threads, CPU). The stored checksum cannot say by how "
+                    "much; such differences are of the order of float32 rounding, harmless in this lossy mode "
+                    "(the error-bounded modes, --quantize-level/--max-error/--lossless, decode exactly)", container, len(mismatched), ", ".join(mismatched[:5]))
     hdus = _output_hdus(decoded, section, sigma)
     out = Path(out)
     try:
