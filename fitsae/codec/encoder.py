@@ -184,10 +184,12 @@ class TileCodec:
 
     # --- bytes -------------------------------------------------------------------------------
 
-    def code(self, symbols: np.ndarray, eta: int, background: float) -> tuple[bytes, int]:
+    def code(self, symbols: np.ndarray, eta: int, background: float | None = None) -> tuple[bytes, int]:
         """One tile's first ``eta`` channels of integers (…, ≥ η) → (coded bytes, escapes); at
         η′ = 0 the bytes are its ``background`` (the median, :attr:`Choice.background`)."""
         if int(eta) == BACKGROUND:
+            if background is None:
+                raise ValueError("an η′ = 0 tile is coded from its background (the median), none given")
             return np.asarray(background, _BACKGROUND_DTYPE).tobytes(), 0
         return encode_latents(self.tables, np.asarray(symbols)[..., :int(eta)])
 
