@@ -179,8 +179,10 @@ def test_altered_coded_bytes_fail_naming_file_and_tile(run, galsim_field, tmp_pa
     assert str(altered) in err and f"tile at ({y0}, {x0})" in err, err
     assert not (tmp_path / "x.fits").exists()
     flipped = tmp_path / "flipped.fae.fits"
+    with fits.open(container) as hdul:  # a byte of the first tile's row (the last bytes are FITS padding)
+        start = hdul.fileinfo(hdul.index_of(("TILES", 1)))["datLoc"]
     raw = bytearray(container.read_bytes())
-    raw[-100] ^= 0xFF
+    raw[start + 2] ^= 0xFF
     flipped.write_bytes(bytes(raw))
     code, _, err = _cli(["decompress", flipped, "--out", tmp_path / "y.fits"], capsys)
     assert code == 2 and "Traceback" not in err and str(flipped) in err
