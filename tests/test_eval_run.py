@@ -372,7 +372,7 @@ def test_simulated_truth_is_scored_for_every_method(conv_run, tmp_path, capsys):
         same = rice[entry["quantize_level"]]
         for key in ("rmse_over_noise", "rmse_over_noise_truth", "max_abs_error", "mean_error"):
             assert entry[key] == same[key], key
-    assert "AE truth" in stdout and "truth" in stdout.split("fpack (astropy")[1]
+    assert "model truth" in stdout and "truth" in stdout.split("fpack (astropy")[1]
 
 
 def test_a_truth_equal_to_the_image_gives_every_method_its_input_figures(conv_run, tmp_path, capsys):
