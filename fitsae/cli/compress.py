@@ -85,13 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fitsae compress: --checkpoint must be latest or a step number, got {args.checkpoint!r}",
               file=sys.stderr)
         return 2
-    from fitsae.codec.errors import CodecError
-
-    try:
-        quantization = _quantization(args)
-    except (ValueError, CodecError) as err:
-        print(f"fitsae compress: {err}", file=sys.stderr)
-        return 2
     if args.tile < 1:
         print(f"fitsae compress: --tile must be positive, got {args.tile}", file=sys.stderr)
         return 2
@@ -104,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.run_dir / "params.yaml").is_file():
         print(f"fitsae compress: {args.run_dir} is not a run directory (no params.yaml)", file=sys.stderr)
         return 2
+    from fitsae.codec.errors import CodecError  # loads numpy and astropy: after the typo checks
+
+    try:
+        quantization = _quantization(args)
+    except (ValueError, CodecError) as err:
+        print(f"fitsae compress: {err}", file=sys.stderr)
+        return 2
     from fitsae.outputs import unwritable_destination
 
     # Before the model is loaded (and frozen): a read-only destination is one line, at once.
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"fitsae compress: cannot write {problem}", file=sys.stderr)
         return 2
-    from fitsae.codec import CodecError, compress_files
+    from fitsae.codec import compress_files
 
     try:
         results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint,
