@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with TRUTH and SIGMA extensions; digits: scikit-learn's 8x8 digits as one cube; mnist: 28x28 "
         "MNIST digits as one cube from --mnist PATH (mnist.npz).",
     )
-    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument("--kind", dest="scene", required=True, choices=KINDS)
     parser.add_argument("--n", type=int, required=True, help="number of images (cube planes)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (toy, galsim, sky; default 256)")
     parser.add_argument("--out", required=True, help="output directory")
@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fitsae simulate: cannot write the images: {problem}", file=sys.stderr)
         return 2
     try:
-        if args.knob and args.kind != "sky":
-            raise ValueError(f"--knob applies to --kind sky, not {args.kind}")
-        files = simulate(args.kind, args.n, args.size, args.out, seed=args.seed, cube=args.cube,
+        files = simulate(args.scene, args.n, args.size, args.out, seed=args.seed, cube=args.cube,
                          dtype=args.dtype, mnist_path=args.mnist,
                          knobs=knobs_from_strings(args.knob) if args.knob else None)
     except ValueError as err:
@@ -53,6 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"fitsae simulate: {describe_os_error(err)}", file=sys.stderr)
         return 2
-    what = f"{args.n} {args.kind} image(s)"
+    what = f"{args.n} {args.scene} image(s)"
     print(f"wrote {what} in {len(files)} file(s) to {args.out}")
     return 0

@@ -222,6 +222,8 @@ def simulate(scene: str, n: int, size: int, out: str | Path, seed: int = 0, cube
         raise ValueError(f"--n {n}: need at least one image")
     if dtype not in ("float32", "int16"):
         raise ValueError(f"--dtype {dtype!r}: choose float32 or int16")
+    if knobs is not None and scene != "sky":
+        raise ValueError(f"--knob applies to --kind sky, not {scene}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if scene in ("digits", "mnist"):
