@@ -74,6 +74,19 @@ def test_mnist_from_a_local_npz(tmp_path):
                               "--mnist", str(tmp_path / "missing.npz")]) == 2
 
 
+def test_mnist_without_a_path_reads_only_the_keras_cache_and_never_downloads(tmp_path, monkeypatch, capsys):
+    """No --mnist and no cached file: a clear error naming the path looked at, no network."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert simulate_cli.main(["--kind", "mnist", "--n", "4", "--out", str(tmp_path / "out")]) == 2
+    assert str(tmp_path / "home" / ".keras" / "datasets" / "mnist.npz") in capsys.readouterr().err
+    cache = tmp_path / "home" / ".keras" / "datasets"
+    cache.mkdir(parents=True)
+    images = np.random.default_rng(1).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    np.savez(cache / "mnist.npz", x_train=images, y_train=np.arange(5))
+    assert simulate_cli.main(["--kind", "mnist", "--n", "4", "--out", str(tmp_path / "out")]) == 0
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "out" / "mnist.fits"), images[:4])
+
+
 def test_cli_writes_files_and_rejects_bad_arguments(tmp_path, capsys):
     assert simulate_cli.main(["--kind", "toy", "--n", "2", "--size", "16", "--out", str(tmp_path), "--seed", "3"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy_00000.fits", "toy_00001.fits"]

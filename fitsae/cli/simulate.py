@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                         help="sky: change a range of fitsae.data.sky.SkyKnobs, e.g. --knob sky=[100,100] "
                         "--knob cluster_probability=1 (repeatable)")
-    parser.add_argument("--mnist", metavar="PATH", help="local mnist.npz (else keras' downloader, needs network)")
+    parser.add_argument("--mnist", metavar="PATH", help="local mnist.npz (else ~/.keras/datasets/mnist.npz if present; fitsae never downloads)")
     return parser
 
 

@@ -24,7 +24,7 @@ treats them as auxiliary planes of that image, not as images of their own
 - ``digits``: scikit-learn's bundled 8×8 digits (values 0..16) as one uint8 cube, labels in a
   ``LABELS`` table extension.
 - ``mnist``: 28×28 MNIST digits (0..255) as one uint8 cube, from a local ``mnist.npz`` (keras'
-  downloader is tried only when no path is given).
+  download cache when no path is given; never the network).
 """
 
 from __future__ import annotations
@@ -170,19 +170,17 @@ def _digits(n: int):
 
 
 def _mnist(n: int, mnist_path: str | None):
-    if mnist_path:
-        try:
-            with np.load(mnist_path, allow_pickle=False) as f:
-                images, labels = f["x_train"], f["y_train"]
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"{mnist_path}: not a readable mnist.npz with x_train/y_train ({err})") from err
-    else:
-        try:
-            import keras
-
-            (images, labels), _ = keras.datasets.mnist.load_data()
-        except Exception as err:
-            raise ValueError(f"MNIST is not available offline ({err}); pass --mnist PATH/TO/mnist.npz") from err
+    if not mnist_path:
+        # Keras' download cache, read as a file: fitsae never reaches the network at run time.
+        cached = Path.home() / ".keras" / "datasets" / "mnist.npz"
+        if not cached.is_file():
+            raise ValueError(f"MNIST: no --mnist PATH/TO/mnist.npz given and none at {cached}")
+        mnist_path = str(cached)
+    try:
+        with np.load(mnist_path, allow_pickle=False) as f:
+            images, labels = f["x_train"], f["y_train"]
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{mnist_path}: not a readable mnist.npz with x_train/y_train ({err})") from err
     if n > len(images):
         raise ValueError(f"--n {n}: MNIST has only {len(images)} training images")
     return np.asarray(images[:n], np.uint8), np.asarray(labels[:n])
