@@ -99,6 +99,15 @@ def test_report_round_trip_csv_and_schema(tmp_path: Path):
     assert missing_keys(loaded) == ["results[1].pca.psnr"]
 
 
+def test_the_table_shows_the_sigma_calibration_in_normalized_and_physical_units():
+    """Both σ_z columns are read from the codec's row: the physical one is not a copy."""
+    ae = {"sigma_z_std": 1.234, "coverage_1sigma": 0.611, "sigma_z_std_physical": 2.468,
+          "coverage_1sigma_physical": 0.422}
+    header, row = format_table({"results": [{"eta": 4, "ae": ae}]}).splitlines()[3:5]
+    assert header.split()[-5:] == ["cov1σ", "σ_z", "phys", "cov1σ", "phys"]
+    assert row.split()[-4:] == ["1.234", "0.611", "2.468", "0.422"]
+
+
 def test_load_report_errors_are_clear(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no evaluation report"):
         load_report(tmp_path)

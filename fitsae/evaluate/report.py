@@ -48,7 +48,8 @@ SCHEMA = {
 _CSV_COLUMNS = (
     "method", "eta", "setting", "latent_values", "compression_ratio", "bits_per_pixel",
     "bits_per_pixel_with_headers", "mse",
-    "rmse_over_noise", "psnr", "nll", "sigma_z_std", "coverage_1sigma", "coverage_2sigma", "mean_eta_kept",
+    "rmse_over_noise", "psnr", "nll", "sigma_z_std", "coverage_1sigma", "coverage_2sigma",
+    "sigma_z_std_physical", "coverage_1sigma_physical", "coverage_2sigma_physical", "mean_eta_kept",
     "mean_error_over_noise", "max_abs_error_over_noise", "median_abs_error_over_noise", "p99_abs_error_over_noise",
     "rmse_over_noise_truth", "mean_error_over_noise_truth", "max_abs_error_over_noise_truth",
     "median_abs_error_over_noise_truth", "p99_abs_error_over_noise_truth",
@@ -187,11 +188,12 @@ def format_table(report: dict) -> str:
         "codec = the budget `fitsae compress` uses, each tile keeps its best η′ ≤ η channels (ae; η′ = their mean)",
         "bpp = bits per pixel the entropy coder really wrote; med, p99: median and 99th percentile of |x̂ − x|/σ"
         + ("; truth: rmse/σ against the noiseless truth" if truth else "")
-        + "; σ_z std, cov1σ: the codec's σ calibration",
+        + "; σ_z std, cov1σ: the codec's σ calibration (std of (x − μ)/σ, share within 1σ), in the "
+        "normalized space and (phys) with σ in physical units as `fitsae decompress --sigma` writes it",
         f"{'eta':>5} {'model bpp':>9} {'model rmse/σ':>12} {'med':>6} {'p99':>6} {'PCA bpp':>8} {'PCA rmse/σ':>11} "
         + (f"{'model truth':>11} {'PCA truth':>10} " if truth else "")
         + f"{'model PSNR':>10} {'PCA PSNR':>9}  {'winner':<6} | {'codec bpp':>9} {'codec rmse/σ':>12} {'η′':>5} "
-        f"{'σ_z std':>8} {'cov1σ':>6}",
+        f"{'σ_z std':>8} {'cov1σ':>6} {'σ_z phys':>8} {'cov1σ phys':>10}",
     ]
     for row in rows:
         ae, pca, mask = row.get("ae") or {}, row.get("pca") or {}, row.get("ae_fixed_mask") or {}
@@ -207,7 +209,8 @@ def format_table(report: dict) -> str:
             f"{_num(mask.get('psnr'), '.2f'):>10} {_num(pca.get('psnr'), '.2f'):>9}  {winner:<6} | "
             f"{_num(ae.get('bits_per_pixel_coded'), '.3f'):>9} {_num(ae.get('rmse_over_noise'), '.4f'):>12} "
             f"{_num(ae.get('mean_eta_kept'), '.2f'):>5} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
-            f"{_num(ae.get('coverage_1sigma'), '.3f'):>6}"
+            f"{_num(ae.get('coverage_1sigma'), '.3f'):>6} {_num(ae.get('sigma_z_std_physical'), '.3f'):>8} "
+            f"{_num(ae.get('coverage_1sigma_physical'), '.3f'):>10}"
         )
     lines += _monotonic_lines(report)
     lines += _band_lines(report)
