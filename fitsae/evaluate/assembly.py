@@ -29,9 +29,11 @@ def _results(book: MetricBook, geometry: Geometry, etas: list[int], peak: float)
         values = geometry.latent_values(eta)
         kept = book[("ae_kept", eta)].summary()
         rate = book[("ae_rate", eta)].summary()
-        ae = {**book[("ae", eta)].summary(peak), "bands": book[("ae_bands", eta)].summary(), **kept, **rate}
+        ae = {**book[("ae", eta)].summary(peak), "bands": book[("ae_bands", eta)].summary(), **kept, **rate,
+              "photometry": book[("ae_flux", eta)].summary()}
         pca = {**book[("pca", eta)].summary(peak), "bands": book[("pca_bands", eta)].summary(),
-               **book[("pca_rate", eta)].summary(), "quantization_step": PCA_STEP}
+               **book[("pca_rate", eta)].summary(), "quantization_step": PCA_STEP,
+               "photometry": book[("pca_flux", eta)].summary()}
         bpp = rate["bits_per_pixel_coded"]  # compression_ratio is added by _with_ratios
         rows.append({
             "eta": int(eta),
@@ -39,7 +41,8 @@ def _results(book: MetricBook, geometry: Geometry, etas: list[int], peak: float)
             "bits_per_pixel": bpp,
             "ae": ae,
             "ae_fixed_mask": {**book[("ae_fixed_mask", eta)].summary(peak),
-                              **book[("ae_fixed_mask_rate", eta)].summary()},
+                              **book[("ae_fixed_mask_rate", eta)].summary(),
+                              "photometry": book[("ae_fixed_mask_flux", eta)].summary()},
             "pca": pca,
         })
     return rows

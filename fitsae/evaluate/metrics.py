@@ -6,7 +6,8 @@ value must be ``sum / count`` over all pixels of all ranks: a mean of per-rank m
 a short last shard like a full one. Second, sums can be reduced with one
 :func:`fitsae.distributed.allreduce_sum` call for the whole evaluation (all η, all methods), so
 the communication cost does not grow with the number of settings scored. The accumulators live
-by concept: :mod:`.error_sums`, :mod:`.calibration`, :mod:`.bands`, :mod:`.tallies`.
+by concept: :mod:`.error_sums`, :mod:`.calibration`, :mod:`.bands`, :mod:`.tallies`,
+:mod:`.flux_sums`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fitsae import distributed
 from fitsae.evaluate.bands import BandSums
 from fitsae.evaluate.calibration import GaussianSums
 from fitsae.evaluate.error_sums import CodecSums, ErrorSums
+from fitsae.evaluate.flux_sums import FluxSums
 from fitsae.evaluate.tallies import KeptSums, PairedChangeSums, RateSums
 
 __all__ = ["MetricBook", "DataRange"]
@@ -56,6 +58,9 @@ class MetricBook:
 
     def rate(self, key) -> RateSums:
         return self._entries.setdefault(key, RateSums())
+
+    def flux(self, key) -> FluxSums:
+        return self._entries.setdefault(key, FluxSums())
 
     def __getitem__(self, key):
         return self._entries[key]

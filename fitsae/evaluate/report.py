@@ -214,7 +214,27 @@ def format_table(report: dict) -> str:
         )
     lines += _monotonic_lines(report)
     lines += _band_lines(report)
+    lines += _photometry_lines(rows)
     return "\n".join(lines)
+
+
+def _photometry_lines(rows: list[dict]) -> list[str]:
+    """Median relative aperture-flux error per η of the model, the codec and PCA (in percent)."""
+    def flux(row, method):
+        return ((row.get(method) or {}).get("photometry") or {})
+
+    first = flux(rows[0], "ae_fixed_mask") if rows else {}
+    if not first.get("n_used"):
+        return []
+    lines = [f"Aperture photometry: median |ΔF|/F (%) of the {first['n_used']} sources with SNR ≥ "
+             f"{first['snr_min']:g} on the original ({first['n_sources']} with whole apertures), "
+             "the same apertures measured on each reconstruction",
+             f"{'eta':>5} {'model':>8} {'codec':>8} {'PCA':>8}"]
+    for row in rows:
+        values = [flux(row, m).get("median_abs_relative_flux_error") for m in ("ae_fixed_mask", "ae", "pca")]
+        lines.append(f"{row['eta']:>5} " + " ".join(
+            f"{_num(None if v is None else 100 * v, '.3f'):>8}" for v in values))
+    return lines
 
 
 def _band_label(lo, hi) -> str:

@@ -15,6 +15,7 @@ from fitsae import distributed
 from fitsae.data.evalset import evaluation_batches, to_physical
 from fitsae.data.normalize import sigma_to_physical
 from fitsae.evaluate.comparisons import PCA_STEP, pca_code
+from fitsae.evaluate.flux_sums import detect_tiles
 from fitsae.evaluate.geometry import Geometry
 from fitsae.evaluate.metrics import DataRange, MetricBook
 from fitsae.evaluate.pca import PCAFit
@@ -52,6 +53,9 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
     PCA keeps k = η components per patch, its coefficients quantized and entropy-coded too
     (:func:`pca_code`), so both methods' rates are real bytes.
 
+    Aperture photometry (:mod:`fitsae.evaluate.flux_sums`): sources found once on each original
+    tile, their flux measured again on the AE's, the plain mask's and PCA's reconstructions.
+
     The AE is scored through the codec (:class:`fitsae.codec.encoder.TileCodec`, the encoder
     ``fitsae compress`` uses): latents quantized as the file stores them, at budget η each tile
     keeps the first η′ ≤ η channels whose decoded μ is closest to it (:mod:`fitsae.budget`), and
@@ -77,6 +81,8 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
         book.errors(("pca", eta))
         book.bands(("ae_bands", eta))
         book.bands(("pca_bands", eta))
+        for method in ("ae", "ae_fixed_mask", "pca"):
+            book.flux((f"{method}_flux", eta))
     for before, after in zip(etas, etas[1:]):
         book.paired(("ae_change", before, after))
     data_range = DataRange()
@@ -93,6 +99,7 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
         background_phys = np.asarray(batch["offset"], np.float64)
         truth_phys = geometry.crop(batch["truth"])[..., None] if "truth" in batch else None
         data_range.update(x_phys)
+        sources = detect_tiles(x_phys, noise_phys)  # on the original, once per tile
         tiles += len(x)
         # The codec keeps decoded values inside each tile's range (recorded in the container).
         lo, hi = x_phys.min(axis=(1, 2, 3)), x_phys.max(axis=(1, 2, 3))
@@ -129,6 +136,8 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             for nbytes, bits in zip(coded, estimated, strict=True):
                 book.rate(("pca_rate", eta)).update(nbytes, bits, geometry.pixels)
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys, truth_phys)
+            for method, recon in (("ae", mu_phys), ("ae_fixed_mask", mask.mu_phys), ("pca", rec)):
+                book.flux((f"{method}_flux", eta)).add(sources, recon)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
             if eta in example_etas:
                 shown[eta] = (mu, log_var, pick.eta)
