@@ -243,3 +243,20 @@ def test_quantiles_from_the_histogram_are_within_a_bin_and_exact_at_zero():
     assert 0.0 < hist_quantile(counts, 0.5, 2e7) <= ABS_ERROR_EDGES[0]
     assert ABS_ERROR_EDGES[-1] <= hist_quantile(counts, 0.99, 2e7) <= 2e7
     assert math.isnan(hist_quantile(np.zeros_like(counts), 0.5, 0.0))
+
+
+def test_the_error_against_the_truth_is_split_by_the_bands_of_the_observed_pixel():
+    """Faint pixels reconstructed 1σ off the truth, bright ones 4σ off: each band says its own,
+    and a tile without truth (NaN) adds nothing to the truth figures."""
+    rng = np.random.default_rng(3)
+    truth = np.where(rng.random((2, 8, 8)) < 0.25, 50.0, 0.0)  # background 0, σ = 1: bands "-5–3σ", "30–100σ"
+    x = truth + rng.normal(scale=0.1, size=truth.shape)
+    recon = truth + np.where(truth > 0, 4.0, 1.0)
+    book = MetricBook()
+    book.bands("b").update(x, recon, np.zeros(2), np.ones(2), truth)
+    book.bands("b").update(x, recon + 100.0, np.zeros(2), np.ones(2), np.full_like(truth, np.nan))
+    book.reduce()
+    bands = {(b["snr_low"], b["snr_high"]): b for b in book["b"].summary()}
+    assert bands[(-5.0, 3.0)]["rmse_over_noise_truth"] == pytest.approx(1.0)
+    assert bands[(30.0, 100.0)]["rmse_over_noise_truth"] == pytest.approx(4.0)
+    assert bands[(10.0, 30.0)]["rmse_over_noise_truth"] is None

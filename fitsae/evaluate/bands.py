@@ -41,9 +41,11 @@ class BandSums:
     sse_over_noise: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
     hist: np.ndarray = field(default_factory=lambda: np.zeros((len(BAND_EDGES) + 1, ABS_BINS)))
     max_abs_over_noise: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
+    n_truth: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
+    sse_truth_over_noise: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
 
     def update(self, x_phys: np.ndarray, recon_phys: np.ndarray, background_phys: np.ndarray,
-               noise_phys: np.ndarray) -> None:
+               noise_phys: np.ndarray, truth_phys: np.ndarray | None = None) -> None:
         """Add a batch.
 
         Parameters
@@ -52,6 +54,9 @@ class BandSums:
             Original and reconstructed tiles in physical units.
         background_phys, noise_phys : array (B,)
             Each tile's background level and noise σ in physical units.
+        truth_phys : array (B, ...), optional
+            The noiseless truth (NaN on tiles without one): the error against it is summed in
+            the same bands, those of the observed pixel, so both errors describe the same pixels.
         """
         x = np.asarray(x_phys, dtype=np.float64)
         shape = (-1,) + (1,) * (x.ndim - 1)
@@ -66,15 +71,24 @@ class BandSums:
             members = abs_err[band == k]
             self.hist[k] += abs_histogram(members)
             self.max_abs_over_noise[k] = max(self.max_abs_over_noise[k], float(members.max()))
+        if truth_phys is not None:
+            recon = np.asarray(recon_phys, dtype=np.float64).reshape(x.shape)
+            truth_err = ((recon - np.asarray(truth_phys, dtype=np.float64).reshape(x.shape)) / noise).ravel()
+            known = np.isfinite(truth_err)
+            self.n_truth += np.bincount(band[known], minlength=size)
+            self.sse_truth_over_noise += np.bincount(band[known], weights=truth_err[known] ** 2, minlength=size)
 
     def vector(self) -> np.ndarray:
-        return np.concatenate([self.n, self.sse_over_noise, self.hist.ravel()])
+        return np.concatenate([self.n, self.sse_over_noise, self.n_truth, self.sse_truth_over_noise,
+                               self.hist.ravel()])
 
     def load(self, values: np.ndarray) -> None:
         size = len(BAND_EDGES) + 1
         self.n = np.array(values[:size], dtype=np.float64)
         self.sse_over_noise = np.array(values[size:2 * size], dtype=np.float64)
-        self.hist = np.array(values[2 * size:], dtype=np.float64).reshape(size, ABS_BINS)
+        self.n_truth = np.array(values[2 * size:3 * size], dtype=np.float64)
+        self.sse_truth_over_noise = np.array(values[3 * size:4 * size], dtype=np.float64)
+        self.hist = np.array(values[4 * size:], dtype=np.float64).reshape(size, ABS_BINS)
 
     def maxima(self) -> np.ndarray:
         return self.max_abs_over_noise.copy()
@@ -86,7 +100,8 @@ class BandSums:
         """One entry per band: ``snr_low``/``snr_high`` (None = unbounded), ``pixel_fraction``,
         ``rmse_over_noise``, ``median_abs_error_over_noise`` and ``p99_abs_error_over_noise``
         within the band (None if empty) and ``share_of_error``, the band's part of the pooled
-        squared error."""
+        squared error; ``rmse_over_noise_truth`` is the error against the noiseless truth in the
+        same band (None without truth)."""
         total_n, total_err = float(self.n.sum()), float(self.sse_over_noise.sum())
         lows, highs = (None, *BAND_EDGES), (*BAND_EDGES, None)
         return [
@@ -94,8 +109,10 @@ class BandSums:
              "pixel_fraction": float(n) / total_n if total_n else math.nan,
              "rmse_over_noise": math.sqrt(e / n) if n else None,
              **{f"{name}_abs_error_over_noise": hist_quantile(h, q, m) if n else None for name, q in QUANTILES},
-             "share_of_error": float(e) / total_err if total_err else math.nan}
-            for lo, hi, n, e, h, m in zip(lows, highs, self.n, self.sse_over_noise, self.hist,
-                                          self.max_abs_over_noise, strict=True)
+             "share_of_error": float(e) / total_err if total_err else math.nan,
+             "rmse_over_noise_truth": math.sqrt(et / nt) if nt else None}
+            for lo, hi, n, e, h, m, nt, et in zip(lows, highs, self.n, self.sse_over_noise, self.hist,
+                                                  self.max_abs_over_noise, self.n_truth,
+                                                  self.sse_truth_over_noise, strict=True)
         ]
 

@@ -265,6 +265,11 @@ def _band_lines(report: dict) -> list[str]:
         lines.append(f"{_band_label(band['snr_low'], band['snr_high']):>11} "
                      f"{_num(100 * band['pixel_fraction'], '.3f'):>7}% {_num(100 * band['share_of_error'], '.0f'):>5}%  "
                      f"{values}  {_largest_rise(band)}")
+    if any(r["ae"]["bands"][i].get("rmse_over_noise_truth") is not None for r in rows for i in range(len(trend))):
+        lines.append("the same bands, AE rmse/σ against the noiseless truth")
+        for i, band in enumerate(trend):
+            values = " ".join(f"{_num(r['ae']['bands'][i].get('rmse_over_noise_truth'), '.3f'):>6}" for r in rows)
+            lines.append(f"{_band_label(band['snr_low'], band['snr_high']):>11} {'':>8} {'':>6}  {values}")
     return lines
 
 

@@ -118,7 +118,7 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             book.errors(("ae_fixed_mask", eta)).update(x_phys, mask.mu_phys[..., None], noise_phys, truth_phys)
             sigma_phys = sigma_to_physical(np.exp(0.5 * log_var), mu, batch["scale"], data_cfg)
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys, truth_phys, sigma_phys)
-            book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys)
+            book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys, truth_phys)
             book.kept(("ae_kept", eta), top).update(pick.eta)
             for choice, key in ((pick, "ae_rate"), (mask, "ae_fixed_mask_rate")):
                 for i in range(len(x)):
@@ -138,7 +138,7 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys, truth_phys)
             for method, recon in (("ae", mu_phys), ("ae_fixed_mask", mask.mu_phys), ("pca", rec)):
                 book.flux((f"{method}_flux", eta)).add(sources, recon)
-            book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys)
+            book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys, truth_phys)
             if eta in example_etas:
                 shown[eta] = (mu, log_var, pick.eta)
         if not examples and distributed.is_root():
