@@ -25,6 +25,17 @@ def mse(x: tf.Tensor, mu: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(x - mu), axis=_pixel_axes(x))
 
 
+def weighted_mse(x: tf.Tensor, mu: tf.Tensor, softening: float) -> tf.Tensor:
+    """MSE with pixel weights cosh(x/softening), normalized by their mean per example, shape (B,).
+
+    A flat, faint example weighs as in :func:`mse`; its bright pixels weigh ≈ |x|/softening
+    more (``ModelConfig.distortion_weight_softening`` says why).
+    """
+    axes = _pixel_axes(x)
+    w = tf.cosh(tf.clip_by_value(tf.stop_gradient(x) / softening, -30.0, 30.0))
+    return tf.reduce_sum(w * tf.square(x - mu), axis=axes) / tf.reduce_sum(w, axis=axes)
+
+
 def gaussian_nll(x: tf.Tensor, mu: tf.Tensor, logvar: tf.Tensor) -> tf.Tensor:
     """Gaussian negative log-likelihood per pixel, averaged over the pixels of each example.
 

@@ -70,3 +70,18 @@ def test_compute_losses_returns_the_protocol():
     np.testing.assert_allclose(out["loss_primary"].numpy(), out["mse"].numpy().mean(), rtol=1e-6)
     fixed = model.compute_losses(tf.zeros([2, 8, 8, 1]), 0, 0, 0, eta=tf.constant([2, 2]))
     np.testing.assert_array_equal(fixed["eta"].numpy(), [2, 2])
+
+
+def test_the_weighted_distortion_weighs_each_pixel_by_cosh_of_its_target():
+    """With distortion_weight_softening s the primary loss is Σ w (x − μ)² / Σ w, w = cosh(x/s), per
+    example: a bright pixel's error counts ≈ x/s times a faint one's."""
+    model = build_model(conv_cfg(distortion_weight_softening=10.0), (None, None, 1))
+    x = np.zeros([2, 8, 8, 1], np.float32)
+    x[0, 3, 4, 0] = 40.0
+    eta = tf.constant([4, 4])
+    mu = model.decode_mean(model.encode(tf.constant(x), eta)).numpy().astype(np.float64)
+    out = model.compute_losses(tf.constant(x), 0, 0, 1, eta=eta)
+    w = np.cosh(x.astype(np.float64) / 10.0)
+    expected = (w * (x - mu) ** 2).sum(axis=(1, 2, 3)) / w.sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(out["loss_primary"].numpy(), expected.mean(), rtol=1e-5)
+    assert not np.isclose(out["loss_primary"].numpy(), out["mse"].numpy().mean(), rtol=1e-3)

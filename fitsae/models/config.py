@@ -82,6 +82,13 @@ class ModelConfig:
         What the mean decoder sees in training when ``rate_lambda`` is set: the rounded latent
         with a straight-through gradient (what it will decode from the file), or the latent plus
         the same uniform noise the rate is measured on (Ballé et al. 2017).
+    distortion_weight_softening : float, optional
+        Weigh each pixel's squared error (normalized units) by w = cosh(x/s), x the normalized
+        target, normalized per example by the mean w; unset (default): plain MSE. With s the
+        data's ``asinh_softening`` this is the squared error in physical noise units divided by a
+        variance that grows with the flux as Poisson noise does (a 300σ core: w ≈ 30 where the
+        physical error would weigh it ≈ 900 and the stretch 1), so bright cores get their due
+        without the faint sky losing all of it.
     bvae : BVAEConfig
         ``kind: bvae`` only: architecture (dense/conv), log β range, β_r, KL warm-up, free bits
         (see ``fitsae.models.bvae_config``).
@@ -106,6 +113,7 @@ class ModelConfig:
     rate_lambda: Optional[float] = None
     rate_lambda_eta_power: float = 0.0
     rate_decoder_input: Literal["round", "noise"] = "round"
+    distortion_weight_softening: Optional[float] = None
     bvae: BVAEConfig = field(default_factory=BVAEConfig)
 
     def __post_init__(self):
@@ -126,6 +134,9 @@ class ModelConfig:
                 raise ValueError(f"strides must be >= 1, got {self.strides}")
         if self.rate_lambda is not None and not self.rate_lambda > 0:
             raise ValueError(f"rate_lambda must be positive (or unset for no rate term), got {self.rate_lambda}")
+        if self.distortion_weight_softening is not None and not self.distortion_weight_softening > 0:
+            raise ValueError(f"distortion_weight_softening must be positive (or unset), got "
+                             f"{self.distortion_weight_softening}")
         if any(w < 1 for w in self.hidden + self.filters):
             raise ValueError("layer widths in hidden/filters must be >= 1")
 

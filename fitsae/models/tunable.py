@@ -218,13 +218,15 @@ class TunableAutoencoder(TileScoring, keras.Model):
         logvar = self.decode_var(z_var, training=training)
         mse = losses.mse(x, mu)
         nll = losses.gaussian_nll(x, tf.stop_gradient(mu), logvar)
+        cfg = self.model_config
+        distortion = mse if cfg.distortion_weight_softening is None else \
+            losses.weighted_mse(x, mu, cfg.distortion_weight_softening)
         if self.trains_rate:
-            cfg = self.model_config
             share = tf.cast(eta, tf.float32) / float(self.latent_channels)
             lam = cfg.rate_lambda * tf.pow(share, cfg.rate_lambda_eta_power)
-            primary = tf.reduce_mean(lam * mse + out["bpp"])
+            primary = tf.reduce_mean(lam * distortion + out["bpp"])
         else:
-            primary = tf.reduce_mean(mse)
+            primary = tf.reduce_mean(distortion)
         return {
             "loss_primary": primary,
             "loss_variance": tf.reduce_mean(nll),
