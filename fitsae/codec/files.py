@@ -27,6 +27,7 @@ from fitsae.entropy import CodingError
 from fitsae.codec.errors import CodecError
 from fitsae.codec.planes import Geometry, normalized, pad, physical, plane_record, read_plane, \
     stored_hdu
+from fitsae.data.normalize import normalize, sigma_to_physical
 
 __all__ = ["SELECTIONS", "DEFAULT_TILE", "compress_files", "decompress_file", "parse_section", "container_format"]
 
@@ -279,12 +280,10 @@ def _decode_tile(codec: TileCodec, data_cfg, geometry: Geometry, plane: Plane, t
     sig = None
     if sigma:
         log_var = codec.log_variance(k)[0, :tile.h, :tile.w].astype(np.float64)
-        sig = np.exp(0.5 * log_var) * plane.scale
-        if data_cfg.normalization == "asinh":
-            # dp/dx of p = offset + scale·a·sinh(x/a) is scale·cosh(x/a) = scale·√(1 + u²), u the
-            # decoded μ standardized and over a: taken at the μ written, background tiles included.
-            u = (mu - plane.offset) / (plane.scale * data_cfg.asinh_softening)
-            sig = sig * np.sqrt(1.0 + u * u)
+        # The stretch's slope at the μ written (clipped, background tiles included), not at the
+        # model's unclipped μ: the SIGMA plane describes the decoded pixels.
+        sig = sigma_to_physical(np.exp(0.5 * log_var), normalize(mu, plane.offset, plane.scale, data_cfg),
+                                plane.scale, data_cfg)
     mask = unpack_mask(tile.mask, (tile.h, tile.w))
     return mu32, sig, mask, matches
 

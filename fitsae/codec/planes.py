@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from fitsae.codec.errors import CodecError
 
-__all__ = ["Geometry", "SourcePlane", "pad", "read_plane", "physical", "physical_sigma", "stored_hdu"]
+__all__ = ["Geometry", "SourcePlane", "pad", "read_plane", "physical", "stored_hdu"]
 
 
 @dataclass
@@ -94,13 +94,6 @@ def physical(mu: np.ndarray, offset, scale, data_cfg, lo, hi) -> np.ndarray:
 
     phys = np.asarray(denormalize(np.asarray(mu, np.float64), np.float64(offset), np.float64(scale), data_cfg))
     return np.clip(phys, np.reshape(lo, (-1, 1, 1)), np.reshape(hi, (-1, 1, 1)))
-
-
-def physical_sigma(log_var: np.ndarray, mu_norm: np.ndarray, scale, data_cfg) -> np.ndarray:
-    """Predicted σ in physical units from normalized log σ² and μ (asinh: its local slope)."""
-    from fitsae.data.normalize import sigma_to_physical
-
-    return sigma_to_physical(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(scale), data_cfg)
 
 
 def stored_hdu(values: np.ndarray, mask: np.ndarray, plane, header: fits.Header, primary: bool):

@@ -183,12 +183,20 @@ def _expand(v, ndim, xp):
 
 
 def normalize(p, offset, scale, cfg):
-    """Physical pixels → model input (TensorFlow). ``offset``/``scale`` broadcast over ``p``.
+    """Physical pixels → model input. ``offset``/``scale`` broadcast over ``p``.
 
-    ``none`` returns ``p`` untouched (see the module docstring: no arithmetic, no flushed subnormals).
+    A tensor goes through TensorFlow (:func:`standardize`, :func:`stretch`: what the pipeline and
+    the encoder feed the model); a numpy array through numpy in its own precision, so a decoded
+    physical value can be placed on the model's scale. ``none`` returns ``p`` untouched (no
+    arithmetic, no flushed subnormals).
     """
     if cfg.normalization == "none":
         return p
+    if isinstance(p, np.ndarray):
+        x = (p - offset) / scale
+        if cfg.normalization == "asinh":
+            x = cfg.asinh_softening * np.arcsinh(x / cfg.asinh_softening)
+        return x
     return stretch(standardize(p, offset, scale), cfg)
 
 
@@ -216,9 +224,11 @@ def stretch(x, cfg):
 def sigma_to_physical(sigma, mu, scale, cfg) -> np.ndarray:
     """A predicted σ (normalized units) in physical units, to first order through the stretch.
 
-    σ·scale for an affine normalization; for ``asinh`` also times d/dx [a·sinh(x/a)] = cosh(μ/a) at
-    the predicted μ (normalized), which is what makes σ grow on bright pixels. ``none`` keeps σ.
-    numpy in, float64 out; ``scale`` is (B,) or a scalar.
+    The one place σ crosses the normalization (evaluation, the error-bounded codec's widths and
+    decompress's ``SIGMA`` plane all call it). σ·scale for an affine normalization; for ``asinh``
+    also times d/dx [a·sinh(x/a)] = cosh(μ/a) at the mean ``mu`` in normalized units (a physical
+    mean goes through :func:`normalize` first), which is what makes σ grow on bright pixels.
+    ``none`` keeps σ. numpy in, float64 out; ``scale`` is (B,) or a scalar.
     """
     sigma = np.asarray(sigma, np.float64)
     if cfg.normalization == "none":
