@@ -93,12 +93,12 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         tile_bad, zeros = bad[cut], zeros_all[cut]
         values = pixels[cut]
         measured = values[~tile_bad]
-        lo, hi = (float(measured.min()), float(measured.max())) if measured.size else (float(row.offset),) * 2
+        lo, hi = (float(measured.min()), float(measured.max())) if measured.size else (float(row.median),) * 2
         where = f"{row.path}, HDU {row.hdu}, plane {row.plane}, tile at ({y0}, {x0})"
         frame = quant.frame(where, row.bitpix, row.bzero, row.bscale, _tile_noise(values, row), index, y0, x0,
                             (h, w))
         raw = None if src.raw is None else src.raw[cut]
-        k = frame.quantize(np.where(tile_bad, row.offset, values), raw)
+        k = frame.quantize(np.where(tile_bad, row.median, values), raw)
         special = tile_bad | zeros
         z = codec.latents(pad(x[cut], geometry.padded(h, w))[None])
         best = None

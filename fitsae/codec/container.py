@@ -79,6 +79,10 @@ class BoundedTile:
 
 @dataclass
 class Plane:
+    """One source plane and its tiles. ``offset``/``scale`` (headers ``OFFSET``/``SCALE``) are the
+    normalization's shift and scale: the manifest's ``median`` and noise σ, or 0 and 1 under
+    ``none``; never the median itself."""
+
     source: str
     hdu: int
     plane: int

@@ -69,7 +69,7 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int,
             cut = (slice(y0, y0 + h), slice(x0, x0 + w))
             measured = ~bad[cut]
             values = pixels[cut][measured]
-            lo, hi = (float(values.min()), float(values.max())) if values.size else (float(row.offset),) * 2
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (float(row.median),) * 2
             xs.append(pad(x[cut], shape))
             targets.append(pad(filled[cut], shape))
             weight = np.zeros(shape, bool)

@@ -132,8 +132,8 @@ def normalized(row, pixels: np.ndarray, data_cfg) -> tuple:
     from fitsae.data.normalize import image_parameters, normalize
 
     bad = ~np.isfinite(pixels)
-    filled = np.where(bad, row.offset, pixels)
-    offset, scale, _ = image_parameters(row.offset, row.noise, data_cfg.normalization)
+    filled = np.where(bad, row.median, pixels)
+    offset, scale, _ = image_parameters(row.median, row.noise, data_cfg.normalization)
     x = np.asarray(normalize(tf.constant(filled, tf.float32), offset, scale, data_cfg), np.float32)
     return bad, filled, offset, scale, x
 

@@ -58,8 +58,9 @@ class DataConfig:
         pixels (``fitsae index --noise`` sets it). None: header ``NOISE``, else the estimate
         (:mod:`fitsae.data.normalize`).
     fill : {"offset", "zero"}
-        Value given to NaN/Inf/BLANK pixels and ``pad`` margins: the image's robust offset
-        (normalized 0, i.e. background) or physical 0. How many pixels were filled is in the
+        Value given to NaN/Inf/BLANK pixels and ``pad`` margins: the image's median (the
+        manifest's ``median``; normalized 0, i.e. background) or physical 0. The value is spelled
+        ``offset`` because configs already use it. How many pixels were filled is in the
         manifest (``n_masked``).
     parallel_reads : int or None
         Concurrent tile reads/decodes per rank (None: tf.data AUTOTUNE).

@@ -52,7 +52,7 @@ _DIFF5_NORM = sum(c * c for c in _DIFF5)
 
 @dataclass(frozen=True)
 class PlaneStats:
-    offset: float
+    median: float
     noise: float
     noise_source: str  # "config", "header", "diff5", "quantization", "std", "unit"
     n_masked: int
@@ -149,12 +149,12 @@ def robust_stats(plane: np.ndarray, header_noise: float | None = None,
     if n_finite == 0:
         raise ValueError(f"all {n_pixels} pixels are NaN, Inf or BLANK")
     values = data[finite].astype(np.float64)
-    offset = float(np.median(values))
+    median = float(np.median(values))
     if quantum is None and np.issubdtype(data.dtype, np.floating) and np.array_equal(values, np.rint(values)):
         quantum = 1.0
 
     def stats(sigma, source):
-        return PlaneStats(offset, float(sigma), source, n_pixels - n_finite, n_pixels)
+        return PlaneStats(median, float(sigma), source, n_pixels - n_finite, n_pixels)
 
     if _usable(noise):
         return stats(noise, "config")

@@ -91,8 +91,8 @@ class Reader:
         # Integers decoded without BLANK can hold no NaN; only floats, BLANK, astropy and padding can.
         self._may_have_holes = self.cfg.edge == "pad" or any(
             r.compressed or r.bitpix < 0 or r.spec.mode == "scale" for r in rows)
-        params = [image_parameters(r.offset, r.noise, self.cfg.normalization) for r in rows]
-        fill = [r.offset if self.cfg.fill == "offset" else 0.0 for r in rows]
+        params = [image_parameters(r.median, r.noise, self.cfg.normalization) for r in rows]
+        fill = [r.median if self.cfg.fill == "offset" else 0.0 for r in rows]
         self.tables = {
             "path": tf.constant([r.path for r in rows]),
             "branch": tf.constant(branch_of_row, tf.int32),
