@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and fpack (RICE_1/HCOMPRESS_1, dithered, 256x256 tiles) and JPEG-XL (on RICE's integers) "
         "at measured bits per pixel; against the noiseless truth too where simulated data carry "
         "one (TRUTH planes). η is a budget, as in `fitsae "
-        "compress`: each tile keeps its best η' <= η channels; exactly η channels are scored beside "
-        "it (ae_fixed_mask). Writes report.json, "
+        "compress`: each tile keeps its best η' <= η channels; the plain mask (exactly η channels) is "
+        "scored beside it (ae_fixed_mask). Writes report.json, "
         "results.csv and PNG plots; prints the AE-vs-PCA table.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

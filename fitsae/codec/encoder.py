@@ -152,7 +152,7 @@ class TileCodec:
         (dict, dict)
             ``{η: Choice}`` with the budget choice (the η′ with the smallest error among η′ = 0,
             the tile's median alone, and :func:`fitsae.budget.candidates`; ties keep the smaller
-            η′), and ``{η: Choice}`` with the plain mask (exactly η channels).
+            η′), and ``{η: Choice}`` with the plain mask (exactly η channels, every tile).
         """
         budgets = sorted(int(b) for b in budgets)
         z = self.latents(x)
@@ -166,7 +166,7 @@ class TileCodec:
         mu0, mu0_phys = bg_norm[:, None, None] * flat, bg_phys[:, None, None] * flat
         error0 = np.sum(np.where(weight, (target - mu0_phys) ** 2, 0.0), axis=(1, 2))
         best.offer(BACKGROUND, error0, np.zeros(z.shape[:-1] + (top,), np.int64), mu0, mu0_phys)
-        chosen, fixed = {}, {}
+        chosen, plain = {}, {}
         for kept in decodes:
             k = self.tables.symbols(z[..., :kept])
             mu = self.mean(k)
@@ -177,10 +177,10 @@ class TileCodec:
             trial = best if kept in steps else best.copy()
             trial.offer(kept, error, padded, mu, mu_phys)
             if kept in budgets:
-                fixed[kept] = Choice(np.full(len(x), kept), padded[..., :kept], mu, mu_phys, error, bg_phys)
+                plain[kept] = Choice(np.full(len(x), kept), padded[..., :kept], mu, mu_phys, error, bg_phys)
                 eta, (symbols, c_mu, c_phys) = trial.eta.copy(), trial.arrays
                 chosen[kept] = Choice(eta, symbols[..., :kept], c_mu, c_phys, trial.error.copy(), bg_phys)
-        return chosen, fixed
+        return chosen, plain
 
     # --- bytes -------------------------------------------------------------------------------
 

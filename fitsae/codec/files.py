@@ -78,10 +78,10 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int,
             los.append(lo)
             his.append(hi)
         los, his = np.array(los), np.array(his)
-        chosen, fixed = codec.choose(np.stack(xs), np.stack(targets),
+        chosen, plain = codec.choose(np.stack(xs), np.stack(targets),
                                      lambda mu: physical(mu, offset, scale, data_cfg, los, his), [eta],
                                      np.stack(weights))
-        result = (chosen if select == "best" else fixed)[eta]
+        result = (chosen if select == "best" else plain)[eta]
         for i, (y0, x0, h, w) in enumerate(origins):
             kept = int(result.eta[i])
             k = result.symbols[i][..., :kept]
@@ -133,7 +133,7 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
         ``<stem>.fae.fits`` per input (two inputs with the same stem are refused).
     select : {"best", "fixed"}
         ``best``: each tile keeps the first η′ ≤ η channels that reconstruct it best
-        (:mod:`fitsae.budget`); ``fixed``: exactly η.
+        (:mod:`fitsae.budget`); ``fixed``: the plain mask, exactly η.
     tile : int
         Side of the square tiles a plane is cut into (conv models; a multiple of the stride).
     quantization : fitsae.codec.quantize.Quantization, optional

@@ -97,7 +97,7 @@ def _error_vs_ratio(report: dict, path: Path) -> Figure:
     fig, axes = _subplots(1, 2, figsize=(10, 4))
     methods = [("ae", "o-", "AE (budget η: best η′ ≤ η per tile)"), ("pca", "s--", "PCA")]
     if any("ae_fixed_mask" in r for r in rows):
-        methods.insert(1, ("ae_fixed_mask", "x:", "AE, exactly η channels"))
+        methods.insert(1, ("ae_fixed_mask", "x:", "AE, plain mask (exactly η channels)"))
     for method, style, label in methods:
         ratio = np.array([(r.get(method) or {}).get("compression_ratio", r["compression_ratio"]) for r in rows],
                          dtype=float)
@@ -126,7 +126,7 @@ def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str
     shown = set(pick_etas([r["eta"] for r in rows]))
     series = []
     for method, style, label in (("ae", "o-", "AE, budget η (" + ("coded bits" if coded else "32-bit latents") + ")"),
-                                 ("ae_fixed_mask", "x:", "AE, exactly η channels"),
+                                 ("ae_fixed_mask", "x:", "AE, plain mask (exactly η channels)"),
                                  ("pca", "s--", "PCA (" + ("coded coefficients" if pca_coded else "32-bit coefficients") + ")")):
         points = [(method_bits(r, method), r[method], f"η={r['eta']}" if r["eta"] in shown else "")
                   for r in rows if r.get(method)]
