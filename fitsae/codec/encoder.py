@@ -1,18 +1,15 @@
 """The one encoder: tiles → quantized latents within a budget → coded bytes, and back to μ.
 
-``fitsae compress`` and ``fitsae evaluate`` both call :meth:`TileCodec.choose`, so the
+Contract: ``fitsae compress`` and ``fitsae evaluate`` both call :meth:`TileCodec.choose`, so
 evaluation scores exactly what the codec writes: the same quantization, the same budget choice
-(:mod:`fitsae.budget`: each tile keeps the first η′ ≤ η channels whose decoded μ is closest to
-the tile in physical units) and the same coded bytes.
-
-η′ = 0 is one more candidate: the tile's background alone, μ = its median (the lower median, a
-measured pixel value, stored as a big-endian float32: the tile's 4 payload bytes). It is the
-trivial reconstruction the model has to beat, and the median itself rather than the decoder at
-all-zero latents because on a tile the model never learned (saturated columns, a frame far outside
-training) the decoder's output can be anything, and the codec must never be worse than sending the
-median alone. σ at η′ = 0 is still the variance decoder's at all-zero latents. A tile here is normalized pixels of a
-shape the model takes (conv: sides divisible by the stride; dense: the model's image size);
+(:mod:`fitsae.budget`) and the same coded bytes. η′ = 0 is one more candidate: μ = the tile's
+lower median (a measured pixel value, stored as a big-endian float32), with σ the variance
+decoder's at all-zero latents. A tile here is normalized pixels of a shape the model takes;
 cutting planes into tiles and padding them is the caller's (:mod:`fitsae.codec.files`).
+
+Why the median at η′ = 0 and not the decoder at zero latents: on a tile the model never learned
+(saturated columns, a frame far from training) the decoder's output can be anything, and the
+codec must never be worse than sending the median alone.
 """
 
 from __future__ import annotations
