@@ -114,7 +114,7 @@ def decode_words_tf(raw, spec: DecodeSpec, fixed_length: int | None = None):
     """Bytes → integers of the pixel width, still in FITS (big-endian) byte order: a plain copy.
 
     Together with :func:`swap_words_tf` this replaces ``decode_raw(..., little_endian=False)``,
-    which reverses the bytes of one element at a time (measured ~6x slower than the copy). With
+    which reverses the bytes of one element at a time (far slower: docs/measurements.md). With
     ``fixed_length`` every string is cut or zero-padded to that many bytes, so strings of
     different lengths (whole files with different trailers) decode as one batch.
     """
