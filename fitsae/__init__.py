@@ -1,5 +1,9 @@
 """fitsae: tunable-rate autoencoders that compress astronomical FITS images at cluster scale.
 
+Layers, lowest first, each importing only those below it: ``io`` (FITS), ``data`` (manifest,
+pipeline, normalization, simulation), ``entropy``, ``models``, ``distributed``, ``train``,
+``codec``, ``evaluate``, ``cli``. Import the submodules directly.
+
 Importing the package is cheap on purpose (no TensorFlow), so ``fitsae --help`` is instant.
 """
 

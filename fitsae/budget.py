@@ -1,40 +1,14 @@
 """Rate budgets: at budget η the encoder keeps the first η′ ≤ η channels that reconstruct best.
 
-Why
----
-One tunable-rate model serves every η, but nothing in a finite training makes the decoder use a
-further channel well on every image. On the demo's GalSim fields the error of the plain mask (keep
-exactly η channels) goes up and down with η by several per cent: the pooled error is ruled by a
-dozen star cores per tile that the loss (in asinh units) weighs no more than noise, and how well
-the decoder happens to fit them jumps from one η to the next (see the report's ``bands``).
+Contract: the codec (per tile, :mod:`fitsae.codec.encoder`) and evaluation (per scored tile,
+:mod:`fitsae.evaluate.scoring`) try η′ = 0 (the tile's median alone) and the η′ of
+:func:`candidates`, and keep the one whose μ has the smallest squared error in physical units
+(ties keep the smaller η′). The stored channel count is η′, so the decoder needs nothing more.
+By construction the error is never above the plain mask's (exactly η channels), never grows
+from one ladder budget to a larger one, and the stored rate is at most η channels.
 
-The encoder has the original image, so it can do what classical codecs do in their mode
-decision: decode with η′ = 1, 2, …, η channels, keep the η′ whose μ is closest to the image (the
-smallest squared error in physical units; ties keep the smaller η′) and store only those
-channels. The decoder needs nothing more: the stored channel count *is* η′, and the dropped
-channels are zero exactly as in training. Two things follow by construction, per image and so
-for any sum over images:
-
-- the error never grows with the budget (η′ ranges over a larger set), and it is never larger
-  than the plain mask's error at the same η;
-- the stored rate is η′ ≤ η channels, so the budget's compression ratio is a lower bound.
-
-Below η′ = 1 the codec also tries η′ = 0, the tile's median alone (:mod:`fitsae.codec.encoder`):
-where the model is bad (a tile unlike anything it learned) the budget then falls back to the
-trivial reconstruction instead of sending a worse one.
-
-The cost is one decode per tried η′ at compression time, none at decompression. Up to
-``EXHAUSTIVE_UP_TO`` channels every η′ ≤ η is tried; a model with more channels tries the values
-of a fixed log-spaced ladder (:func:`ladder`) below η, and η itself (:func:`candidates`), so
-compressing with a 192-channel model costs at most 65 decodes, not 192. The error then falls
-with the budget across ladder values (the candidates of a budget on the ladder are among those
-of every larger budget); a budget off the ladder is tried by itself and is not a candidate of the
-next one, so between two such budgets the error may rise. Evaluation scores ladder budgets only
-by default.
-
-Where the choice is made: per image plane in :mod:`fitsae.codec` (one η′ per ``LATENT`` HDU) and
-per scored tile in :mod:`fitsae.evaluate.scoring`. The two coincide when a plane is one tile (the
-demo's 256×256 fields); a larger plane gets one η′ for the whole plane from the codec.
+Why: nothing in a finite training makes the decoder use every further channel well on every
+image; the encoder has the image and can check, as classical codecs do in their mode decision.
 """
 
 from __future__ import annotations
@@ -59,7 +33,11 @@ def ladder(channels: int) -> list[int]:
 def candidates(eta: int, channels: int) -> list[int]:
     """The η′ an encoder with budget ``eta`` tries, in increasing order: the ladder's values
     ≤ η, and η itself. A budget on the ladder, and all it tries, is tried by every larger
-    budget: that is what keeps the error from rising between ladder budgets."""
+    budget: that is what keeps the error from rising between ladder budgets. A budget off the
+    ladder is no candidate of the next one, so between two such budgets the error may rise
+    (evaluation scores ladder budgets by default). Each candidate costs one decode at
+    compression and none at decompression: at most ``LADDER_SIZE`` + 1, e.g. 65 for a
+    192-channel model."""
     eta = int(eta)
     tried = [k for k in ladder(channels) if k <= eta]
     return tried if tried and tried[-1] == eta else tried + [eta]

@@ -1,22 +1,14 @@
 """Workers: Horovod + mpi4py when launched by ``mpirun``/``srun``, one plain process otherwise.
 
-Everything distributed in fitsae goes through this module so that the same code runs on 1 or
-500 ranks unchanged:
+Contract: everything distributed in fitsae goes through this module, so the same code runs on
+1 or 500 ranks. :func:`init_workers` reads the launcher's environment: a plain call never
+imports Horovod or mpi4py (they would start MPI, and may fail on a login node); under MPI,
+mpi4py starts first and hands ``COMM_WORLD`` to Horovod, so both share one communicator.
+:func:`allreduce_sum` is exact (float64 sums and counts, so a global mean weighs every item
+once); :func:`comm` is mpi4py's communicator, or :class:`SingleComm` for a world of one.
 
-- :func:`init_workers` decides from the launcher's environment whether this is an MPI job. A plain
-  ``python``/``fitsae`` call never imports Horovod or mpi4py (they would start MPI and may fail on
-  a login node); under ``mpirun`` or ``srun --mpi=pmix`` it initialises mpi4py first and hands
-  ``MPI.COMM_WORLD`` to Horovod, so both share one communicator.
-- :func:`gradient` and :func:`broadcast` hide the Keras-3 variable fix (Horovod issue #4290:
-  ``'Variable' object has no attribute 'ref'``): Horovod 0.28.1 only understands ``tf.Variable``,
-  so it is given the backing variables (``keras_variable.value``) while Keras optimizers keep
-  receiving the Keras variables.
-- :func:`allreduce_sum` reduces sums and counts exactly (float64), so a global mean is
-  ``sum / count`` over all ranks rather than a mean of per-rank means that weighs a short last
-  shard like a full one.
-- :func:`comm` returns the mpi4py communicator for non-tensor collectives (gathering manifests,
-  evaluation shards, stop flags); in a single process it is :class:`SingleComm`, which
-  implements the few collectives fitsae uses for a world of one.
+Why: one entry point is where the launcher quirks and the Keras 3 ⇄ Horovod variable fix
+(:func:`gradient`, :func:`broadcast`) live, instead of in every caller.
 """
 
 from __future__ import annotations
@@ -262,7 +254,9 @@ def root_print(*args, **kwargs) -> None:
 
 
 def _backing(variables: Iterable) -> list:
-    # Keras 3 variables wrap a tf.Variable in `.value`; plain tf.Variables pass through.
+    # Horovod 0.28.1 understands only tf.Variable ('Variable' object has no attribute 'ref',
+    # Horovod issue #4290): it gets the tf.Variable each Keras 3 variable wraps in `.value`,
+    # while the optimizers keep the Keras variables. Plain tf.Variables pass through.
     out = []
     for v in variables:
         value = getattr(v, "value", None)

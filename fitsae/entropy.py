@@ -24,7 +24,8 @@ from astropy.io import fits
 from fitsae.errors import FitsaeError
 
 __all__ = ["PRECISION", "TAIL_MASS", "CodingError", "LatentTables", "tables_from_prior", "tables_from_latents",
-           "tables_from_widths", "tables_to_hdu", "tables_from_hdu", "encode_latents", "decode_latents"]
+           "tables_from_widths", "tables_to_hdu", "tables_from_hdu", "encode_latents", "decode_latents",
+           "join_stream", "split_stream"]
 
 PRECISION = 24  # bits of the fixed-point frequencies: constriction's default for its ANS coder
 TAIL_MASS = 1e-6  # probability left outside a learned prior's support, given to the escape
@@ -190,6 +191,30 @@ def tables_from_widths(widths: np.ndarray, step: float) -> LatentTables:
     return LatentTables(np.full(len(widths), float(step)), np.array(lows, np.int64), tuple(freqs), "laplace")
 
 
+def join_stream(coder, escaped: np.ndarray, escape_dtype: str) -> bytes:
+    """A coded block: the ANS ``coder``'s words (uint32 LE) ‖ the ``escaped`` values (``escape_dtype``).
+
+    The latents' and the error-bounded residuals' blocks share this layout (int32 and int64
+    escapes); the escape count is stored beside the block, not in it.
+    """
+    words = np.asarray(coder.get_compressed(), dtype="<u4")
+    return words.tobytes() + np.asarray(escaped).astype(escape_dtype).tobytes()
+
+
+def split_stream(data: bytes, escapes: int, escape_dtype: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`join_stream`: (uint32 ANS words, int64 escaped values).
+
+    :class:`CodingError` when ``data`` cannot hold ``escapes`` escaped values (named ``what`` in
+    the message) and whole words.
+    """
+    size, n_esc = np.dtype(escape_dtype).itemsize, int(escapes)
+    if n_esc < 0 or size * n_esc > len(data) or (len(data) - size * n_esc) % 4:
+        raise CodingError(f"{len(data)} coded bytes cannot hold {n_esc} {what} and whole ANS words")
+    split = len(data) - size * n_esc
+    return (np.frombuffer(data[:split], dtype="<u4").astype(np.uint32),
+            np.frombuffer(data[split:], dtype=escape_dtype).astype(np.int64))
+
+
 def _categorical(freqs: np.ndarray):
     import constriction
 
@@ -210,11 +235,10 @@ def encode_latents(tables: LatentTables, k: np.ndarray) -> tuple[bytes, int]:
         escaped_values.append(flat[escaped, c])
     for c in reversed(range(flat.shape[1])):  # a stack: encode last what is decoded first
         coder.encode_reverse(indices[c], _categorical(tables.freqs[c]))
-    words = np.asarray(coder.get_compressed(), dtype="<u4")
     escapes = np.concatenate(escaped_values) if escaped_values else np.zeros(0, np.int64)
     if np.any(np.abs(escapes) >= 2 ** 31):
         raise CodingError(f"a latent integer {int(np.abs(escapes).max())} does not fit the escape's 32 bits")
-    return words.tobytes() + escapes.astype("<i4").tobytes(), int(len(escapes))
+    return join_stream(coder, escapes, "<i4"), int(len(escapes))
 
 
 def decode_latents(tables: LatentTables, data: bytes, escapes: int, shape: tuple) -> np.ndarray:
@@ -222,11 +246,7 @@ def decode_latents(tables: LatentTables, data: bytes, escapes: int, shape: tuple
     import constriction
 
     n_esc = int(escapes)
-    if n_esc < 0 or 4 * n_esc > len(data) or (len(data) - 4 * n_esc) % 4:
-        raise CodingError(f"{len(data)} coded bytes cannot hold {n_esc} escaped values and whole ANS words")
-    split = len(data) - 4 * n_esc
-    words = np.frombuffer(data[:split], dtype="<u4").astype(np.uint32)
-    escaped_values = np.frombuffer(data[split:], dtype="<i4").astype(np.int64)
+    words, escaped_values = split_stream(data, n_esc, "<i4", "escaped values")
     channels = shape[-1]
     if channels > tables.channels:
         raise CodingError(f"{channels} channels coded, the tables have {tables.channels}")

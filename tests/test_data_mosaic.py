@@ -52,4 +52,4 @@ def test_large_planes_are_measured_on_sampled_rows(tmp_path, monkeypatch):
     manifest, _ = index_paths([str(tmp_path)], DataConfig(tile=16))
     row = manifest[0]
     assert row.stats_sampled and row.n_pixels == 16 * 64
-    assert abs(row.noise / 4.0 - 1) < 0.2 and abs(row.offset - 100.0) < 2.0
+    assert abs(row.noise / 4.0 - 1) < 0.2 and abs(row.median - 100.0) < 2.0

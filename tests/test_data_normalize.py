@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from fitsae.data.config import DataConfig
-from fitsae.data.normalize import denormalize, image_parameters, normalize, robust_stats
+from fitsae.data.normalize import denormalize, image_parameters, normalize, robust_stats, sigma_to_physical
 from data_helpers import gaussian_field
 
 
@@ -20,7 +20,7 @@ def test_noise_and_background_are_recovered_despite_sources():
     stats = robust_stats(data)
     assert stats.noise_source == "diff5"
     assert abs(stats.noise / 7.0 - 1) < 0.05
-    assert abs(stats.offset - 325.0) < 3.0
+    assert abs(stats.median - 325.0) < 3.0
 
 
 def _noise_field(sigma: float, seed: int) -> np.ndarray:
@@ -113,6 +113,22 @@ def test_denormalize_inverts_normalize(normalization):
     np.testing.assert_allclose(back_tf, physical, rtol=1e-12)
     x32 = tf.cast(x, tf.float32)
     np.testing.assert_allclose(denormalize(x32, offset, scale, cfg).numpy(), physical, rtol=1e-5)
+
+
+@pytest.mark.parametrize("normalization", ["robust", "asinh", "none"])
+def test_numpy_normalize_matches_tensorflow_and_places_a_physical_mean_for_sigma(normalization):
+    cfg = DataConfig(normalization=normalization)
+    rng = np.random.default_rng(5)
+    physical = rng.normal(1000.0, 20.0, (8, 8)) + rng.exponential(500.0, (8, 8))
+    offset, scale, _ = image_parameters(1000.0, 20.0, normalization)
+    x_np = normalize(physical, float(offset), float(scale), cfg)
+    x_tf = normalize(tf.constant(physical), offset, scale, cfg)
+    np.testing.assert_allclose(x_np, np.asarray(x_tf), rtol=1e-12, atol=1e-12)
+    # σ at a physical mean: the slope of p = offset + scale·a·sinh(x/a) there, scale·√(1 + u²)
+    sigma = rng.uniform(0.5, 2.0, (8, 8))
+    u = (physical - float(offset)) / (float(scale) * cfg.asinh_softening)
+    slope = {"robust": float(scale), "asinh": float(scale) * np.sqrt(1.0 + u * u), "none": 1.0}[normalization]
+    np.testing.assert_allclose(sigma_to_physical(sigma, x_np, float(scale), cfg), sigma * slope, rtol=1e-13)
 
 
 def test_index_takes_noise_from_option_header_or_integer_aware_estimate(tmp_path):

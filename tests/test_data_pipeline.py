@@ -316,3 +316,12 @@ def test_manifest_round_trip_and_corrupt_line(dataset, tmp_path):
     (tmp_path / "bad.jsonl").write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]))
     with pytest.raises(ManifestError, match="line 3"):
         Manifest.load(tmp_path / "bad.jsonl")
+
+
+def test_manifests_that_name_the_median_offset_still_load(dataset, tmp_path):
+    _, manifest = dataset
+    manifest.save(tmp_path / "m.jsonl")
+    text = (tmp_path / "m.jsonl").read_text()
+    assert '"median": ' in text and '"offset": ' not in text
+    (tmp_path / "old.jsonl").write_text(text.replace('"median": ', '"offset": '))
+    assert Manifest.load(tmp_path / "old.jsonl") == manifest

@@ -12,12 +12,12 @@ import sys
 from fitsae import __version__
 
 VERBS = {
-    "simulate": "write simulated FITS fields (toy, GalSim) or digit/MNIST cubes",
+    "simulate": "write simulated FITS fields (toy, GalSim, sky) or digit/MNIST cubes",
     "index": "scan FITS files once and write the manifest training reads",
     "train": "train a tunable autoencoder (alone or under mpirun/srun)",
     "evaluate": "score a run's checkpoints against PCA and fpack on held-out images",
-    "compress": "encode FITS images to latents at a chosen eta",
-    "decompress": "decode latents back to FITS images (mean and sigma)",
+    "compress": "encode FITS images into .fae.fits containers at a budget eta",
+    "decompress": "decode .fae.fits containers back to FITS images",
     "doctor": "print the software stack and check Horovod/MPI",
 }
 

@@ -34,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files, directories or globs")
     p.add_argument("--run-dir", type=Path, required=True, help="run directory written by `fitsae train`")
     p.add_argument("--eta", type=int, required=True,
-                   help="budget of latent channels, 1..C (larger: better, bigger); each plane keeps the "
+                   help="budget of latent channels, 1..C (larger: better, bigger); each tile keeps the "
                    "first ETA' <= ETA channels that reconstruct it best")
     p.add_argument("--fixed-eta", action="store_true",
-                   help="keep exactly ETA channels in every plane (constant size, possibly worse)")
+                   help="the plain mask: keep exactly ETA channels in every tile (constant size, possibly worse)")
     p.add_argument("--out", type=Path, required=True,
                    help="output .fits file (one input file) or directory (<stem>.fae.fits per input)")
     p.add_argument("--checkpoint", default="latest", help="'latest' (default) or a step number")

@@ -1,23 +1,14 @@
 """``fitsae evaluate``: score a run's checkpoints on held-out images against PCA and fpack.
 
-Examples
---------
-Score the latest checkpoint on held-out FITS files, writing ``RUN/eval/report.json`` + plots and
-printing the AE-vs-PCA table::
+Examples::
 
-    fitsae evaluate --run-dir RUN --data test/*.fits
-
-Every checkpoint, on 4 ranks (each scores a quarter of the tiles)::
-
+    fitsae evaluate --run-dir RUN --data test/*.fits          # RUN/eval/report.json + plots
     mpirun -np 4 fitsae evaluate --run-dir RUN --data test/ --checkpoint all
+    fitsae evaluate --run-dir RUN --data test/ --watch &      # each new checkpoint, into RUN/tb/eval
+    fitsae evaluate --plot-only RUN/eval                      # redraw: no model, data or TensorFlow
 
-Follow a training run, scoring each new checkpoint into ``RUN/tb/eval``::
-
-    fitsae evaluate --run-dir RUN --data test/ --watch &
-
-Redraw the figures of an earlier evaluation (no model, no data, no TensorFlow)::
-
-    fitsae evaluate --plot-only RUN/eval
+A thin layer over :func:`fitsae.evaluate.runner.run`: options are checked here, before
+TensorFlow loads, and become an :class:`fitsae.evaluate.options.EvalOptions`.
 """
 
 from __future__ import annotations
@@ -37,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and fpack (RICE_1/HCOMPRESS_1, dithered, 256x256 tiles) and JPEG-XL (on RICE's integers) "
         "at measured bits per pixel; against the noiseless truth too where simulated data carry "
         "one (TRUTH planes). η is a budget, as in `fitsae "
-        "compress`: each tile keeps its best η' <= η channels; exactly η channels are scored beside "
-        "it (ae_fixed_mask). Writes report.json, "
+        "compress`: each tile keeps its best η' <= η channels; the plain mask (exactly η channels) is "
+        "scored beside it (ae_fixed_mask). Writes report.json, "
         "results.csv and PNG plots; prints the AE-vs-PCA table.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,13 @@
-"""``fitsae index``: scan FITS files once, write the manifest and the list of rejected inputs."""
+"""``fitsae index``: scan FITS files once, write the manifest and the list of rejected inputs.
+
+Example::
+
+    fitsae index data/ "night2/*.fits" --out data/train.jsonl [--noise 4.2] [--strict]
+
+A thin layer over :func:`fitsae.data.manifest.index_paths`. Exit 0 when at least one image plane
+is usable (with ``--strict``: and nothing was rejected), 2 otherwise; every rejection is printed
+and written to ``MANIFEST_STEM.rejected.jsonl`` with its path, HDU and reason.
+"""
 
 from __future__ import annotations
 

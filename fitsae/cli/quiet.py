@@ -1,16 +1,13 @@
 """Keep TensorFlow's start-up chatter off the user's terminal (``--verbose`` brings it back).
 
-TensorFlow logs through two C++ loggers. Its own (``2026-… I tensorflow/…cpu_feature_guard.cc``,
-oneDNN notices, "End of sequence" warnings from tf.data) obeys ``TF_CPP_MIN_LOG_LEVEL``, read when
-TensorFlow is imported. XLA, which the data pipeline's jit-compiled decoders start, logs through
-its own statically linked copy of absl: ``WARNING: All log messages before absl::InitializeLog()
-is called are written to STDERR`` then ``I0000 00:00:… service.cc:148] XLA service … initialized``
-lines. Measured with tensorflow-cpu 2.18.1: neither ``TF_CPP_MIN_LOG_LEVEL=3`` nor
-``TF_CPP_MAX_VLOG_LEVEL``, ``GLOG_minloglevel`` or ``ABSL_MIN_LOG_LEVEL`` silences them, and that
-absl's level setters are not exported from ``libtensorflow_cc.so.2``. So stderr (fd 2, which C++
-writes to directly) is passed through a small forked filter process that drops exactly those absl
-INFO lines and copies everything else unchanged. A separate process, not a thread: it outlives a
-crash of the main process, so a fatal message written just before it is never lost.
+Contract: TensorFlow's own C++ log obeys ``TF_CPP_MIN_LOG_LEVEL``, set before it is imported;
+the lines of XLA's statically linked absl (``All log messages before absl::InitializeLog()``,
+``I0000 … XLA service … initialized``) obey no variable, so stderr (fd 2, which C++ writes to
+directly) is passed through a small forked filter process that drops exactly those absl INFO
+lines and copies everything else unchanged.
+
+Why a process, not a thread: it outlives a crash of the main process, so a fatal message
+written just before it is never lost. (Which variables were tried: docs/measurements.md.)
 """
 
 from __future__ import annotations

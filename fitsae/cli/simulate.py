@@ -1,4 +1,12 @@
-"""``fitsae simulate``: write simulated FITS images (toy, GalSim, sky) or digit/MNIST cubes."""
+"""``fitsae simulate``: write simulated FITS images (toy, GalSim, sky) or digit/MNIST cubes.
+
+Example::
+
+    fitsae simulate --kind sky --n 256 --size 256 --dtype int16 --out runs/sim/sky-256 --seed 0
+
+A thin layer over :func:`fitsae.data.simulate.simulate`; the same arguments write the same
+files. Exit 2, with the reason, when the output cannot be written or an argument is refused.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,13 @@
-"""``fitsae train``: train or resume a tunable autoencoder, alone or under mpirun/srun."""
+"""``fitsae train``: train or resume a tunable autoencoder, alone or under mpirun/srun.
+
+Example::
+
+    mpirun -np 2 fitsae train --config train/fullyconv-256.yaml --run-dir runs/fc --set train.steps=500
+
+A thin layer over :func:`fitsae.train.loop.train`: the config is resolved (defaults ← YAML ←
+``--set``) and checked before TensorFlow loads. The exit codes (:mod:`fitsae.train.signals`)
+tell a wrapper script whether to requeue; the ``--help`` epilog lists them.
+"""
 
 from __future__ import annotations
 

@@ -22,8 +22,9 @@ from fitsae.budget import ladder
 from fitsae.codec import residual
 from fitsae.codec.container import BoundedTile, Tile, pack_mask, unpack_mask
 from fitsae.codec.errors import CodecError
-from fitsae.codec.planes import normalized, pad, physical, physical_sigma, plane_record, read_plane
+from fitsae.codec.planes import normalized, pad, physical, plane_record, read_plane
 from fitsae.codec.quantize import Quantization, TileFrame, dither
+from fitsae.data.normalize import sigma_to_physical
 from fitsae.entropy import CodingError
 
 __all__ = ["header_cards", "mode_of", "encode_plane", "decode_tile", "pixel_checksum", "summary"]
@@ -65,7 +66,7 @@ def _grid_prediction(predictor, k_latent, frame: TileFrame, plane, data_cfg, lo,
     mu_norm, log_var = predictor(k_latent)
     mu_norm, log_var = mu_norm[:h, :w], log_var[:h, :w]
     mu = physical(mu_norm[None], plane.offset, plane.scale, data_cfg, [lo], [hi])[0]
-    sigma = physical_sigma(log_var, mu_norm, plane.scale, data_cfg)
+    sigma = sigma_to_physical(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(plane.scale), data_cfg)
     return residual.predict(frame.to_grid(mu), sigma / frame.delta), sigma
 
 
@@ -92,12 +93,12 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         tile_bad, zeros = bad[cut], zeros_all[cut]
         values = pixels[cut]
         measured = values[~tile_bad]
-        lo, hi = (float(measured.min()), float(measured.max())) if measured.size else (float(row.offset),) * 2
+        lo, hi = (float(measured.min()), float(measured.max())) if measured.size else (float(row.median),) * 2
         where = f"{row.path}, HDU {row.hdu}, plane {row.plane}, tile at ({y0}, {x0})"
         frame = quant.frame(where, row.bitpix, row.bzero, row.bscale, _tile_noise(values, row), index, y0, x0,
                             (h, w))
         raw = None if src.raw is None else src.raw[cut]
-        k = frame.quantize(np.where(tile_bad, row.offset, values), raw)
+        k = frame.quantize(np.where(tile_bad, row.median, values), raw)
         special = tile_bad | zeros
         z = codec.latents(pad(x[cut], geometry.padded(h, w))[None])
         best = None

@@ -1,24 +1,27 @@
 """The ``.fae.fits`` container, version 2: a FITS file astropy opens, one table row per tile.
 
-Layout (every HDU carries ``CHECKSUM``/``DATASUM``, verified on read, so altered bytes are an
-error, never a silently different image):
+This layout is the contract between ``compress`` and ``decompress``, so it is spelled out. Every
+HDU carries ``CHECKSUM``/``DATASUM``, verified on read: altered bytes are an error, never a
+silently different image.
 
 - primary HDU, no data: ``FAEFMT`` = ``fitsae-codec-2``, ``FAEVER``, ``MODDIG`` (SHA-256 of the
-  frozen model: weights and probability tables, :mod:`fitsae.codec.artifact`), ``RUNDIR`` and
-  ``CKPTSTEP`` (where the model came from, to say how to get it back), ``ETA`` (the budget),
-  ``ETASEL``, ``NORM``/``ASINHA`` (normalization), ``TILEH``/``TILEW``, ``NPLANES``;
-- per image plane i, a binary table ``TILES`` (EXTVER i): header ``SRCFILE``, ``SRCHDU``,
-  ``SRCPLANE``, ``SRCNAXIS``, ``ORIGH``/``ORIGW``, ``OFFSET``/``SCALE`` (normalization),
-  ``NFILLED`` (NaN/BLANK pixels), and the source's ``ORIGBPX``/``ORIGBZ``/``ORIGBS``/``ORIGBLK``;
-  one row per tile: ``Y0``, ``X0``, ``H``, ``W`` (where the tile sits), ``ETA`` (η′; 0: the
-  tile's median alone, ``DATA`` then holds it as one big-endian float32),
-  ``NESC`` (escaped latents), ``LO``/``HI`` (the tile's range: decoded values are kept inside
-  it), ``BITSEST`` (the bits the tables predicted), ``MUSUM`` (SHA-256 of the decoded μ),
-  ``DATA`` (coded latents, variable-length bytes) and ``MASK`` (zlib-packed NaN/BLANK mask, empty
-  when none) — so a section decodes without reading the rest; in the error-bounded modes
-  (primary ``FAEMODE``, ``DITHSEED``, ``RESFAM``) also ``DELTA``, ``ZERO``, ``UNITS`` (the tile's
-  quantization), ``RNESC``/``RDATA`` (coded pixels), ``PIXSUM`` (SHA-256 of the decoded pixels)
-  and ``ZEROS`` (exact zeros, packed like ``MASK``);
+  frozen model, :mod:`fitsae.codec.artifact`), ``RUNDIR``/``CKPTSTEP`` (where the model came
+  from), ``ETA`` (the budget), ``ETASEL`` (``best``, or ``fixed``: the plain mask), ``LATCH``,
+  ``TABLES``, ``NORM``/``ASINHA`` (normalization), ``TILEH``/``TILEW``, ``NPLANES``; in the
+  error-bounded modes ``FAEMODE``, ``DITHSEED``, ``RESFAM`` and the step's ``QLEVEL``/``MAXERR``/
+  ``NOISE`` (:func:`fitsae.codec.bounded.header_cards`);
+- per image plane i, a binary table ``TILES`` (EXTVER i). Header: ``SRCFILE``, ``SRCHDU``,
+  ``SRCPLANE``, ``SRCNAXIS``, ``SRCNAME``/``SRCVER`` (the source's EXTNAME/EXTVER),
+  ``ORIGH``/``ORIGW``, ``OFFSET``/``SCALE`` (the normalization's shift and scale, :class:`Plane`),
+  ``NFILLED`` (NaN/BLANK pixels), ``ORIGBPX``/``ORIGBZ``/``ORIGBS``/``ORIGBLK`` (the source's
+  BITPIX/BZERO/BSCALE/BLANK). One row per tile: ``Y0``, ``X0``, ``H``, ``W`` (where it sits),
+  ``ETA`` (η′; 0: the tile's median alone, ``DATA`` then holds it as one big-endian float32),
+  ``NESC`` (escaped latents), ``LO``/``HI`` (decoded values are kept inside this range),
+  ``BITSEST`` (the bits the tables predicted), ``MUSUM`` (SHA-256 of the decoded μ), ``DATA``
+  (coded latents) and ``MASK`` (zlib-packed NaN/BLANK mask, empty when none); in the
+  error-bounded modes also ``DELTA``, ``ZERO``, ``UNITS`` (the tile's quantization),
+  ``RNESC``/``RDATA`` (coded pixels), ``PIXSUM`` (SHA-256 of the decoded pixels) and ``ZEROS``
+  (exact zeros, packed like ``MASK``). A section decodes without reading the other rows;
 - per plane, a header-only image HDU ``SRCHDR`` (EXTVER i) holding the source HDU's header
   (WCS and every other card), so the decoded file keeps it.
 """
@@ -79,6 +82,10 @@ class BoundedTile:
 
 @dataclass
 class Plane:
+    """One source plane and its tiles. ``offset``/``scale`` (headers ``OFFSET``/``SCALE``) are the
+    normalization's shift and scale: the manifest's ``median`` and noise σ, or 0 and 1 under
+    ``none``; never the median itself."""
+
     source: str
     hdu: int
     plane: int

@@ -1,18 +1,15 @@
 """The one encoder: tiles → quantized latents within a budget → coded bytes, and back to μ.
 
-``fitsae compress`` and ``fitsae evaluate`` both call :meth:`TileCodec.choose`, so the
+Contract: ``fitsae compress`` and ``fitsae evaluate`` both call :meth:`TileCodec.choose`, so
 evaluation scores exactly what the codec writes: the same quantization, the same budget choice
-(:mod:`fitsae.budget`: each tile keeps the first η′ ≤ η channels whose decoded μ is closest to
-the tile in physical units) and the same coded bytes.
-
-η′ = 0 is one more candidate: the tile's background alone, μ = its median (the lower median, a
-measured pixel value, stored as a big-endian float32: the tile's 4 payload bytes). It is the
-trivial reconstruction the model has to beat, and the median itself rather than the decoder at
-all-zero latents because on a tile the model never learned (saturated columns, a frame far outside
-training) the decoder's output can be anything, and the codec must never be worse than sending the
-median alone. σ at η′ = 0 is still the variance decoder's at all-zero latents. A tile here is normalized pixels of a
-shape the model takes (conv: sides divisible by the stride; dense: the model's image size);
+(:mod:`fitsae.budget`) and the same coded bytes. η′ = 0 is one more candidate: μ = the tile's
+lower median (a measured pixel value, stored as a big-endian float32), with σ the variance
+decoder's at all-zero latents. A tile here is normalized pixels of a shape the model takes;
 cutting planes into tiles and padding them is the caller's (:mod:`fitsae.codec.files`).
+
+Why the median at η′ = 0 and not the decoder at zero latents: on a tile the model never learned
+(saturated columns, a frame far from training) the decoder's output can be anything, and the
+codec must never be worse than sending the median alone.
 """
 
 from __future__ import annotations
@@ -152,7 +149,7 @@ class TileCodec:
         (dict, dict)
             ``{η: Choice}`` with the budget choice (the η′ with the smallest error among η′ = 0,
             the tile's median alone, and :func:`fitsae.budget.candidates`; ties keep the smaller
-            η′), and ``{η: Choice}`` with the plain mask (exactly η channels).
+            η′), and ``{η: Choice}`` with the plain mask (exactly η channels, every tile).
         """
         budgets = sorted(int(b) for b in budgets)
         z = self.latents(x)
@@ -166,7 +163,7 @@ class TileCodec:
         mu0, mu0_phys = bg_norm[:, None, None] * flat, bg_phys[:, None, None] * flat
         error0 = np.sum(np.where(weight, (target - mu0_phys) ** 2, 0.0), axis=(1, 2))
         best.offer(BACKGROUND, error0, np.zeros(z.shape[:-1] + (top,), np.int64), mu0, mu0_phys)
-        chosen, fixed = {}, {}
+        chosen, plain = {}, {}
         for kept in decodes:
             k = self.tables.symbols(z[..., :kept])
             mu = self.mean(k)
@@ -177,10 +174,10 @@ class TileCodec:
             trial = best if kept in steps else best.copy()
             trial.offer(kept, error, padded, mu, mu_phys)
             if kept in budgets:
-                fixed[kept] = Choice(np.full(len(x), kept), padded[..., :kept], mu, mu_phys, error, bg_phys)
+                plain[kept] = Choice(np.full(len(x), kept), padded[..., :kept], mu, mu_phys, error, bg_phys)
                 eta, (symbols, c_mu, c_phys) = trial.eta.copy(), trial.arrays
                 chosen[kept] = Choice(eta, symbols[..., :kept], c_mu, c_phys, trial.error.copy(), bg_phys)
-        return chosen, fixed
+        return chosen, plain
 
     # --- bytes -------------------------------------------------------------------------------
 

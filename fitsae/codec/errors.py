@@ -1,4 +1,8 @@
-"""The codec's one error type: every expected failure of compress/decompress is one of these."""
+"""The codec's one error type: every expected failure of compress/decompress is one of these.
+
+The CLI turns a :class:`CodecError` into its message and exit status 2; anything else escaping
+the codec is a bug.
+"""
 
 from __future__ import annotations
 

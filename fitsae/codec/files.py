@@ -27,6 +27,7 @@ from fitsae.entropy import CodingError
 from fitsae.codec.errors import CodecError
 from fitsae.codec.planes import Geometry, normalized, pad, physical, plane_record, read_plane, \
     stored_hdu
+from fitsae.data.normalize import normalize, sigma_to_physical
 
 __all__ = ["SELECTIONS", "DEFAULT_TILE", "compress_files", "decompress_file", "parse_section", "container_format"]
 
@@ -68,7 +69,7 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int,
             cut = (slice(y0, y0 + h), slice(x0, x0 + w))
             measured = ~bad[cut]
             values = pixels[cut][measured]
-            lo, hi = (float(values.min()), float(values.max())) if values.size else (float(row.offset),) * 2
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (float(row.median),) * 2
             xs.append(pad(x[cut], shape))
             targets.append(pad(filled[cut], shape))
             weight = np.zeros(shape, bool)
@@ -77,10 +78,10 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int,
             los.append(lo)
             his.append(hi)
         los, his = np.array(los), np.array(his)
-        chosen, fixed = codec.choose(np.stack(xs), np.stack(targets),
+        chosen, plain = codec.choose(np.stack(xs), np.stack(targets),
                                      lambda mu: physical(mu, offset, scale, data_cfg, los, his), [eta],
                                      np.stack(weights))
-        result = (chosen if select == "best" else fixed)[eta]
+        result = (chosen if select == "best" else plain)[eta]
         for i, (y0, x0, h, w) in enumerate(origins):
             kept = int(result.eta[i])
             k = result.symbols[i][..., :kept]
@@ -132,7 +133,7 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
         ``<stem>.fae.fits`` per input (two inputs with the same stem are refused).
     select : {"best", "fixed"}
         ``best``: each tile keeps the first η′ ≤ η channels that reconstruct it best
-        (:mod:`fitsae.budget`); ``fixed``: exactly η.
+        (:mod:`fitsae.budget`); ``fixed``: the plain mask, exactly η.
     tile : int
         Side of the square tiles a plane is cut into (conv models; a multiple of the stride).
     quantization : fitsae.codec.quantize.Quantization, optional
@@ -279,12 +280,10 @@ def _decode_tile(codec: TileCodec, data_cfg, geometry: Geometry, plane: Plane, t
     sig = None
     if sigma:
         log_var = codec.log_variance(k)[0, :tile.h, :tile.w].astype(np.float64)
-        sig = np.exp(0.5 * log_var) * plane.scale
-        if data_cfg.normalization == "asinh":
-            # dp/dx of p = offset + scale·a·sinh(x/a) is scale·cosh(x/a) = scale·√(1 + u²), u the
-            # decoded μ standardized and over a: taken at the μ written, background tiles included.
-            u = (mu - plane.offset) / (plane.scale * data_cfg.asinh_softening)
-            sig = sig * np.sqrt(1.0 + u * u)
+        # The stretch's slope at the μ written (clipped, background tiles included), not at the
+        # model's unclipped μ: the SIGMA plane describes the decoded pixels.
+        sig = sigma_to_physical(np.exp(0.5 * log_var), normalize(mu, plane.offset, plane.scale, data_cfg),
+                                plane.scale, data_cfg)
     mask = unpack_mask(tile.mask, (tile.h, tile.w))
     return mu32, sig, mask, matches
 

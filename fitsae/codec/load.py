@@ -1,4 +1,9 @@
-"""Restore a run's checkpoint for the codec, with the codec's error type."""
+"""Restore a run's checkpoint for the codec, with the codec's error type.
+
+Contract: :func:`load_checkpoint` returns a tunable dense or conv model (one with
+``quantize_latent``) or raises :class:`~fitsae.codec.errors.CodecError` naming the run and the
+checkpoint, so ``compress`` reports a missing or unusable run like any other bad input.
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from fitsae.codec.errors import CodecError
 
-__all__ = ["Geometry", "SourcePlane", "pad", "read_plane", "physical", "physical_sigma", "stored_hdu"]
+__all__ = ["Geometry", "SourcePlane", "pad", "read_plane", "physical", "stored_hdu"]
 
 
 @dataclass
@@ -96,13 +96,6 @@ def physical(mu: np.ndarray, offset, scale, data_cfg, lo, hi) -> np.ndarray:
     return np.clip(phys, np.reshape(lo, (-1, 1, 1)), np.reshape(hi, (-1, 1, 1)))
 
 
-def physical_sigma(log_var: np.ndarray, mu_norm: np.ndarray, scale, data_cfg) -> np.ndarray:
-    """Predicted σ in physical units from normalized log σ² and μ (asinh: its local slope)."""
-    from fitsae.data.normalize import sigma_to_physical
-
-    return sigma_to_physical(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(scale), data_cfg)
-
-
 def stored_hdu(values: np.ndarray, mask: np.ndarray, plane, header: fits.Header, primary: bool):
     """An image HDU of ``values`` (physical) in the source's representation where it fits.
 
@@ -139,8 +132,8 @@ def normalized(row, pixels: np.ndarray, data_cfg) -> tuple:
     from fitsae.data.normalize import image_parameters, normalize
 
     bad = ~np.isfinite(pixels)
-    filled = np.where(bad, row.offset, pixels)
-    offset, scale, _ = image_parameters(row.offset, row.noise, data_cfg.normalization)
+    filled = np.where(bad, row.median, pixels)
+    offset, scale, _ = image_parameters(row.median, row.noise, data_cfg.normalization)
     x = np.asarray(normalize(tf.constant(filled, tf.float32), offset, scale, data_cfg), np.float32)
     return bad, filled, offset, scale, x
 

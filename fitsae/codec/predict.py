@@ -1,14 +1,14 @@
 """The model as a probability model: μ and σ per pixel, computed identically by every decoder.
 
-In the error-bounded modes the encoder and the decoder must derive the same probabilities from
-the same integers, or the residuals decode to other pixels. TensorFlow's float32 results depend
-on the thread count (kernels split sums differently): measured on an 888×1030 frame, μ from one
-thread and from the default threads differed in 414 578 pixels by ~7·10⁻⁷ relative, and a value
-rounded to a grid flips whenever it lies that close to an edge. The decoders therefore run here
-in float64 — a copy of the model with the same weights — whose results differ between thread
-settings by ~10⁻¹⁶ relative: a prediction placed on the k-grid or the width table flips with a
-probability of ~10⁻¹² per pixel, and the per-tile checksum of the decoded pixels
-(:mod:`fitsae.codec.bounded`) turns even that into an error, never a silently different image.
+Contract: :class:`Predictor` gives, for the same integers, the same μ and σ in any process,
+thread count or machine, to ~10⁻¹⁶ relative: the decoders run here in float64, as a copy of the
+model with the same weights. The per-tile checksum of the decoded pixels
+(:mod:`fitsae.codec.bounded`) turns the rare remaining flip into an error, never a silently
+different image.
+
+Why: in the error-bounded modes encoder and decoder must derive the same probabilities from the
+same integers, and TensorFlow's float32 results depend on the thread count (kernels split sums
+differently) by far more than a grid edge can tolerate (docs/measurements.md, "Codec").
 """
 
 from __future__ import annotations

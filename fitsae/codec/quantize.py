@@ -1,20 +1,13 @@
 """fpack's quantization: a step Δ per tile, subtractive dithering from a seeded sequence.
 
-A pixel x becomes the integer k = round((x − zero)/Δ + u) and decodes to
-x̂ = zero + (k − u)·Δ, so |x − x̂| ≤ Δ/2 and, u being uniform on [−½, ½) and independent of x,
-the error has zero mean. The dither u of every pixel comes from a counter-based hash of
-(seed, plane, tile origin, pixel index) — integers only, so any machine and numpy version
-draws the same u (fpack's ZDITHER0 plays the seed's part). Modes:
+Contract: a pixel x becomes k = round((x − zero)/Δ + u) and decodes to x̂ = zero + (k − u)·Δ,
+so |x − x̂| ≤ Δ/2 and, u being uniform on [−½, ½) and independent of x, the error has zero
+mean. u comes from a counter-based integer hash of (seed, plane, tile origin, pixel index)
+(:func:`dither`), so any machine and numpy version draws the same u; the seed plays fpack's
+ZDITHER0. :class:`Quantization` chooses Δ per mode (``quantize``, ``max-error``, ``lossless``).
 
-- ``quantize``: Δ = σ_noise/q (fpack's ``-q``), σ_noise of each tile estimated as the manifest
-  estimates it (:func:`fitsae.data.normalize.noise_estimate`), or a given ``noise``;
-- ``max-error``: Δ = 2E, so no pixel moves by more than E;
-- ``lossless``: integer data only: Δ = one stored unit (BSCALE), no dither, k the stored integer.
-
-Integer sources are written back as integers, which a dithered x̂ is not: for them Δ is the
-largest odd number of stored units not above the requested step (at least one), without
-dither — x̂ = zero + k·Δ is then an integer, still within Δ/2, and an odd Δ keeps rounding
-symmetric, so the error stays zero-mean.
+Why fpack's scheme: it is what astronomers trust for lossy FITS, and it bounds every pixel's
+error, which a learned codec alone does not.
 """
 
 from __future__ import annotations
@@ -58,7 +51,19 @@ def dither(seed: int, plane: int, y0: int, x0: int, shape: tuple) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Quantization:
-    """What the user asked for: a mode and its parameter, and the dither seed."""
+    """What the user asked for: a mode and its parameter, and the dither seed.
+
+    - ``quantize``: Δ = σ_noise/q (fpack's ``-q``), σ_noise of each tile estimated as the
+      manifest estimates it (:func:`fitsae.data.normalize.noise_estimate`), or ``noise``;
+    - ``max-error``: Δ = 2E, so no pixel moves by more than E;
+    - ``lossless``: integer data only: Δ = one stored unit (BSCALE), no dither, k the stored
+      integer.
+
+    Integer sources are written back as integers, which a dithered x̂ is not: for them Δ is the
+    largest odd number of stored units not above the requested step (at least one), without
+    dither. x̂ = zero + k·Δ is then an integer, still within Δ/2, and an odd Δ keeps rounding
+    symmetric, so the error stays zero-mean.
+    """
 
     mode: str
     level: float | None = None  # q, for "quantize"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fitsae.entropy import CodingError
+from fitsae.entropy import CodingError, join_stream, split_stream
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILY", "WIDTHS", "SUPPORT", "Prediction", "predict", "encode", "decode"]
 
@@ -72,8 +72,7 @@ def encode(k: np.ndarray, prediction: Prediction, family: str = DEFAULT_FAMILY) 
     symbols = np.where(escaped, np.sign(r) * (SUPPORT + 1), r).astype(np.int32)
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(symbols, _model(family), *_params(family, prediction))
-    words = np.asarray(coder.get_compressed(), dtype="<u4")
-    return words.tobytes() + r[escaped].astype("<i8").tobytes(), int(escaped.sum())
+    return join_stream(coder, r[escaped], "<i8"), int(escaped.sum())
 
 
 def decode(data: bytes, escapes: int, prediction: Prediction, family: str = DEFAULT_FAMILY) -> np.ndarray:
@@ -81,11 +80,7 @@ def decode(data: bytes, escapes: int, prediction: Prediction, family: str = DEFA
     import constriction
 
     n_esc = int(escapes)
-    if n_esc < 0 or 8 * n_esc > len(data) or (len(data) - 8 * n_esc) % 4:
-        raise CodingError(f"{len(data)} coded bytes cannot hold {n_esc} escaped residuals and whole ANS words")
-    split = len(data) - 8 * n_esc
-    words = np.frombuffer(data[:split], dtype="<u4").astype(np.uint32)
-    raw = np.frombuffer(data[split:], dtype="<i8").astype(np.int64)
+    words, raw = split_stream(data, n_esc, "<i8", "escaped residuals")
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         symbols = np.asarray(coder.decode(_model(family), *_params(family, prediction)), np.int64)

@@ -1,4 +1,9 @@
-"""The ``data:`` section of an experiment config."""
+"""The ``data:`` section of an experiment config (:class:`DataConfig`).
+
+Every key says where the images are and how they are cut, normalized and batched; the
+dataclass is the single place its defaults and allowed values live (strict: unknown keys are
+errors). Kept free of TensorFlow imports so that reading and checking a config is instant.
+"""
 
 from __future__ import annotations
 
@@ -58,8 +63,9 @@ class DataConfig:
         pixels (``fitsae index --noise`` sets it). None: header ``NOISE``, else the estimate
         (:mod:`fitsae.data.normalize`).
     fill : {"offset", "zero"}
-        Value given to NaN/Inf/BLANK pixels and ``pad`` margins: the image's robust offset
-        (normalized 0, i.e. background) or physical 0. How many pixels were filled is in the
+        Value given to NaN/Inf/BLANK pixels and ``pad`` margins: the image's median (the
+        manifest's ``median``; normalized 0, i.e. background) or physical 0. The value is spelled
+        ``offset`` because configs already use it. How many pixels were filled is in the
         manifest (``n_masked``).
     parallel_reads : int or None
         Concurrent tile reads/decodes per rank (None: tf.data AUTOTUNE).

@@ -52,12 +52,14 @@ class ImagePlane:
     """One usable image plane and everything needed to read, decode and normalize it.
 
     ``data_offset`` is the byte offset of this plane's first pixel (None for compressed data,
-    read through astropy). ``offset``/``noise`` are the robust median and noise σ in physical
-    units. ``tiles`` records the grid under the config used for indexing; the pipeline recomputes
-    it from ``shape`` for its own config. ``truth_hdu``/``sigma_hdu`` are the HDUs of the image's
-    ``TRUTH`` and ``SIGMA`` planes (same ``plane`` index, physical units; see
-    :mod:`fitsae.io.scan`), None when the file has none — real data never do. Manifests written
-    before these two fields existed load with None.
+    read through astropy). ``median``/``noise`` are the robust median (the background, which
+    fills missing pixels and is the normalization's ``offset``) and noise σ in physical units;
+    manifests written when ``median`` was named ``offset`` load as they are. ``tiles`` records
+    the grid under the config used for indexing; the pipeline recomputes it from ``shape`` for
+    its own config. ``truth_hdu``/``sigma_hdu`` are the HDUs of the image's ``TRUTH`` and
+    ``SIGMA`` planes (same ``plane`` index, physical units; see :mod:`fitsae.io.scan`), None when
+    the file has none — real data never do. Manifests written before these two fields existed
+    load with None.
     """
 
     path: str
@@ -74,7 +76,7 @@ class ImagePlane:
     compressed: str | None
     data_offset: int | None
     file_size: int
-    offset: float
+    median: float
     noise: float
     noise_source: str
     header_noise: float | None
@@ -104,6 +106,8 @@ class ImagePlane:
 
     @classmethod
     def from_record(cls, record: dict) -> "ImagePlane":
+        if "offset" in record and "median" not in record:
+            record = {("median" if key == "offset" else key): value for key, value in record.items()}
         fields = dataclasses.fields(cls)
         names = {f.name for f in fields}
         required = {f.name for f in fields if f.default is dataclasses.MISSING}
@@ -270,15 +274,15 @@ def _index_file(path: str, cfg: DataConfig) -> tuple[list[ImagePlane], list[dict
                     except Exception as err:  # astropy could not decode these pixels
                         rejected.append(FitsInputError(path, info.hdu, f"{where}unreadable data: {err}").as_record())
                         continue
-                    offset = None if info.data_offset is None else \
+                    data_offset = None if info.data_offset is None else \
                         info.data_offset + plane * info.height * info.width * itemsize
                     rows.append(ImagePlane(
                         path=path, hdu=info.hdu, plane=plane, extname=info.extname,
                         shape=(info.height, info.width), naxis=info.naxis, bitpix=info.bitpix,
                         bscale=float(info.bscale), bzero=float(info.bzero), blank=info.blank,
                         dtype=dtype if info.compressed else info.spec.dtype,
-                        compressed=info.compressed, data_offset=offset, file_size=info.file_size,
-                        offset=stats.offset, noise=stats.noise, noise_source=stats.noise_source,
+                        compressed=info.compressed, data_offset=data_offset, file_size=info.file_size,
+                        median=stats.median, noise=stats.noise, noise_source=stats.noise_source,
                         header_noise=info.header_noise, n_masked=stats.n_masked, n_pixels=stats.n_pixels,
                         stats_sampled=sampled, tiles=(ny, nx), truth_hdu=info.truth_hdu, sigma_hdu=info.sigma_hdu,
                     ))

@@ -1,36 +1,15 @@
 """Per-image robust statistics and the invertible normalization built on them.
 
-The model should see every image on the same footing — background ≈ 0, noise σ ≈ 1 — whatever
-the telescope's units, and every output must go back to physical units exactly. So each image
-plane gets, at index time, two numbers stored in the manifest:
+Contract: each image plane gets two numbers at index time, kept in the manifest: ``median`` (of
+its finite pixels: the background, robust to sources) and ``noise`` (σ of the pixel noise, from
+``data.noise``, else the header's ``NOISE``, else :func:`noise_estimate`). The model sees
+``(p − offset) / scale`` with ``offset`` = median and ``scale`` = noise (``robust``), followed by
+``a·asinh(x/a)`` (``asinh``), or the physical pixels untouched (``none``: offset 0, scale 1).
+:func:`denormalize` is the exact inverse, up to float rounding, because offset and scale travel
+in every batch as the very float32 values the forward transform used.
 
-- ``offset``: the median of its finite pixels (the sky background, robust to sources);
-- ``noise``: σ of the pixel noise, taken in this order from: an explicit value (``data.noise``,
-  ``fitsae index --noise``); the header's ``NOISE`` keyword; an estimate from the pixels.
-
-The estimate is cfitsio's 5th-order one (``FnNoise5``, used by fpack): differences
-``d = v[i] − 4v[i+2] + 6v[i+4] − 4v[i+6] + v[i+8]`` along rows cancel any cubic background and
-stars wider than a few pixels, and ``σ = 1.4826 · median|d| / √70`` ignores the few that straddle a
-star (windows of nine identical pixels — padding, saturation — are left out). On integer data
-(BITPIX > 0, or floats that are all integers) the plain median is quantized — steps of one count
-in ``|d|`` move it by 1/(0.67·√70) ≈ 0.18 counts, and the rounding adds ``Σc²/12`` of variance —
-so there the median is taken of ``d`` spread uniformly over each count (the grouped-data median,
-which is the median of the unrounded values up to ``1/12`` of variance) and the rounding variance
-is subtracted: ``σ² = (σ_d² − (70 − 1)·q²/12) / 70`` with ``q`` the quantum (``|BSCALE|``). It
-holds while the rounding error is uniform, i.e. for σ above about half a count.
-
-When the estimate is zero or not finite (noise-free data such as scikit-learn digits, constant
-images) the fallbacks are, in order: for integer data the quantization noise ``q/√12``; the
-standard deviation of the differences ``/√70``; 1.0. The manifest records which one was used
-(``noise_source``: ``config``, ``header``, ``diff5``, ``quantization``, ``std`` or ``unit``).
-
-Normalization (``data.normalization``): ``robust`` is ``x = (p - offset) / scale`` with
-``scale = noise``; ``asinh`` follows it with ``a·asinh(x/a)``; ``none`` keeps physical units
-(offset 0, scale 1) and does no arithmetic on the pixels at all, so float32 data reach the model
-bit for bit (subnormals and −0.0 included; TensorFlow's CPU kernels would flush subnormals to zero
-in an ``(x − 0) / 1``). :func:`denormalize` is the exact inverse; offset and scale travel in every
-batch as float32, and the forward transform uses those same float32 values, so the round trip is
-exact up to float rounding.
+Why: the model should see every image on one footing (background ≈ 0, noise ≈ 1) whatever the
+telescope's units, and every output must go back to physical units.
 """
 
 from __future__ import annotations
@@ -52,7 +31,7 @@ _DIFF5_NORM = sum(c * c for c in _DIFF5)
 
 @dataclass(frozen=True)
 class PlaneStats:
-    offset: float
+    median: float
     noise: float
     noise_source: str  # "config", "header", "diff5", "quantization", "std", "unit"
     n_masked: int
@@ -90,7 +69,16 @@ def _grouped_median_abs(counts: np.ndarray) -> float:
 
 
 def noise_estimate(plane: np.ndarray, quantum: float | None = None) -> tuple[float, np.ndarray]:
-    """σ of the pixel noise from 5th-order differences (see the module docstring), and the differences.
+    """σ of the pixel noise from 5th-order differences, and the differences.
+
+    cfitsio's estimate (``FnNoise5``, used by fpack): differences
+    ``d = v[i] − 4v[i+2] + 6v[i+4] − 4v[i+6] + v[i+8]`` along rows cancel any cubic background and
+    stars wider than a few pixels, and ``σ = 1.4826 · median|d| / √70`` ignores the few that
+    straddle a star; windows of nine identical pixels (padding, saturation) are left out. On
+    integer data the plain median of ``|d|`` moves in steps of a count, so there the median is
+    taken of ``d`` spread uniformly over each count (the grouped-data median) and the rounding
+    variance is subtracted: ``σ² = (σ_d² − (70 − 1)·q²/12) / 70``. That holds while the rounding
+    error is uniform, i.e. for σ above about half a count.
 
     Parameters
     ----------
@@ -123,7 +111,13 @@ def _usable(value) -> bool:
 
 def robust_stats(plane: np.ndarray, header_noise: float | None = None,
                  quantum: float | None = None, noise: float | None = None) -> PlaneStats:
-    """Median and noise σ of one image plane (see the module docstring for the order and fallbacks).
+    """Median and noise σ of one image plane.
+
+    σ is taken in this order from: ``noise``; ``header_noise``; :func:`noise_estimate`; and, when
+    that is zero or not finite (noise-free data such as scikit-learn digits, constant images),
+    for integer data the quantization noise ``q/√12``, else the standard deviation of the
+    differences ``/√70``, else 1.0. ``noise_source`` says which: ``config``, ``header``,
+    ``diff5``, ``quantization``, ``std`` or ``unit``.
 
     Parameters
     ----------
@@ -149,12 +143,12 @@ def robust_stats(plane: np.ndarray, header_noise: float | None = None,
     if n_finite == 0:
         raise ValueError(f"all {n_pixels} pixels are NaN, Inf or BLANK")
     values = data[finite].astype(np.float64)
-    offset = float(np.median(values))
+    median = float(np.median(values))
     if quantum is None and np.issubdtype(data.dtype, np.floating) and np.array_equal(values, np.rint(values)):
         quantum = 1.0
 
     def stats(sigma, source):
-        return PlaneStats(offset, float(sigma), source, n_pixels - n_finite, n_pixels)
+        return PlaneStats(median, float(sigma), source, n_pixels - n_finite, n_pixels)
 
     if _usable(noise):
         return stats(noise, "config")
@@ -183,12 +177,21 @@ def _expand(v, ndim, xp):
 
 
 def normalize(p, offset, scale, cfg):
-    """Physical pixels → model input (TensorFlow). ``offset``/``scale`` broadcast over ``p``.
+    """Physical pixels → model input. ``offset``/``scale`` broadcast over ``p``.
 
-    ``none`` returns ``p`` untouched (see the module docstring: no arithmetic, no flushed subnormals).
+    A tensor goes through TensorFlow (:func:`standardize`, :func:`stretch`: what the pipeline and
+    the encoder feed the model); a numpy array through numpy in its own precision, so a decoded
+    physical value can be placed on the model's scale. ``none`` returns ``p`` untouched:
+    no arithmetic at all, so float32 data reach the model bit for bit (subnormals and −0.0
+    included; TensorFlow's CPU kernels would flush subnormals to zero in an ``(x − 0) / 1``).
     """
     if cfg.normalization == "none":
         return p
+    if isinstance(p, np.ndarray):
+        x = (p - offset) / scale
+        if cfg.normalization == "asinh":
+            x = cfg.asinh_softening * np.arcsinh(x / cfg.asinh_softening)
+        return x
     return stretch(standardize(p, offset, scale), cfg)
 
 
@@ -216,9 +219,11 @@ def stretch(x, cfg):
 def sigma_to_physical(sigma, mu, scale, cfg) -> np.ndarray:
     """A predicted σ (normalized units) in physical units, to first order through the stretch.
 
-    σ·scale for an affine normalization; for ``asinh`` also times d/dx [a·sinh(x/a)] = cosh(μ/a) at
-    the predicted μ (normalized), which is what makes σ grow on bright pixels. ``none`` keeps σ.
-    numpy in, float64 out; ``scale`` is (B,) or a scalar.
+    The one place σ crosses the normalization (evaluation, the error-bounded codec's widths and
+    decompress's ``SIGMA`` plane all call it). σ·scale for an affine normalization; for ``asinh``
+    also times d/dx [a·sinh(x/a)] = cosh(μ/a) at the mean ``mu`` in normalized units (a physical
+    mean goes through :func:`normalize` first), which is what makes σ grow on bright pixels.
+    ``none`` keeps σ. numpy in, float64 out; ``scale`` is (B,) or a scalar.
     """
     sigma = np.asarray(sigma, np.float64)
     if cfg.normalization == "none":

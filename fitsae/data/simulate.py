@@ -1,30 +1,15 @@
-"""Simulated FITS data sets: toy fields, GalSim fields, digits and MNIST cubes.
+"""Simulated FITS data sets: toy fields, GalSim fields, sky frames, digits and MNIST cubes.
 
-All simulators are deterministic in ``seed``: image ``i`` is drawn from a generator seeded by
-``(seed, i)``, so the same command writes the same files, and a cube holds the same planes as
-the separate files would. Every file carries ``NOISE``, the per-pixel noise σ in the data's
-physical units (for noiseless integer data — digits, MNIST — the quantization σ 1/√12), which
-tests and reports use as ground truth for the index-time estimate.
+Contract: deterministic in ``seed`` (image ``i`` is drawn from a generator seeded by
+``(seed, i)``, so a cube holds the same planes as the separate files would). Every file carries
+``NOISE``, the per-pixel noise σ in physical units (``1/√12`` for noiseless integer data). Toy,
+GalSim and sky fields also carry image extensions ``TRUTH`` (the noiseless field; for int16
+output the expected ADU) and ``SIGMA`` (the true per-pixel σ), float32, in the primary's
+physical units, right after the image they describe; ``fitsae index`` reads them as auxiliary
+planes of that image (:mod:`fitsae.io.scan`). :func:`simulate` says what each kind draws.
 
-Simulated fields (toy, GalSim) also carry what no real image can: image extensions ``TRUTH``
-(the noiseless field; for int16 output the expected ADU value, before Poisson/read noise and
-rounding) and ``SIGMA`` (the true per-pixel noise σ), float32, in the physical units of the
-primary's data (after BSCALE/BZERO), right after the image they describe. ``fitsae index``
-treats them as auxiliary planes of that image, not as images of their own
-(:mod:`fitsae.io.scan`), and ``fitsae evaluate`` scores every method against the truth too.
-
-- ``toy``: the seed notebooks' fields — Gaussian blobs of random position, width and amplitude
-  on a flat background with Gaussian noise of σ = 1.
-- ``galsim``: realistic fields with GalSim — Sérsic galaxies (random index, size, ellipticity,
-  flux) and stars, convolved with a Moffat PSF, on a sky level, with Poisson and read noise
-  (gain 1 e⁻/ADU), written as float32 or as int16 with ``BZERO = 32768`` (unsigned 16-bit ADU,
-  like most CCD cameras).
-- ``sky``: CCD frames that look like the sky, drawn from a wide prior of scenes and detectors,
-  with their noiseless truth and noise map (``fitsae.data.sky``).
-- ``digits``: scikit-learn's bundled 8×8 digits (values 0..16) as one uint8 cube, labels in a
-  ``LABELS`` table extension.
-- ``mnist``: 28×28 MNIST digits (0..255) as one uint8 cube, from a local ``mnist.npz`` (keras'
-  download cache when no path is given; never the network).
+Why: simulated data are the only ones with a known truth and noise, which the index-time noise
+estimate and every "against the truth" figure of ``fitsae evaluate`` are checked on.
 """
 
 from __future__ import annotations
@@ -199,7 +184,13 @@ def simulate(scene: str, n: int, size: int, out: str | Path, seed: int = 0, cube
     Parameters
     ----------
     scene : {"toy", "galsim", "sky", "digits", "mnist"}
-        What to simulate (``fitsae simulate --kind``).
+        What to simulate (``fitsae simulate --kind``): ``toy``, the seed notebooks' Gaussian
+        blobs of random position, width and amplitude on a flat background with noise σ = 1;
+        ``galsim``, Sérsic galaxies and stars convolved with a Moffat PSF on a sky level, with
+        Poisson and read noise (gain 1 e⁻/ADU); ``sky``, CCD frames drawn from a wide prior of
+        scenes and detectors (:mod:`fitsae.data.sky`); ``digits``, scikit-learn's bundled 8×8
+        digits (0..16) as one uint8 cube with a ``LABELS`` table; ``mnist``, 28×28 MNIST digits
+        (0..255) likewise, from a local ``mnist.npz`` (keras' downloader only without a path).
     n : int
         Number of images (planes, for cubes).
     size : int
@@ -208,7 +199,8 @@ def simulate(scene: str, n: int, size: int, out: str | Path, seed: int = 0, cube
         toy/galsim/sky: one ``KIND_cube.fits`` with ``n`` planes instead of ``n`` files (digits and
         MNIST are always cubes).
     dtype : {"float32", "int16"}
-        galsim/sky pixel storage; ``int16`` writes unsigned ADU as int16 + ``BZERO = 32768``.
+        galsim/sky pixel storage; ``int16`` writes unsigned ADU as int16 + ``BZERO = 32768``
+        (unsigned 16-bit ADU, like most CCD cameras).
     mnist_path : str, optional
         Local ``mnist.npz`` (keys ``x_train``, ``y_train``).
     knobs : fitsae.data.sky.SkyKnobs, optional

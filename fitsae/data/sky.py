@@ -1,29 +1,15 @@
 """Simulated CCD frames that look like the sky: ``fitsae simulate --kind sky``.
 
-A model trained on clean fields of a few galaxies fails on real frames: a crowded cluster, a
-saturated star with its bleed trail, a hot column or an overscan strip each cost it hundreds of
-σ. Every field here draws its own scene and detector from wide ranges (:class:`SkyKnobs`), so
-a training set spans sparse to crowded, dark to bright sky, sharp to soft seeing, clean to
-defect-ridden chips. The drawn values are recorded in each file's header.
+Contract: every frame draws its own scene and detector from the ranges of :class:`SkyKnobs`
+(recorded in its header) and is a function of (seed, frame index) alone. It comes with its
+noiseless expected image ``TRUTH`` (ADU; cosmic rays included: they are charge, not noise) and
+its true per-pixel σ ``SIGMA`` (ADU: √(expected electrons + read noise²)/gain, plus the 1/√12
+rounding of int16 output), so ``(data − TRUTH)/SIGMA`` is unit noise everywhere but at
+saturated pixels; the primary's ``NOISE`` is the σ of the sky alone (``SKYLEVEL``).
 
-The scene, in electrons: a sky level with a smooth gradient and vignetting; diffuse emission
-(nebulosity, cirrus) as a log-normal Gaussian random field with a power-law spectrum; field
-stars with a power-law luminosity function and, in some fields, a King-profile globular
-cluster of thousands of stars; galaxies (bulge + disk, pure Sérsic, edge-on disks, irregular
-clumpy ones). Stars and galaxies are convolved with the field's PSF (Moffat or Kolmogorov,
-elliptical), drawn with GalSim. The detector then adds hot pixels, partial hot and dead
-columns, cosmic-ray tracks, bleeds the charge above full well along columns, blanks the
-prescan/overscan strips (bias and read noise only), converts to ADU with a bias and gain, draws
-Poisson and read noise and clips at the saturation level.
-
-Each field comes with its noiseless expected image (``TRUTH``, ADU, cosmic rays included: they
-are charge deposited, not noise) and its true per-pixel noise σ (``SIGMA``, ADU:
-√(expected electrons + read noise²)/gain, plus the 1/√12 ADU rounding of int16 output; only
-the rounding at saturated pixels), so ``(data − TRUTH)/SIGMA`` is unit noise everywhere. The
-primary header's ``NOISE`` is σ of the sky alone (``SKYLEVEL``).
-
-The light comes from :mod:`fitsae.data.sky_sources`, the ranges from :mod:`fitsae.data.sky_knobs`;
-the cost per frame is measured by ``benchmarks/simulate.py`` (README, "Data").
+Why: a model trained on clean fields of a few galaxies fails on real frames (crowded clusters,
+bleed trails, hot columns, overscan strips); a training set must span them. The light is drawn
+by :mod:`fitsae.data.sky_sources`; the README ("Data") lists the scene and its knobs.
 """
 
 from __future__ import annotations
@@ -110,6 +96,15 @@ def _bleed(electrons, full_well):
 def sky_field(rng: np.random.Generator, size: int, knobs: SkyKnobs = SkyKnobs(),
               dtype: str = "float32") -> SkyField:
     """Draw one field's scene and detector from ``knobs`` and simulate its frame.
+
+    The scene, in electrons: a sky level with a smooth gradient and vignetting; diffuse emission
+    (a log-normal Gaussian random field with a power-law spectrum); field stars with a power-law
+    luminosity function and, in some fields, a King-profile globular cluster; galaxies (bulge +
+    disk, Sérsic, edge-on, clumpy irregular), all convolved with the field's Moffat or Kolmogorov
+    PSF by GalSim. The detector then adds hot pixels, partial hot and dead columns and cosmic
+    rays, bleeds charge above full well along columns, blanks the prescan/overscan strips (bias
+    and read noise only), converts to ADU with bias and gain, draws Poisson and read noise and
+    clips at saturation.
 
     Parameters
     ----------

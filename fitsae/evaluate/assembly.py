@@ -104,12 +104,12 @@ def monotonic_note(rows: list[dict], book: MetricBook) -> dict:
                       "mean_tile_change": paired["mean_change"], "standard_error": se,
                       "n_tiles": paired["n_tiles"],
                       "significant": bool(not math.isfinite(se) or paired["mean_change"] > SIGNIFICANT_SE * se)})
-    fixed_rises = _rises([(r["eta"], r.get("ae_fixed_mask", {}).get("rmse_over_noise")) for r in rows])
+    plain_rises = _rises([(r["eta"], r.get("ae_fixed_mask", {}).get("rmse_over_noise")) for r in rows])
     return {"ae_error_nonincreasing_in_eta": not rises, "ae_error_increases": rises,
             "ae_selection": "budget: each tile keeps the first η′ ≤ η latent channels whose μ has the "
                             "smallest squared error among fitsae.budget.candidates(η) (every η′ ≤ η up to "
                             f"{EXHAUSTIVE_UP_TO} channels), as `fitsae compress` does per plane",
-            "ae_fixed_mask_nonincreasing_in_eta": not fixed_rises, "ae_fixed_mask_increases": fixed_rises,
+            "ae_fixed_mask_nonincreasing_in_eta": not plain_rises, "ae_fixed_mask_increases": plain_rises,
             "ae_error_increase_significant": any(r["significant"] for r in rises),
             "ae_error_increase_test": f"paired per-tile change of mean(((x − x̂)/σ_noise)²) > "
                                       f"{SIGNIFICANT_SE:g} standard errors",

@@ -1,36 +1,14 @@
 """The classical baselines, run the way users run them: fpack (astropy) and JPEG-XL.
 
-Astronomers already compress with fpack, so the learned codec has to beat it at equal error. Each
-test tile (physical units) is written as a :class:`astropy.io.fits.CompImageHDU` into memory and
-read back, exactly as a file would be, with what ``fpack`` does and astropy does not by default:
+Contract: each test tile (physical units) goes through a :class:`astropy.io.fits.CompImageHDU`
+written to memory and read back as a file would be, with what ``fpack`` does and astropy does
+not by default: 256×256 compression tiles and subtractive dithering (``SUBTRACTIVE_DITHER_1``)
+seeded from the tile id, so every run writes the same bytes. :data:`DEFAULT_SETTINGS` lists the
+settings (:class:`Setting` says what each does). Every setting reports two rates in bits per
+pixel: ``payload`` (the coded data: the FITS heap, the JPEG-XL files) and ``file`` (the whole
+file as written, headers and padding included), because on small tiles the headers dominate.
 
-- fixed 256×256 compression tiles (the whole tile when it is smaller; astropy's default is one
-  row per tile, which charges per-row overhead);
-- subtractive dithering (``SUBTRACTIVE_DITHER_1``; astropy's default is no dither, which biases
-  the quantized values) with a fixed ``dither_seed`` derived from the tile id, so every run
-  writes the same bytes.
-
-Settings (:data:`DEFAULT_SETTINGS`):
-
-- ``RICE_1 q=…`` for q in {0.5, 1, 2, 4, 8, 16}: floats are quantized to steps Δ = σ/q (cfitsio
-  estimates σ per compression tile) with subtractive dither, then Rice-coded. Integer input goes
-  the same way through its physical values (fpack's ``-i2f``);
-- ``HCOMPRESS_1 s=…``: the H-transform with fpack's ``-s``, a scale in units of the RMS noise of
-  the integers it compresses (astropy takes an absolute integer scale: :func:`_hcompress_scale`
-  converts as cfitsio does); float input is quantized at q = 4 first (fpack's default), integer
-  input is compressed as its integers, as ``fpack -h -s`` does on an integer image;
-- ``RICE_1 lossless``: integer input (BITPIX > 0) compressed as its stored integers;
-- ``JPEG-XL q=…``: JPEG-XL lossless (``imagecodecs``, libjxl at its default effort) on **the
-  integers RICE_1 q=… stores** — read back from RICE's own heap (the Rice codes decoded), so they
-  are exactly cfitsio's dithered quantization, and dequantized with cfitsio's dither sequence
-  (:func:`dequantize`), so the pixels are exactly the ones RICE decodes to: only the entropy coder
-  differs. ``JPEG-XL lossless`` codes integer input's stored integers.
-
-Two rates per setting, bits per pixel: ``payload`` — the coded data alone (the FITS heap,
-``PCOUNT``; the JPEG-XL files) — and ``file`` — the whole file as written (headers, table rows
-with ZSCALE/ZZERO, 2880-byte padding); for JPEG-XL the same FITS file with its heap replaced by
-the JPEG-XL data. For a 64×64 tile the headers alone are ~11 bits per pixel, which says nothing
-about the coder and everything about small files, hence both.
+Why: astronomers already compress with fpack; the learned codec has to beat it at equal error.
 """
 
 from __future__ import annotations
@@ -63,6 +41,19 @@ _JXL_MAX = 65535
 @dataclass(frozen=True)
 class Setting:
     """One baseline configuration: ``codec`` ``RICE_1``, ``HCOMPRESS_1`` or ``JPEG_XL``.
+
+    - ``RICE_1 q=…``: floats quantized to steps Δ = σ/q (cfitsio estimates σ per compression
+      tile) with subtractive dither, then Rice-coded; integer input goes the same way through
+      its physical values (fpack's ``-i2f``);
+    - ``HCOMPRESS_1 s=…``: the H-transform with fpack's ``-s``, a scale in units of the RMS noise
+      of the integers it compresses (:func:`_hcompress_scale` converts it to astropy's absolute
+      scale as cfitsio does); float input is quantized at q = 4 first (fpack's default), integer
+      input is compressed as its integers, as ``fpack -h -s`` does;
+    - ``RICE_1 lossless``: integer input's stored integers;
+    - ``JPEG-XL q=…``: JPEG-XL lossless (``imagecodecs``, libjxl's default effort) on the very
+      integers RICE_1 q=… stores, read back from RICE's heap and dequantized with cfitsio's dither
+      sequence (:func:`dequantize`): the same pixels, only the entropy coder differs;
+      ``JPEG-XL lossless`` codes integer input's stored integers.
 
     ``quantize_level`` None means lossless on the stored integers (integer input only).
     """

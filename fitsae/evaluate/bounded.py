@@ -85,10 +85,10 @@ def _baseline(rows, setting: Setting) -> _Tally:
         stored = None
         if row.bitpix > 0 and setting.lossless:
             stored = (stored_integers(x, row.bitpix, row.bscale, row.bzero), row.bscale, row.bzero)
-        result = roundtrip(np.nan_to_num(x, nan=row.offset), setting, stored=stored)
+        result = roundtrip(np.nan_to_num(x, nan=row.median), setting, stored=stored)
         delta = np.ones(x.shape) * (row.bscale if setting.lossless else np.nan)
         if not setting.lossless:  # RICE's own steps (JPEG-XL codes the same integers)
-            raw = _rice(np.ascontiguousarray(np.nan_to_num(x, nan=row.offset), np.float32).tobytes(), x.shape,
+            raw = _rice(np.ascontiguousarray(np.nan_to_num(x, nan=row.median), np.float32).tobytes(), x.shape,
                         setting.quantize_level, _dither_seed(0))
             for (_, zscale, _), where in zip(rice_integers(raw), _tiles(x.shape), strict=True):
                 delta[where] = zscale

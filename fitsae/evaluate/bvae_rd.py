@@ -1,22 +1,14 @@
 """Rate–distortion of a trained β-VAE across a grid of log β, on held-out tiles.
 
-One β-conditioned network is one whole RD curve: each log β is an operating point. For each point
-this module measures
+Contract: one row per log β (:func:`rate_distortion`). The **rate** is the posterior's KL to the
+prior, in nats per image and bits per pixel: what bits-back / relative-entropy coding of a
+posterior sample costs, a bound a practical codec approaches, not bytes on disk. The
+**distortion** is that sample's reconstruction error, defined as for the tunable AE's rows of
+``report.json`` (:class:`fitsae.evaluate.error_sums.ErrorSums`); ``mean_z`` holds the same for
+the posterior mean (storing ``encode(x)`` as floats) and the variance decoder's calibration.
+Sums are reduced over ranks once at the end, so every rank returns the same rows.
 
-- **rate**: the posterior's KL to the prior, in nats per image and in bits per pixel. It is what
-  coding a posterior sample costs with bits-back / relative-entropy coding, the standard rate of a
-  VAE; no quantizer is involved, so it is a bound a practical codec approaches, not bytes on disk.
-- **distortion** of the reconstruction from a posterior sample (the one that rate pays for):
-  ``mse`` and ``rmse_over_noise`` exactly as the tunable AE rows of ``report.json`` define them
-  (:class:`fitsae.evaluate.error_sums.ErrorSums`, physical units when a DataConfig is given), plus the
-  same for the reconstruction from the posterior mean (``mean_z``), which is what storing
-  ``encode(x)`` as floats gives;
-- **calibration** of the variance decoder where it is used, at the posterior mean: ``mean_z``
-  also holds ``nll``, ``sigma_z_std`` (std of (x − μ)/σ; 1 when σ is right) and
-  ``coverage_1sigma``/``coverage_2sigma``, in normalized units, as the AE rows of ``report.json``.
-
-Sums and counts are reduced over ranks once at the end, so under ``mpirun`` every rank scores its
-own share of tiles and all ranks return the same rows.
+Why: one β-conditioned network is a whole RD curve; each log β is an operating point.
 """
 
 from __future__ import annotations

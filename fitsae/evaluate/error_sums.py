@@ -1,27 +1,14 @@
 """Reconstruction errors as exact sums: pooled MSE, RMSE in noise units, bias, ℓ∞, robust quantiles.
 
-Contract: every figure is kept as float64 sums and counts (never running means), so that sums of
-all ranks give the same value as one process would, and one allreduce serves a whole evaluation
-(:class:`fitsae.evaluate.metrics.MetricBook`).
+Contract: every figure is kept as float64 sums and counts (never running means), so the sums
+of all ranks give the value one process would, and one allreduce serves a whole evaluation
+(:class:`fitsae.evaluate.metrics.MetricBook`). Errors are ``e = x̂ − x`` in physical units (the
+FITS pixel units after BSCALE/BZERO) and in units of each tile's noise σ; each is measured
+against the noisy input and, with the suffix ``_truth``, against the noiseless truth where
+simulations wrote one. :meth:`ErrorSums.summary` defines every figure of ``report.json``.
 
-Units (stated in the report):
-
-- ``mse`` is in physical units² (the FITS pixel units after BSCALE/BZERO), pooled over pixels.
-- ``rmse_over_noise`` is ``sqrt(mean(((x - x̂) / σ_noise)²))`` with σ_noise the per-tile noise in
-  physical units, so 1.0 means "errors as large as the sky noise".
-- The error is ``e = x̂ − x`` (reconstruction minus reference; a positive mean means too bright):
-  ``mean_error`` (physical) and ``mean_error_over_noise`` are its mean, ``max_abs_error`` and
-  ``max_abs_error_over_noise`` its ℓ∞ norm, ``median_abs_error_over_noise`` and
-  ``p99_abs_error_over_noise`` robust figures of |e|/σ_noise (what the typical pixel and the worst
-  1 % see, where one artifact pixel can rule the pooled RMSE). The quantiles are read from a fixed
-  histogram (``ABS_ERROR_EDGES``, 50 bins per decade, so sums stay exact over ranks): within one
-  bin, 4.7 %, of the exact value; exact zeros are counted apart, so a lossless method reads 0.
-- Every one of these is computed twice where the data allow: against the noisy input ``x`` and,
-  with the suffix ``_truth``, against the noiseless truth that simulations write (``TRUTH``
-  planes). A method that removes noise is penalised by the first and rewarded by the second;
-  without truth the ``_truth`` figures are ``None`` (null in JSON).
-- ``psnr`` is ``10 log10(peak² / mse)`` with ``peak`` the physical range (max − min) of all
-  evaluated pixels, reduced over ranks; the report states the peak value.
+Why: a method that removes noise is penalised against the input and rewarded against the truth;
+only both readings, pooled exactly over ranks, compare methods fairly.
 """
 
 from __future__ import annotations
@@ -208,7 +195,18 @@ class ErrorSums:
 
     def summary(self, peak: float) -> dict:
         """``mse``, ``rmse_over_noise``, ``psnr``, bias, ℓ∞ and robust figures (+ the pixel count),
-        the same again with ``_truth`` against the truth (None-able NaN without truth)."""
+        the same again with ``_truth`` against the truth (None-able NaN without truth).
+
+        - ``mse``: physical units², pooled over pixels; ``rmse_over_noise``:
+          ``sqrt(mean(((x − x̂) / σ_noise)²))``, 1.0 meaning errors as large as the noise;
+        - ``mean_error``, ``mean_error_over_noise``: the mean of e = x̂ − x (positive: too bright);
+          ``max_abs_error``, ``max_abs_error_over_noise``: its ℓ∞ norm;
+        - ``median_abs_error_over_noise``, ``p99_abs_error_over_noise``: |e|/σ_noise for the typical
+          pixel and the worst 1 %, read from the fixed histogram ``ABS_ERROR_EDGES`` (50 bins per
+          decade, so sums stay exact over ranks: within one bin, 4.7 %, of the exact value; exact
+          zeros are counted apart, so a lossless method reads 0);
+        - ``psnr``: ``10 log10(peak² / mse)``, ``peak`` the physical range of all evaluated pixels.
+        """
         out = self.input.summary()
         out["psnr"] = psnr(out["mse"], peak) if self.input.n else math.nan
         out.update(self.truth.summary("_truth"))

@@ -1,22 +1,14 @@
 """Streaming PCA baseline at the same number of kept values as the autoencoder.
 
-The baseline answers "is the learned code better than the best *linear* code of the same size?".
-To make the comparison fair it keeps exactly as many values per tile as the autoencoder at each η:
+Contract: at each η, PCA keeps as many values per tile as the AE: k = η components of the
+flattened tile for a dense model (one latent vector per tile), k = η components of each
+non-overlapping s×s patch for a fully-convolutional one of total stride s (η values per latent
+position). It is fitted on *training* data only, streamed: each rank sums ``n``, ``Σx`` and
+``XᵀX`` (float64) over its shard, one :func:`fitsae.distributed.allreduce_sum` combines them and
+every rank diagonalises the same covariance, so the fit does not depend on the rank count.
 
-- dense model (one latent vector of C units per tile): PCA of the flattened tile, k = η components;
-- fully-convolutional model (latent grid with total stride s, C channels): PCA of non-overlapping
-  s×s patches, k = η components per patch, i.e. η values per latent position, like the AE.
-
-The fit is streamed so it scales to large training sets and to many ranks: each rank accumulates
-``n``, ``Σx`` and ``XᵀX`` (float64) over its shard of training vectors, one exact
-:func:`fitsae.distributed.allreduce_sum` combines them, and every rank then diagonalises the same
-d×d covariance. The result is independent of how the vectors were split over ranks (up to float64
-summation order). It must be fitted on *training* data: fitting on the test images would give PCA
-an unfair look at the answers.
-
-Reconstructing with the top k eigenvectors of the covariance is the optimal rank-k linear code for
-the fitted distribution, and its expected squared error per vector is the sum of the dropped
-eigenvalues (per pixel: that sum divided by d) — the property the tests check.
+Why: it answers "is the learned code better than the best *linear* code of the same size?"; the
+top k eigenvectors are that code, with expected error the dropped eigenvalues (the tests' check).
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """Figures drawn from ``report.json`` alone (so ``--plot-only`` needs neither model nor data).
 
-Figures are built as :class:`matplotlib.figure.Figure` objects and saved with the Agg renderer,
-never through ``pyplot``: evaluation runs on cluster nodes without a display, where an
-interactive backend would fail or hang, and a library must not switch the backend of a user's
-notebook that imports it.
+Contract: :func:`draw_all` writes ``error_vs_ratio.png``, ``error_vs_bpp.png``,
+``calibration.png``, ``examples.png`` and ``pca_spectrum.png`` into the report's directory
+(each drawing function says what its figure shows); every title names the data it shows.
+Figures are :class:`matplotlib.figure.Figure` objects saved with the Agg renderer, never
+through ``pyplot``.
 
-Figures (PNG, in the report's directory):
-
-- ``error_vs_ratio.png``   RMSE/σ_noise and PSNR vs compression ratio (input bits ÷ stored bits),
-  AE vs PCA;
-- ``error_vs_bpp.png``     the rate–distortion plot with everything: RMSE/σ_noise vs bits per
-  pixel for the AE (its coded bits, ``bits_per_pixel_coded``, when the codec measured them, else
-  the bits it stores), the AE with exactly η channels, PCA, every fpack setting and JPEG-XL, each
-  point labelled with its η or setting; against the noisy input, and in a second panel against
-  the noiseless truth when the data have one;
-- ``calibration.png``      histograms of z = (x − μ)/σ at three η against N(0, 1);
-- ``examples.png``         input, μ, σ and residual of the first and the worst tile at three η
-  (asinh stretch);
-- ``pca_spectrum.png``     the PCA eigenvalue spectrum fitted on training data.
+Why not pyplot: evaluation runs on cluster nodes without a display, where an interactive
+backend would fail or hang, and a library must not switch the backend of a user's notebook.
 """
 
 from __future__ import annotations
@@ -93,11 +83,12 @@ def _plain_log_ticks(axis) -> None:
 
 
 def _error_vs_ratio(report: dict, path: Path) -> Figure:
+    """RMSE/σ_noise and PSNR vs compression ratio (input bits ÷ stored bits): AE, plain mask, PCA."""
     rows = sorted(report["results"], key=lambda r: r["compression_ratio"])
     fig, axes = _subplots(1, 2, figsize=(10, 4))
     methods = [("ae", "o-", "AE (budget η: best η′ ≤ η per tile)"), ("pca", "s--", "PCA")]
     if any("ae_fixed_mask" in r for r in rows):
-        methods.insert(1, ("ae_fixed_mask", "x:", "AE, exactly η channels"))
+        methods.insert(1, ("ae_fixed_mask", "x:", "AE, plain mask (exactly η channels)"))
     for method, style, label in methods:
         ratio = np.array([(r.get(method) or {}).get("compression_ratio", r["compression_ratio"]) for r in rows],
                          dtype=float)
@@ -126,7 +117,7 @@ def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str
     shown = set(pick_etas([r["eta"] for r in rows]))
     series = []
     for method, style, label in (("ae", "o-", "AE, budget η (" + ("coded bits" if coded else "32-bit latents") + ")"),
-                                 ("ae_fixed_mask", "x:", "AE, exactly η channels"),
+                                 ("ae_fixed_mask", "x:", "AE, plain mask (exactly η channels)"),
                                  ("pca", "s--", "PCA (" + ("coded coefficients" if pca_coded else "32-bit coefficients") + ")")):
         points = [(method_bits(r, method), r[method], f"η={r['eta']}" if r["eta"] in shown else "")
                   for r in rows if r.get(method)]
@@ -153,6 +144,10 @@ def _setting_tag(entry: dict) -> str:
 
 
 def _error_vs_bpp(report: dict, path: Path) -> Figure:
+    """The rate–distortion plot with everything: RMSE/σ_noise vs bits per pixel for the AE (its
+    coded bits when the codec measured them, else the bits it stores), the plain mask, PCA, every
+    fpack setting and JPEG-XL, each point labelled with its η or setting; against the noisy
+    input and, in a second panel, against the noiseless truth when the data have one."""
     series = _rd_series(report)
     truth = any(_finite(entry.get("rmse_over_noise_truth")) for _, _, pts in series for _, entry, _ in pts)
     panels = [("rmse_over_noise", "RMSE / σ_noise against the noisy input")]
@@ -191,6 +186,7 @@ def _error_vs_bpp(report: dict, path: Path) -> Figure:
 
 
 def _calibration(report: dict, path: Path) -> Figure:
+    """Histograms of z = (x − μ)/σ at three η against N(0, 1)."""
     edges = np.asarray(report.get("calibration", {}).get("bin_edges", []), dtype=float)
     by_eta = {r["eta"]: r for r in report["results"]}
     fig, ax = _subplots(figsize=(6.5, 4.5))
@@ -225,6 +221,7 @@ def _asinh(img: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _examples(report: dict, path: Path) -> Figure:
+    """Input, μ, σ and residual of the first and the worst tile at three η (asinh stretch)."""
     examples = report.get("examples", {}).get("tiles", [])
     rows = [(t, e) for t in examples for e in t.get("etas", [])]
     if not rows:
@@ -267,6 +264,7 @@ def _examples(report: dict, path: Path) -> Figure:
 
 
 def _spectrum(report: dict, path: Path) -> Figure:
+    """The PCA eigenvalue spectrum fitted on training data."""
     values = np.asarray(report.get("pca", {}).get("eigenvalues") or [], dtype=float)
     fig, ax = _subplots(figsize=(6.5, 4.5))
     if values.size:

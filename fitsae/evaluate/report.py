@@ -196,17 +196,17 @@ def format_table(report: dict) -> str:
         f"{'σ_z std':>8} {'cov1σ':>6} {'σ_z phys':>8} {'cov1σ phys':>10}",
     ]
     for row in rows:
-        ae, pca, mask = row.get("ae") or {}, row.get("pca") or {}, row.get("ae_fixed_mask") or {}
-        m, p = mask.get("rmse_over_noise"), pca.get("rmse_over_noise")
+        ae, pca, plain = row.get("ae") or {}, row.get("pca") or {}, row.get("ae_fixed_mask") or {}
+        m, p = plain.get("rmse_over_noise"), pca.get("rmse_over_noise")
         winner = "—" if m is None or p is None else ("model" if m < p else "PCA" if p < m else "tie")
-        truth_columns = (f"{_num(mask.get('rmse_over_noise_truth'), '.4f'):>11} "
+        truth_columns = (f"{_num(plain.get('rmse_over_noise_truth'), '.4f'):>11} "
                          f"{_num(pca.get('rmse_over_noise_truth'), '.4f'):>10} ") if truth else ""
         lines.append(
-            f"{row['eta']:>5} {_num(mask.get('bits_per_pixel_coded'), '.3f'):>9} {_num(m, '.4f'):>12} "
-            f"{_num(mask.get('median_abs_error_over_noise'), '.3f'):>6} "
-            f"{_num(mask.get('p99_abs_error_over_noise'), '.3f'):>6} "
+            f"{row['eta']:>5} {_num(plain.get('bits_per_pixel_coded'), '.3f'):>9} {_num(m, '.4f'):>12} "
+            f"{_num(plain.get('median_abs_error_over_noise'), '.3f'):>6} "
+            f"{_num(plain.get('p99_abs_error_over_noise'), '.3f'):>6} "
             f"{_num(pca.get('bits_per_pixel_coded'), '.3f'):>8} {_num(p, '.4f'):>11} {truth_columns}"
-            f"{_num(mask.get('psnr'), '.2f'):>10} {_num(pca.get('psnr'), '.2f'):>9}  {winner:<6} | "
+            f"{_num(plain.get('psnr'), '.2f'):>10} {_num(pca.get('psnr'), '.2f'):>9}  {winner:<6} | "
             f"{_num(ae.get('bits_per_pixel_coded'), '.3f'):>9} {_num(ae.get('rmse_over_noise'), '.4f'):>12} "
             f"{_num(ae.get('mean_eta_kept'), '.2f'):>5} {_num(ae.get('sigma_z_std'), '.3f'):>8} "
             f"{_num(ae.get('coverage_1sigma'), '.3f'):>6} {_num(ae.get('sigma_z_std_physical'), '.3f'):>8} "
@@ -278,9 +278,9 @@ def _monotonic_lines(report: dict) -> list[str]:
     if "ae_error_nonincreasing_in_eta" not in report:
         return []
     lines = []
-    fixed = report.get("ae_fixed_mask_increases") or []
-    if fixed:
-        steps = ", ".join(f"{r['from_eta']}→{r['to_eta']} (+{100 * r['relative_increase']:.1f}%)" for r in fixed)
+    plain = report.get("ae_fixed_mask_increases") or []
+    if plain:
+        steps = ", ".join(f"{r['from_eta']}→{r['to_eta']} (+{100 * r['relative_increase']:.1f}%)" for r in plain)
         lines.append(f"The model's error (plain mask, exactly η channels) rises at η {steps}; "
                      "the codec's budget keeps fewer channels where they reconstruct better.")
     if report["ae_error_nonincreasing_in_eta"]:

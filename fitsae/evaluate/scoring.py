@@ -108,19 +108,19 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             phys = to_physical(np.asarray(mu, np.float64)[..., None], batch, data_cfg)[..., 0]
             return np.clip(phys, lo[:, None, None], hi[:, None, None])
 
-        chosen, fixed = codec.choose(x[..., 0], x_phys[..., 0], clipped_physical, etas)
+        chosen, plain = codec.choose(x[..., 0], x_phys[..., 0], clipped_physical, etas)
         shown = {}  # example η → the chosen (μ, log σ², η′) of every tile in the batch
         previous = None
         for eta in etas:
-            pick, mask = chosen[eta], fixed[eta]
+            pick, plain_pick = chosen[eta], plain[eta]
             log_var = codec.per_tile(pick.symbols, pick.eta, variance=True)[..., None]
             mu, mu_phys = pick.mu[..., None].astype(np.float64), pick.mu_phys[..., None]
-            book.errors(("ae_fixed_mask", eta)).update(x_phys, mask.mu_phys[..., None], noise_phys, truth_phys)
+            book.errors(("ae_fixed_mask", eta)).update(x_phys, plain_pick.mu_phys[..., None], noise_phys, truth_phys)
             sigma_phys = sigma_to_physical(np.exp(0.5 * log_var), mu, batch["scale"], data_cfg)
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys, truth_phys, sigma_phys)
             book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys, truth_phys)
             book.kept(("ae_kept", eta), top).update(pick.eta)
-            for choice, key in ((pick, "ae_rate"), (mask, "ae_fixed_mask_rate")):
+            for choice, key in ((pick, "ae_rate"), (plain_pick, "ae_fixed_mask_rate")):
                 for i in range(len(x)):
                     k = choice.symbols[i][..., :int(choice.eta[i])]
                     data, _ = codec.code(k, int(choice.eta[i]), choice.background[i])

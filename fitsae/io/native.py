@@ -1,22 +1,13 @@
-"""Native decode of uncompressed FITS image data, bit-exact with astropy.
+"""Native decode of uncompressed FITS image data in TensorFlow, bit-exact with astropy.
 
-FITS stores pixels big-endian, as ``BITPIX`` 8 (uint8), 16/32/64 (signed ints), -32/-64
-(IEEE floats), and the physical value is ``BZERO + BSCALE * raw`` with integer ``BLANK`` pixels
-undefined. astropy turns that into numpy arrays with particular dtype rules; fitsae reproduces
-them exactly in TensorFlow ops so that the training pipeline can decode inside ``tf.data`` (no
-GIL, no Python per image) and still give the same numbers a user sees with
-``astropy.io.fits.getdata``. The rules, from ``astropy.io.fits.hdu.image`` (``_uint=True``):
+Contract: for the same header values and bytes, :func:`decode_tf` and :func:`physical_tf` give
+the dtype and the values ``astropy.io.fits.getdata`` gives (``_uint=True``), bit for bit:
+big-endian ``BITPIX`` 8/16/32/64/−32/−64 words, the physical value ``BZERO + BSCALE·raw``, and
+integer ``BLANK`` pixels as NaN where astropy makes them NaN. :func:`decode_spec` states
+astropy's rules, which this module follows even where they surprise.
 
-- no BSCALE/BZERO and no BLANK: the raw dtype (``uint8``, ``int16``, ... ``float64``);
-- pseudo-unsigned integers, ``BSCALE = 1`` and ``BZERO = 2**(BITPIX-1)`` (16/32/64): ``uint16``
-  / ``uint32`` / ``uint64``; ``BITPIX = 8`` with ``BZERO = -128``: ``int8``. Computed as a flip of
-  the sign bit (what astropy's wrap-around subtraction amounts to). astropy does not apply
-  BLANK on this path, so neither do we;
-- otherwise integers become ``float32`` (BITPIX 8, 16) or ``float64`` (32, 64); the product with
-  BSCALE is taken only when ``BSCALE != 1`` and the sum with BZERO only when ``BZERO != 0``, each in
-  that output dtype (astropy multiplies/adds in place with the Python scalar converted to the
-  array's dtype), and pixels whose raw value equals a non-zero BLANK become NaN (astropy tests
-  ``if self._blank:``, so ``BLANK = 0`` is ignored). Floats keep their dtype and ignore BLANK.
+Why: the training pipeline decodes inside ``tf.data`` (no GIL, no Python per image) and must
+still give the numbers a user sees with astropy.
 """
 
 from __future__ import annotations
@@ -68,7 +59,22 @@ class DecodeSpec:
 
 
 def decode_spec(bitpix: int, bscale: float = 1.0, bzero: float = 0.0, blank: int | None = None) -> DecodeSpec:
-    """Decide astropy's decode rule for these header values (see module docstring)."""
+    """Decide astropy's decode rule for these header values.
+
+    The rules, from ``astropy.io.fits.hdu.image`` (``_uint=True``):
+
+    - no BSCALE/BZERO and no BLANK: the raw dtype (``uint8``, ``int16``, ... ``float64``);
+    - pseudo-unsigned integers, ``BSCALE = 1`` and ``BZERO = 2**(BITPIX-1)`` (16/32/64):
+      ``uint16``/``uint32``/``uint64``; ``BITPIX = 8`` with ``BZERO = -128``: ``int8``. Computed
+      as a flip of the sign bit (what astropy's wrap-around subtraction amounts to). astropy does
+      not apply BLANK on this path, so neither do we;
+    - otherwise integers become ``float32`` (BITPIX 8, 16) or ``float64`` (32, 64); the product
+      with BSCALE is taken only when ``BSCALE != 1`` and the sum with BZERO only when
+      ``BZERO != 0``, each in that output dtype (astropy works in place with the Python scalar
+      converted to the array's dtype), and pixels whose raw value equals a non-zero BLANK become
+      NaN (astropy tests ``if self._blank:``, so ``BLANK = 0`` is ignored). Floats keep their
+      dtype and ignore BLANK.
+    """
     if bitpix not in RAW_DTYPES:
         raise ValueError(f"BITPIX={bitpix} is not one of {list(RAW_DTYPES)}")
     if bscale == 1 and bitpix > 8 and bzero == 1 << (bitpix - 1):
@@ -108,7 +114,7 @@ def decode_words_tf(raw, spec: DecodeSpec, fixed_length: int | None = None):
     """Bytes → integers of the pixel width, still in FITS (big-endian) byte order: a plain copy.
 
     Together with :func:`swap_words_tf` this replaces ``decode_raw(..., little_endian=False)``,
-    which reverses the bytes of one element at a time (measured ~6x slower than the copy). With
+    which reverses the bytes of one element at a time (far slower: docs/measurements.md). With
     ``fixed_length`` every string is cut or zero-padded to that many bytes, so strings of
     different lengths (whole files with different trailers) decode as one batch.
     """

@@ -34,10 +34,9 @@ __all__ = ["BetaVAE", "BVAEInference", "FiLM", "build_bvae", "ACTIVE_NATS"]
 ACTIVE_NATS = 0.01
 
 # Bounds of the posterior log-variance (soft, see fitsae.losses.soft_clamp). A posterior wider than
-# the N(0, 1) prior is never optimal, so the upper bound (σ_z ≈ 7) only keeps an early overshoot from
-# feeding huge z into the decoder (with a hard ±40 clip a 256×256 GalSim run reached mse ~1e11 at
-# step 100 before recovering); the lower bound (σ_z ≈ 5e-5, ≈ 10 nats per latent value) is far below
-# what any trained β uses.
+# the N(0, 1) prior is never optimal, so the upper bound (σ_z ≈ 7) only keeps an early overshoot
+# from feeding huge z into the decoder (a hard clip let it: docs/measurements.md, "β-VAE"); the
+# lower bound (σ_z ≈ 5e-5, ≈ 10 nats per latent value) is far below what any trained β uses.
 _LOGVAR_Z_BOUNDS = (-20.0, 4.0)
 
 

@@ -1,17 +1,12 @@
 """Loss pieces of the β-VAE, each per sample so that β can meet its own sample's KL.
 
-The seed notebook's β-VAE "did not work" because of two bugs in exactly this place:
+Contract: every function returns one value per sample (shape ``(B,)``), and
+:func:`beta_objective` checks statically and at run time that recon, KL and log β are all
+exactly ``(B,)``: a ``(B, 1)`` log β against a ``(B,)`` KL would silently broadcast to
+``(B, B)`` and average β over the batch. β is ``10**logβ``.
 
-1. β was averaged over the batch before it multiplied the (also batch-averaged) KL, i.e. it computed
-   mean(β) · mean(KL) instead of mean(β_i · KL_i). Every sample then felt the same pressure whatever
-   log β it was conditioned on, so the network had no reason to let its rate depend on β.
-2. 10**logβ was written ``exp(logβ) * ln(10)`` ≈ 2.30·e^logβ. Over log β ∈ [-3, 1] that spans
-   0.11–6.3 (1.7 decades) instead of 0.001–10 (4 decades), and equals 1 at log β ≈ -0.83 rather than
-   0, so even the batch-mean β was on the wrong scale.
-
-Here every function returns one value per sample (shape ``(B,)``) and :func:`beta_objective` checks
-statically and at run time that recon, KL and log β are all exactly ``(B,)``: a ``(B, 1)`` log β
-against a ``(B,)`` KL would silently broadcast to ``(B, B)`` and average β over the batch again.
+Why: the seed notebook's β-VAE multiplied batch-mean β by batch-mean KL, and wrote 10**logβ
+as ``exp(logβ)·ln 10``, so β carried no signal (docs/history.md, "The β-VAE").
 """
 
 from __future__ import annotations

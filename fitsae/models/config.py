@@ -1,6 +1,8 @@
-"""The ``model:`` section of an experiment config.
+"""The ``model:`` section of an experiment config (:class:`ModelConfig`).
 
-Kept free of TensorFlow imports so that reading, validating and printing a config is instant.
+Architecture of a model and how its rate η is drawn; the dataclass is the single place its
+defaults and allowed values live. Kept free of TensorFlow imports so that reading, validating
+and printing a config is instant.
 """
 
 from __future__ import annotations

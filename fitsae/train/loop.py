@@ -1,23 +1,15 @@
 """The generic training loop: any model of the ``fitsae.models`` protocol, 1 to N ranks.
 
-One step = each rank draws a batch and (in the graph) its own η, computes the model's
+Contract: one step = each rank draws a batch and (in the graph) its own η, calls the model's
 ``compute_losses``, and two optimizers apply rank-averaged gradients: optimizer 1 on
 ``loss_primary`` over ``primary_variables``, optimizer 2 on ``loss_variance`` over
-``variance_variables``. The loop knows nothing else about the model: per-example (B,) tensors
-in the returned dict are averaged exactly over ranks and logged under their own names, and when
-``eta`` and ``mse`` are present the MSE is also logged per η bucket.
+``variance_variables``. Per-example (B,) tensors the model returns are averaged exactly over
+ranks and logged under their own names (the MSE also per η bucket). Rank 0 alone writes
+checkpoints, TensorBoard events and progress; after every step one allreduce (max) of a status
+flag makes all ranks go on, stop for a signal (checkpoint, exit 75) or stop on a non-finite
+loss (no checkpoint, exit 3) together.
 
-Distributed choices (see also :mod:`fitsae.distributed`):
-
-- All ranks build the model from the same global seed, and rank 0's model and both optimizers'
-  states are then broadcast *before* the first step. Horovod's examples broadcast after the
-  first step because Keras creates optimizer slots lazily; we build the optimizers explicitly
-  (``optimizer.build``), so the very first update is already identical on every rank.
-- Rank 0 alone writes checkpoints, TensorBoard events and progress; it restores a checkpoint
-  when resuming and broadcasts it.
-- After every step, one tiny allreduce (max) of a status flag makes all ranks agree to go on,
-  to stop for a signal (checkpoint, exit 75) or to stop on a non-finite loss (no checkpoint,
-  exit 3). Checks never diverge between ranks, so nobody is left waiting in a collective.
+Why: the loop knows nothing else about the model, so every model kind trains the same way.
 """
 
 from __future__ import annotations
@@ -198,6 +190,9 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
         raise fconfig.ConfigError(f"model: {err}") from err
     opt1, opt2 = build_optimizers(cfg.optimizer, cfg.train.steps, workers.size)
     primary, variance = model.primary_variables, model.variance_variables
+    # Built now, not lazily at the first update as in Horovod's examples (which broadcast after
+    # the first step for that reason): the broadcast below then precedes the first step, and
+    # that step is already identical on every rank.
     opt1.build(primary)
     opt2.build(variance)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")

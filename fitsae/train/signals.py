@@ -1,21 +1,13 @@
 """Graceful stop on SIGTERM/SIGUSR1/SIGINT, and the exit codes ``fitsae train`` returns.
 
-SLURM (preemption, time limit with ``--signal``) and ``scancel`` send SIGTERM or SIGUSR1 to every
-task, but not at the same instant, and a rank that stops alone would leave the others blocked in
-an allreduce. So a handler only sets a flag; the loop allreduces the flag (max over ranks) after
-every step, every rank stops after the same step, rank 0 checkpoints, and the process exits with
-:data:`EXIT_REQUEUE` so a wrapper script (or ``sbatch --requeue``) knows to resubmit.
+Contract: a signal only sets a flag (:class:`StopSignals`); the loop allreduces the flag (max
+over ranks) after every step, so every rank stops after the same step, rank 0 checkpoints and
+the process exits with :data:`EXIT_REQUEUE` (rerunning the same command resumes exactly). A
+second Ctrl-C exits at once with :data:`EXIT_INTERRUPTED`, keeping the checkpoints written.
 
-Ctrl-C (SIGINT) is treated the same way: Python's default, a ``KeyboardInterrupt`` raised wherever
-the main thread happens to be, unwinds through TensorFlow's and Horovod's threads mid-step and
-ended in heap corruption or a hang. A second Ctrl-C is the user insisting: the process exits at
-once with :data:`EXIT_INTERRUPTED`, keeping the checkpoints already written.
-
-Under Open MPI's ``mpirun`` the ranks never see Ctrl-C: they run in process groups of their own,
-and mpirun answers SIGINT (and SIGTERM) by sending SIGTERM to every rank and SIGKILL one second
-later (``odls_base_sigkill_timeout``; Open MPI refuses to forward SIGINT itself). The ranks use that
-second to stop and checkpoint, which a small model manages and a large one may not, so the line
-they print then says to send SIGUSR1 to mpirun instead, which it forwards without a deadline.
+Why: SLURM and ``scancel`` signal the tasks at different instants, and a rank that stopped alone
+would leave the others blocked in an allreduce; Ctrl-C as a ``KeyboardInterrupt`` unwinds
+through TensorFlow's and Horovod's threads mid-step (docs/history.md, "Stopping a run").
 """
 
 from __future__ import annotations
@@ -67,6 +59,9 @@ class StopSignals:
         if self.received is None:
             self.received = name
             again = " (Ctrl-C again to quit without saving)" if name == "SIGINT" else ""
+            # Open MPI's ranks never see Ctrl-C: mpirun answers SIGINT (and SIGTERM) with SIGTERM
+            # to every rank and SIGKILL a second later (odls_base_sigkill_timeout), while it
+            # forwards SIGUSR1 without a deadline.
             if name == "SIGTERM" and "OMPI_COMM_WORLD_SIZE" in os.environ:
                 again = ("; if mpirun sent it (Ctrl-C), it kills the ranks a second later: "
                          "to stop keeping all progress, send SIGUSR1 to mpirun instead")
