@@ -190,7 +190,7 @@ def simulate(scene: str, n: int, size: int, out: str | Path, seed: int = 0, cube
         Poisson and read noise (gain 1 e⁻/ADU); ``sky``, CCD frames drawn from a wide prior of
         scenes and detectors (:mod:`fitsae.data.sky`); ``digits``, scikit-learn's bundled 8×8
         digits (0..16) as one uint8 cube with a ``LABELS`` table; ``mnist``, 28×28 MNIST digits
-        (0..255) likewise, from a local ``mnist.npz`` (keras' downloader only without a path).
+        (0..255) likewise, from a local ``mnist.npz`` (keras' download cache without a path; never the network).
     n : int
         Number of images (planes, for cubes).
     size : int
