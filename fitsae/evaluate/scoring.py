@@ -136,7 +136,7 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             for nbytes, bits in zip(coded, estimated, strict=True):
                 book.rate(("pca_rate", eta)).update(nbytes, bits, geometry.pixels)
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys, truth_phys)
-            for method, recon in (("ae", mu_phys), ("ae_fixed_mask", mask.mu_phys), ("pca", rec)):
+            for method, recon in (("ae", mu_phys), ("ae_fixed_mask", plain_pick.mu_phys), ("pca", rec)):
                 book.flux((f"{method}_flux", eta)).add(sources, recon)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys, truth_phys)
             if eta in example_etas:
