@@ -12,8 +12,10 @@ Figures (PNG, in the report's directory):
 - ``error_vs_bpp.png``     the rate–distortion plot with everything: RMSE/σ_noise vs bits per
   pixel for the AE (its coded bits, ``bits_per_pixel_coded``, when the codec measured them, else
   the bits it stores), the AE with exactly η channels, PCA, every fpack setting and JPEG-XL, each
-  point labelled with its η or setting; against the noisy input, and in a second panel against
-  the noiseless truth when the data have one;
+  point labelled with its η or setting, and the error-bounded modes when scored
+  (``report["bounded"]``: fitsae, RICE_1 and JPEG-XL at each q on whole planes, lossless as
+  vertical lines); against the noisy input, and in a second panel against the noiseless truth
+  when the data have one;
 - ``calibration.png``      histograms of z = (x − μ)/σ at three η against N(0, 1);
 - ``examples.png``         input, μ, σ and residual of the first and the worst tile at three η
   (asinh stretch);
@@ -143,6 +145,17 @@ def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str
                         key=lambda p: np.inf if p[0] is None else p[0])
         if points:
             series.append((label, style, points))
+    for codec, lossless, style, label in (("fitsae", False, "o-", "fitsae error-bounded, q = σ/Δ (whole planes)"),
+                                          ("RICE_1", False, "^-", "RICE_1 at the same q (whole planes)"),
+                                          ("JPEG_XL", False, "D-", "JPEG-XL on those integers (whole planes)"),
+                                          ("fitsae", True, "o", "fitsae lossless"),
+                                          ("RICE_1", True, "^", "RICE_1 lossless (whole planes)"),
+                                          ("JPEG_XL", True, "D", "JPEG-XL lossless (whole planes)")):
+        members = [e for e in report.get("bounded") or [] if e["codec"] == codec and bool(e["lossless"]) == lossless]
+        points = sorted(((e.get("bits_per_pixel"), e, _setting_tag(e)) for e in members),
+                        key=lambda p: np.inf if p[0] is None else p[0])
+        if points:
+            series.append((label, style, points))
     return series
 
 
@@ -164,9 +177,11 @@ def _error_vs_bpp(report: dict, path: Path) -> Figure:
             bits = np.array([np.nan if b is None else float(b) for b, _, _ in points])
             error = np.array([np.nan if e.get(key) is None else float(e[key]) for _, e, _ in points])
             if np.all(error == 0.0):  # lossless: no place on a log error axis, a line at its rate
+                color = "gray" if "RICE" in label else "tab:red" if "fitsae" in label else "black"
                 for b in bits[np.isfinite(bits)]:
-                    ax.axvline(b, linestyle="--", linewidth=1, color="gray" if "RICE" in label else "black",
-                               label=f"{label} (exact): {b:.2f} bits/px")
+                    ax.axvline(b, linestyle="--", linewidth=1, color=color, label=f"{label} (exact): {b:.2f} bits/px")
+                continue
+            if not np.any(np.isfinite(error)):  # e.g. the error-bounded rows have no truth to compare with
                 continue
             line, = ax.plot(bits, error, style, label=label, markersize=5)
             for b, err, (_, _, tag) in zip(bits, error, points):
@@ -184,7 +199,9 @@ def _error_vs_bpp(report: dict, path: Path) -> Figure:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Rate–distortion: {_title(report)}, PCA, fpack and JPEG-XL on the same tiles\n{_data_label(report)}")
+    bounded = " (+ error-bounded modes on whole planes)" if report.get("bounded") else ""
+    fig.suptitle(f"Rate–distortion: {_title(report)}, PCA, fpack and JPEG-XL on the same tiles{bounded}\n"
+                 f"{_data_label(report)}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return fig
