@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--eta", type=int, help="budget of latent channels (default all)")
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--levels", default="1,4")
-    p.add_argument("--family", default="laplace", help="residual densities, comma-separated")
+    p.add_argument("--family", default="best", help="residual densities, comma-separated")
     p.add_argument("files", nargs="+")
     args = p.parse_args()
     from fitsae.codec import artifact

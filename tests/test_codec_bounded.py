@@ -196,3 +196,21 @@ def test_max_error_bounds_every_pixel_by_e(run, galsim_field, tmp_path, capsys):
         assert set(hdul["TILES", 1].data["DELTA"]) == {1.5} and hdul[0].header["FAEMODE"] == "max-error"
     slack = 0.5 * np.spacing(np.abs(x_hat).astype(np.float32))
     assert np.all(np.abs(x_hat - x) <= 0.75 + slack)
+
+
+def test_best_density_is_each_tiles_smaller_one_and_decodes_the_same_pixels(run, galsim_field, tmp_path, capsys):
+    # η′ fixed and 16² tiles: the two densities' bytes can be compared tile by tile.
+    coded, pixels = {}, {}
+    for family in ("laplace", "gaussian", "best"):
+        container, decoded = _round_trip(run, galsim_field, tmp_path / family, capsys, "--quantize-level", 2,
+                                         "--tile", 16, "--fixed-eta", "--residual-density", family)
+        with fits.open(container) as hdul:
+            rows = hdul["TILES", 1].data
+            coded[family] = [len(v) for v in rows["RDATA"]]
+            chosen = list(rows["RFAM"])
+        pixels[family] = fits.getdata(decoded).tobytes()
+    laplace, gaussian = np.array(coded["laplace"]), np.array(coded["gaussian"])
+    assert (laplace < gaussian).any() and (gaussian < laplace).any()  # each density wins somewhere here
+    np.testing.assert_array_equal(coded["best"], np.minimum(laplace, gaussian))
+    assert all(g < lap if c == "gaussian" else lap <= g for c, lap, g in zip(chosen, laplace, gaussian))
+    assert pixels["best"] == pixels["laplace"] == pixels["gaussian"]

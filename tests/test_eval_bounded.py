@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
-from eval_helpers import ASTROPY_DATA, CONV_RATE, shared_run
+from eval_helpers import ASTROPY_DATA, CONV_RATE, container_payload, shared_run
 from fitsae.cli import main
 
 M13 = ASTROPY_DATA / "hdu" / "compressed" / "tests" / "data" / "m13.fits"
@@ -37,22 +36,11 @@ def evaluated(shared, tmp_path_factory):
     return json.loads((out / "report.json").read_text()), out
 
 
-def _container_payload(path: Path) -> int:
-    """Bytes of the coded data in a container, read from the file: every tile row's byte columns."""
-    total = 0
-    with fits.open(path) as hdul:
-        for hdu in hdul:
-            if hdu.name == "TILES":
-                for column in ("DATA", "MASK", "RDATA", "ZEROS"):
-                    total += sum(len(v) for v in hdu.data[column])
-    return total
-
-
 def _compress(run, source, out: Path, *mode) -> int:
     code = main([str(a) for a in ["compress", "--run-dir", run, "--eta", 4, "--tile", 256, "--dither-seed", 1,
                                   *mode, source, "--out", out]])
     assert code == 0
-    return sum(_container_payload(p) for p in ([out] if out.suffix == ".fits" else sorted(out.glob("*.fae.fits"))))
+    return sum(container_payload(p) for p in ([out] if out.suffix == ".fits" else sorted(out.glob("*.fae.fits"))))
 
 
 def _assert_bounded_and_unbiased(row: dict) -> None:

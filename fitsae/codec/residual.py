@@ -10,7 +10,8 @@ are quantized first, so encoder and decoder evaluate the very same probabilities
 The residual r = k − c is coded; |r| > ``SUPPORT`` (a star the model missed) is coded as the
 support's end ±(SUPPORT + 1), an escape, and r follows raw (int64). A tile's code is
 ``ANS words (uint32 LE) ‖ escaped residuals (int64 LE)``; the escape count is stored beside it.
-The family is a discretized ``laplace`` or ``gaussian`` (:data:`FAMILIES`).
+The family is a discretized ``laplace`` or ``gaussian`` (:data:`FAMILIES`); the error-bounded
+modes pick one per tile (:mod:`fitsae.codec.bounded`).
 """
 
 from __future__ import annotations

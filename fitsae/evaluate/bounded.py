@@ -110,7 +110,7 @@ def _baseline(rows, setting: Setting) -> _Tally:
     return tally
 
 
-def bounded_rows(frozen, rows, levels=LEVELS, eta: int | None = None, tile: int = 256, family: str = "laplace",
+def bounded_rows(frozen, rows, levels=LEVELS, eta: int | None = None, tile: int = 256, family: str = "best",
                  baselines: bool = True, seed: int = 1) -> list[dict]:
     """Rows of the error-bounded comparison over manifest ``rows`` (held-out planes).
 
