@@ -7,7 +7,10 @@ the integers k under the per-pixel density whose mean and width are the model's 
 (the default), the residual density are chosen per tile by the total coded bytes (latents +
 residuals): here the error is fixed by Δ, only the size varies. Gaussian suits fields whose μ
 is good (the noise is what is left), Laplace fields the model does not know (heavy tails); the
-README has the measurements.
+README has the measurements. Then, for the chosen η′, the widths may be moved up the width
+table by ``WIDEN`` entries (×2^(1/3) each, one setting per tile, again by the bytes): where
+the model's σ is too narrow (an image unlike its training data) this saves what a wrong width
+costs, where it is right the setting stays 0.
 NaN/BLANK pixels and, for float sources, exact zeros are restored exactly from their masks
 (fpack's ZBLANK and SUBTRACTIVE_DITHER_2); their k is coded as the prediction's centre, which
 costs next to nothing. A SHA-256 of the decoded pixels is stored per tile and verified: any
@@ -34,6 +37,7 @@ __all__ = ["FAMILY_CHOICES", "DEFAULT_CHOICE", "header_cards", "mode_of", "encod
 
 FAMILY_CHOICES = residual.FAMILIES + ("best",)
 DEFAULT_CHOICE = "best"
+WIDEN = tuple(range(7))  # up to ×4
 
 
 def header_cards(quant: Quantization, family: str) -> dict:
@@ -125,11 +129,18 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
                 res_data, res_esc = residual.encode(coded, prediction, fam)
                 size = len(res_data) + len(lat_data)
                 if best is None or size < best[0]:
-                    best = (size, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam)
-        _, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam = best
+                    best = (size, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam, prediction, 0)
+        _, kept, k_latent, lat_data, lat_esc, _, _, coded, _, prediction, _ = best
+        for widen in WIDEN[1:]:
+            for fam in families:
+                res_data, res_esc = residual.encode(coded, prediction.widened(widen), fam)
+                if len(res_data) + len(lat_data) < best[0]:
+                    best = (len(res_data) + len(lat_data), kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded,
+                            fam, prediction, widen)
+        _, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam, _, widen = best
         decoded = _restore(frame, coded.reshape(h, w), tile_bad, zeros)
         bounded = BoundedTile(frame.delta, frame.zero, frame.units, res_esc, res_data, pixel_checksum(decoded),
-                              pack_mask(zeros), fam if family == "best" else "")
+                              pack_mask(zeros), fam if family == "best" else "", widen)
         plane.tiles.append(Tile(y0, x0, h, w, kept, lat_esc, lo, hi, codec.tables.ideal_bits(k_latent), "",
                                 lat_data, pack_mask(tile_bad), bounded))
         error = (decoded - values)[~tile_bad]
@@ -162,7 +173,7 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
     try:
         k_latent = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*geometry.padded(h, w)), tile.eta)[0]
         prediction, sig = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, tile.lo, tile.hi, h, w)
-        k = residual.decode(b.data, b.escapes, prediction, b.family or family)
+        k = residual.decode(b.data, b.escapes, prediction.widened(b.widen), b.family or family)
     except CodingError as err:
         raise CodecError(f"{name}: {err}") from err
     bad, zeros = unpack_mask(tile.mask, (h, w)), unpack_mask(b.zeros, (h, w))

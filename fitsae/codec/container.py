@@ -18,8 +18,9 @@ error, never a silently different image):
   when none) — so a section decodes without reading the rest; in the error-bounded modes
   (primary ``FAEMODE``, ``DITHSEED``, ``RESFAM``) also ``DELTA``, ``ZERO``, ``UNITS`` (the tile's
   quantization), ``RNESC``/``RDATA`` (coded pixels), ``PIXSUM`` (SHA-256 of the decoded pixels),
-  ``ZEROS`` (exact zeros, packed like ``MASK``) and ``RFAM`` (the tile's residual density; empty
-  when ``RESFAM`` names one for all tiles, absent in containers written before it);
+  ``ZEROS`` (exact zeros, packed like ``MASK``), ``RFAM`` (the tile's residual density; empty
+  when ``RESFAM`` names one for all tiles) and ``RWIDEN`` (width-table entries the tile's widths
+  are moved up by); both absent in containers written before them;
 - per plane, a header-only image HDU ``SRCHDR`` (EXTVER i) holding the source HDU's header
   (WCS and every other card), so the decoded file keeps it.
 """
@@ -77,6 +78,7 @@ class BoundedTile:
     checksum: str  # SHA-256 of the decoded pixels (float64, NaN where masked)
     zeros: bytes = b""  # zlib-packed mask of exact zeros (float sources)
     family: str = ""  # residual density of this tile ("": the container's RESFAM)
+    widen: int = 0  # width-table entries every width of the tile is moved up by
 
 
 @dataclass
@@ -181,7 +183,7 @@ def _bytes_column(name: str, values: list) -> fits.Column:
 
 
 def _bounded_columns(b: list) -> list:
-    """DELTA, ZERO, UNITS, RNESC, RDATA (coded residuals), PIXSUM, ZEROS, RFAM: the error-bounded modes'."""
+    """DELTA, ZERO, UNITS, RNESC, RDATA (coded residuals), PIXSUM, ZEROS, RFAM, RWIDEN: the error-bounded modes'."""
     return [
         fits.Column("DELTA", "D", array=np.array([x.delta for x in b], np.float64)),
         fits.Column("ZERO", "D", array=np.array([x.zero for x in b], np.float64)),
@@ -191,14 +193,15 @@ def _bounded_columns(b: list) -> list:
         fits.Column("PIXSUM", "64A", array=np.array([x.checksum for x in b])),
         _bytes_column("ZEROS", [x.zeros for x in b]),
         fits.Column("RFAM", "8A", array=np.array([x.family for x in b])),
+        fits.Column("RWIDEN", "I", array=np.array([x.widen for x in b], np.int16)),
     ]
 
 
-def _bounded_row(r, per_tile_family: bool) -> BoundedTile:
+def _bounded_row(r, per_tile_family: bool, widen: bool) -> BoundedTile:
     return BoundedTile(float(r["DELTA"]), float(r["ZERO"]), int(r["UNITS"]), int(r["RNESC"]),
                        np.asarray(r["RDATA"], np.uint8).tobytes(), str(r["PIXSUM"]),
                        np.asarray(r["ZEROS"], np.uint8).tobytes(),
-                       str(r["RFAM"]) if per_tile_family else "")
+                       str(r["RFAM"]) if per_tile_family else "", int(r["RWIDEN"]) if widen else 0)
 
 
 def write_container(path, primary: fits.Header, planes: list[Plane]) -> int:
@@ -269,14 +272,15 @@ def _planes(path: Path, hdul) -> list[Plane]:
         if hdu.name != "TILES":
             continue
         h, d = hdu.header, hdu.data
-        bounded, per_tile_family = "RDATA" in d.columns.names, "RFAM" in d.columns.names
+        names = d.columns.names
+        bounded, per_tile_family, widen = "RDATA" in names, "RFAM" in names, "RWIDEN" in names
         ver = h.get("EXTVER")
         if ver not in headers:
             raise CodecError(f"{path}: TILES {ver} has no SRCHDR {ver}")
         tiles = [Tile(int(r["Y0"]), int(r["X0"]), int(r["H"]), int(r["W"]), int(r["ETA"]), int(r["NESC"]),
                       float(r["LO"]), float(r["HI"]), float(r["BITSEST"]), str(r["MUSUM"]),
                       np.asarray(r["DATA"], np.uint8).tobytes(), np.asarray(r["MASK"], np.uint8).tobytes(),
-                      _bounded_row(r, per_tile_family) if bounded else None)
+                      _bounded_row(r, per_tile_family, widen) if bounded else None)
                  for r in d]
         planes.append(Plane(
             source=h["SRCFILE"], hdu=int(h["SRCHDU"]), plane=int(h["SRCPLANE"]), naxis=int(h["SRCNAXIS"]),
