@@ -52,6 +52,19 @@ def train_run(run_dir: Path, train_dir: Path, model: dict, tile: int = 16, steps
     return run_dir
 
 
+def container_payload(path: Path) -> int:
+    """Bytes of the coded data in a ``.fae.fits`` container, read from the file: every tile row's
+    byte columns (latents, masks, coded pixels)."""
+    total = 0
+    with fits.open(path) as hdul:
+        for hdu in hdul:
+            if hdu.name == "TILES":
+                for column in ("DATA", "MASK", "RDATA", "ZEROS"):
+                    if column in hdu.data.columns.names:
+                        total += sum(len(v) for v in hdu.data[column])
+    return total
+
+
 def clean_env() -> dict:
     """This environment minus any MPI launcher variables (a child must not think it is a rank)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}

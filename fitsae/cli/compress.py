@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "of each tile's estimate")
     modes.add_argument("--dither-seed", type=int, metavar="N",
                        help="seed of the dither sequence, 1..10000 (default: from the clock, like fpack)")
-    modes.add_argument("--residual-density", choices=("laplace", "gaussian"), default="laplace",
-                       help="density of the pixels around the model's mean (default laplace)")
+    modes.add_argument("--residual-density", choices=("best", "laplace", "gaussian"), default="best",
+                       help="density of the pixels around the model's mean; best (default): per tile, "
+                       "whichever codes it in fewer bytes")
     return p
 
 

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plot_only(directory: Path) -> int:
     from fitsae.evaluate.plots import draw_all
-    from fitsae.evaluate.report import format_fpack_table, format_table, load_report
+    from fitsae.evaluate.report import format_bounded_table, format_fpack_table, format_table, load_report
 
     try:
         report = load_report(directory)
@@ -96,6 +96,8 @@ def _plot_only(directory: Path) -> int:
         print(f"wrote {path}")
     print(format_table(report))
     print(format_fpack_table(report))
+    if report.get("bounded"):
+        print(format_bounded_table(report))
     return 0
 
 

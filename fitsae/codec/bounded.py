@@ -3,8 +3,14 @@
 Each tile is quantized as fpack does (:mod:`fitsae.codec.quantize`: |x − x̂| ≤ Δ/2, zero-mean
 error; integers bit-exact with ``lossless``). Its latents are coded as in the lossy mode, and
 the integers k under the per-pixel density whose mean and width are the model's μ and σ
-(:mod:`fitsae.codec.predict`, :mod:`fitsae.codec.residual`). η′ is chosen per tile by the
-total coded bytes (latents + residuals): here the error is fixed by Δ, only the size varies.
+(:mod:`fitsae.codec.predict`, :mod:`fitsae.codec.residual`). η′ and, with ``family="best"``
+(the default), the residual density are chosen per tile by the total coded bytes (latents +
+residuals): here the error is fixed by Δ, only the size varies. Gaussian suits fields whose μ
+is good (the noise is what is left), Laplace fields the model does not know (heavy tails); the
+README has the measurements. Then, for the chosen η′, the widths may be moved up the width
+table by ``WIDEN`` entries (×2^(1/3) each, one setting per tile, again by the bytes): where
+the model's σ is too narrow (an image unlike its training data) this saves what a wrong width
+costs, where it is right the setting stays 0.
 NaN/BLANK pixels and, for float sources, exact zeros are restored exactly from their masks
 (fpack's ZBLANK and SUBTRACTIVE_DITHER_2); their k is coded as the prediction's centre, which
 costs next to nothing. A SHA-256 of the decoded pixels is stored per tile and verified: any
@@ -27,14 +33,19 @@ from fitsae.codec.quantize import Quantization, TileFrame, dither
 from fitsae.data.normalize import sigma_to_physical
 from fitsae.entropy import CodingError
 
-__all__ = ["header_cards", "mode_of", "encode_plane", "decode_tile", "pixel_checksum", "summary"]
+__all__ = ["FAMILY_CHOICES", "DEFAULT_CHOICE", "header_cards", "mode_of", "encode_plane", "decode_tile",
+           "pixel_checksum", "summary"]
+
+FAMILY_CHOICES = residual.FAMILIES + ("best",)
+DEFAULT_CHOICE = "best"
+WIDEN = tuple(range(7))  # up to ×4
 
 
 def header_cards(quant: Quantization, family: str) -> dict:
     """Primary-header cards recording the mode (decoding needs FAEMODE, DITHSEED, RESFAM)."""
     cards = {"FAEMODE": (quant.mode, "lossy, quantize, max-error or lossless"),
              "DITHSEED": (int(quant.seed), "dither seed (as fpack's ZDITHER0)"),
-             "RESFAM": (family, "pixel density around the model's mean")}
+             "RESFAM": (family, "density around the mean (best: RFAM per tile)")}
     if quant.level is not None:
         cards["QLEVEL"] = (float(quant.level), "q: step = noise sigma / q")
     if quant.max_error is not None:
@@ -78,14 +89,21 @@ def _restore(frame: TileFrame, k: np.ndarray, bad: np.ndarray, zeros: np.ndarray
 
 
 def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int, select: str,
-                 quant: Quantization, family: str):
-    """Quantize and code one plane; returns (Plane with tiles, stats for the summary)."""
+                 quant: Quantization, family: str = DEFAULT_CHOICE):
+    """Quantize and code one plane; returns (Plane with tiles, stats for the summary).
+
+    ``family``: a residual density of :data:`fitsae.codec.residual.FAMILIES` for every tile, or
+    ``"best"``: each tile the one that codes it in fewer bytes (recorded in the tile).
+    """
     src = read_plane(row)
     pixels = src.pixels
     bad, _, offset, scale, x = normalized(row, pixels, data_cfg)
     plane = plane_record(row, src, offset, scale, bad.sum())
     zeros_all = (pixels == 0.0) & ~bad if row.bitpix < 0 else np.zeros_like(bad)
     etas = [int(eta)] if select == "fixed" else sorted({k for k in ladder(codec.channels) if k <= eta} | {int(eta)})
+    if family not in FAMILY_CHOICES:
+        raise CodecError(f"residual density {family!r}: expected one of {', '.join(FAMILY_CHOICES)}")
+    families = residual.FAMILIES if family == "best" else (family,)
     stats = {"squared_error": 0.0, "measured": 0, "noise": float(row.noise), "worst_over_delta": 0.0,
              "error_sum": 0.0, "deltas": []}
     for y0, x0, h, w in geometry.origins(row.height, row.width):
@@ -107,15 +125,23 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
             prediction, _ = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, lo, hi, h, w)
             coded = k.reshape(-1).copy()
             coded[special.reshape(-1)] = prediction.centre[special.reshape(-1)]
-            res_data, res_esc = residual.encode(coded, prediction, family)
             lat_data, lat_esc = codec.code(k_latent, kept)
-            size = len(res_data) + len(lat_data)
-            if best is None or size < best[0]:
-                best = (size, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded)
-        _, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded = best
+            for fam in families:
+                res_data, res_esc = residual.encode(coded, prediction, fam)
+                size = len(res_data) + len(lat_data)
+                if best is None or size < best[0]:
+                    best = (size, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam, prediction, 0)
+        _, kept, k_latent, lat_data, lat_esc, _, _, coded, _, prediction, _ = best
+        for widen in WIDEN[1:]:
+            for fam in families:
+                res_data, res_esc = residual.encode(coded, prediction.widened(widen), fam)
+                if len(res_data) + len(lat_data) < best[0]:
+                    best = (len(res_data) + len(lat_data), kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded,
+                            fam, prediction, widen)
+        _, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam, _, widen = best
         decoded = _restore(frame, coded.reshape(h, w), tile_bad, zeros)
         bounded = BoundedTile(frame.delta, frame.zero, frame.units, res_esc, res_data, pixel_checksum(decoded),
-                              pack_mask(zeros))
+                              pack_mask(zeros), fam if family == "best" else "", widen)
         plane.tiles.append(Tile(y0, x0, h, w, kept, lat_esc, lo, hi, codec.tables.ideal_bits(k_latent), "",
                                 lat_data, pack_mask(tile_bad), bounded))
         error = (decoded - values)[~tile_bad]
@@ -148,7 +174,7 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
     try:
         k_latent = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*geometry.padded(h, w)), tile.eta)[0]
         prediction, sig = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, tile.lo, tile.hi, h, w)
-        k = residual.decode(b.data, b.escapes, prediction, family)
+        k = residual.decode(b.data, b.escapes, prediction.widened(b.widen), b.family or family)
     except CodingError as err:
         raise CodecError(f"{name}: {err}") from err
     bad, zeros = unpack_mask(tile.mask, (h, w)), unpack_mask(b.zeros, (h, w))

@@ -21,7 +21,10 @@ silently different image.
   (coded latents) and ``MASK`` (zlib-packed NaN/BLANK mask, empty when none); in the
   error-bounded modes also ``DELTA``, ``ZERO``, ``UNITS`` (the tile's quantization),
   ``RNESC``/``RDATA`` (coded pixels), ``PIXSUM`` (SHA-256 of the decoded pixels) and ``ZEROS``
-  (exact zeros, packed like ``MASK``). A section decodes without reading the other rows;
+  (exact zeros, packed like ``MASK``), ``RFAM`` (the tile's residual density; empty when
+  ``RESFAM`` names one for all tiles) and ``RWIDEN`` (width-table entries the tile's widths are
+  moved up by), both absent in containers written before them. A section decodes without
+  reading the other rows;
 - per plane, a header-only image HDU ``SRCHDR`` (EXTVER i) holding the source HDU's header
   (WCS and every other card), so the decoded file keeps it.
 """
@@ -78,6 +81,8 @@ class BoundedTile:
     data: bytes  # coded residuals
     checksum: str  # SHA-256 of the decoded pixels (float64, NaN where masked)
     zeros: bytes = b""  # zlib-packed mask of exact zeros (float sources)
+    family: str = ""  # residual density of this tile ("": the container's RESFAM)
+    widen: int = 0  # width-table entries every width of the tile is moved up by
 
 
 @dataclass
@@ -186,7 +191,7 @@ def _bytes_column(name: str, values: list) -> fits.Column:
 
 
 def _bounded_columns(b: list) -> list:
-    """DELTA, ZERO, UNITS, RNESC, RDATA (coded residuals), PIXSUM, ZEROS: the error-bounded modes'."""
+    """DELTA, ZERO, UNITS, RNESC, RDATA (coded residuals), PIXSUM, ZEROS, RFAM, RWIDEN: the error-bounded modes'."""
     return [
         fits.Column("DELTA", "D", array=np.array([x.delta for x in b], np.float64)),
         fits.Column("ZERO", "D", array=np.array([x.zero for x in b], np.float64)),
@@ -195,13 +200,16 @@ def _bounded_columns(b: list) -> list:
         _bytes_column("RDATA", [x.data for x in b]),
         fits.Column("PIXSUM", "64A", array=np.array([x.checksum for x in b])),
         _bytes_column("ZEROS", [x.zeros for x in b]),
+        fits.Column("RFAM", "8A", array=np.array([x.family for x in b])),
+        fits.Column("RWIDEN", "I", array=np.array([x.widen for x in b], np.int16)),
     ]
 
 
-def _bounded_row(r) -> BoundedTile:
+def _bounded_row(r, per_tile_family: bool, widen: bool) -> BoundedTile:
     return BoundedTile(float(r["DELTA"]), float(r["ZERO"]), int(r["UNITS"]), int(r["RNESC"]),
                        np.asarray(r["RDATA"], np.uint8).tobytes(), str(r["PIXSUM"]),
-                       np.asarray(r["ZEROS"], np.uint8).tobytes())
+                       np.asarray(r["ZEROS"], np.uint8).tobytes(),
+                       str(r["RFAM"]) if per_tile_family else "", int(r["RWIDEN"]) if widen else 0)
 
 
 def write_container(path, primary: fits.Header, planes: list[Plane]) -> int:
@@ -272,14 +280,15 @@ def _planes(path: Path, hdul) -> list[Plane]:
         if hdu.name != "TILES":
             continue
         h, d = hdu.header, hdu.data
-        bounded = "RDATA" in d.columns.names
+        names = d.columns.names
+        bounded, per_tile_family, widen = "RDATA" in names, "RFAM" in names, "RWIDEN" in names
         ver = h.get("EXTVER")
         if ver not in headers:
             raise CodecError(f"{path}: TILES {ver} has no SRCHDR {ver}")
         tiles = [Tile(int(r["Y0"]), int(r["X0"]), int(r["H"]), int(r["W"]), int(r["ETA"]), int(r["NESC"]),
                       float(r["LO"]), float(r["HI"]), float(r["BITSEST"]), str(r["MUSUM"]),
                       np.asarray(r["DATA"], np.uint8).tobytes(), np.asarray(r["MASK"], np.uint8).tobytes(),
-                      _bounded_row(r) if bounded else None)
+                      _bounded_row(r, per_tile_family, widen) if bounded else None)
                  for r in d]
         planes.append(Plane(
             source=h["SRCFILE"], hdu=int(h["SRCHDU"]), plane=int(h["SRCPLANE"]), naxis=int(h["SRCNAXIS"]),

@@ -116,7 +116,7 @@ def _primary(frozen, eta: int, select: str, geometry: Geometry) -> fits.Header:
 
 
 def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest", select="best",
-                   tile: int = DEFAULT_TILE, quantization=None, family: str = "laplace") -> list[dict]:
+                   tile: int = DEFAULT_TILE, quantization=None, family: str = "best") -> list[dict]:
     """Compress every image plane of ``inputs`` (one container per input file).
 
     Parameters
@@ -139,7 +139,7 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
     quantization : fitsae.codec.quantize.Quantization, optional
         An error-bounded or lossless mode (:mod:`fitsae.codec.bounded`): the pixels themselves
         are coded, each within Δ/2 (bit-exact for ``lossless``); default the lossy mode (μ only).
-    family : {"laplace", "gaussian"}
+    family : {"best", "laplace", "gaussian"}
         Density of the pixels around the model's mean in those modes.
 
     Returns

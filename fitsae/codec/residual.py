@@ -5,12 +5,15 @@ model's μ and σ placed on the k-grid (:meth:`fitsae.codec.quantize.TileFrame.t
 are quantized first, so encoder and decoder evaluate the very same probabilities:
 
 - the mean to an integer centre c = round(μ_k) and a fraction of it on a grid of 1/``MEAN_GRID``;
-- the width σ/Δ to the nearest entry of a fixed log-spaced table (``WIDTHS``: 2^(i/3)/16).
+- the width σ/Δ to the nearest entry of a fixed log-spaced table (``WIDTHS``: 2^(i/3)/16),
+  optionally moved up the table by a whole number of entries (:meth:`Prediction.widened`, one
+  setting per tile: where the model's σ is too narrow), integer arithmetic on the index.
 
 The residual r = k − c is coded; |r| > ``SUPPORT`` (a star the model missed) is coded as the
 support's end ±(SUPPORT + 1), an escape, and r follows raw (int64). A tile's code is
 ``ANS words (uint32 LE) ‖ escaped residuals (int64 LE)``; the escape count is stored beside it.
-The family is a discretized ``laplace`` or ``gaussian`` (:data:`FAMILIES`).
+The family is a discretized ``laplace`` or ``gaussian`` (:data:`FAMILIES`); the error-bounded
+modes pick one per tile (:mod:`fitsae.codec.bounded`).
 """
 
 from __future__ import annotations
@@ -29,10 +32,16 @@ SUPPORT = 1 << 14
 
 
 class Prediction:
-    """Quantized per-pixel parameters (flattened in C order): centre, mean offset, width."""
+    """Quantized per-pixel parameters (flattened in C order): centre, mean offset, width (and its
+    index in ``WIDTHS``)."""
 
-    def __init__(self, centre: np.ndarray, offset: np.ndarray, width: np.ndarray):
-        self.centre, self.offset, self.width = centre, offset, width
+    def __init__(self, centre: np.ndarray, offset: np.ndarray, index: np.ndarray):
+        self.centre, self.offset, self.index = centre, offset, index
+        self.width = WIDTHS[index]
+
+    def widened(self, steps: int) -> "Prediction":
+        """The same prediction with every width ``steps`` table entries wider (×2^(steps/3))."""
+        return Prediction(self.centre, self.offset, np.clip(self.index + int(steps), 0, len(WIDTHS) - 1))
 
 
 def predict(mu_grid: np.ndarray, sigma_grid: np.ndarray) -> Prediction:
@@ -45,7 +54,7 @@ def predict(mu_grid: np.ndarray, sigma_grid: np.ndarray) -> Prediction:
     with np.errstate(divide="ignore", invalid="ignore"):
         index = np.floor(np.log2(np.where(sigma > 0, sigma, WIDTHS[0])) * 3.0 + 12.0 + 0.5)
     index = np.clip(np.nan_to_num(index, nan=0.0), 0, len(WIDTHS) - 1).astype(np.int64)
-    return Prediction(centre.astype(np.int64), offset, WIDTHS[index])
+    return Prediction(centre.astype(np.int64), offset, index)
 
 
 def _model(family: str):

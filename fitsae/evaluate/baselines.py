@@ -23,7 +23,7 @@ import numpy as np
 from astropy.io import fits
 
 __all__ = ["Setting", "DEFAULT_SETTINGS", "Result", "applicable", "roundtrip", "stored_integers",
-           "rice_integers", "dequantize", "TILE", "FITS_BLOCK"]
+           "rice_integers", "rice_steps", "dequantize", "TILE", "FITS_BLOCK"]
 
 # cfitsio's SUBTRACTIVE_DITHER_1, fpack's default for floats.
 _SUBTRACTIVE_DITHER_1 = 1
@@ -248,6 +248,18 @@ def rice_integers(raw: bytes) -> list[tuple[np.ndarray, float, float]]:
             out.append((ints.reshape(ys.stop - ys.start, xs.stop - xs.start).astype(np.int64),
                         float(rows["ZSCALE"][i]), float(rows["ZZERO"][i])))
     return out
+
+
+def rice_steps(image: np.ndarray, quantize_level: float, tile_id: int = 0) -> np.ndarray:
+    """The step Δ (ZSCALE, physical units) of every pixel as ``RICE_1 q=quantize_level`` quantizes
+    ``image`` in :func:`roundtrip` with the same ``tile_id`` (cfitsio's own per-tile noise estimate),
+    float64 of the image's shape: what ℓ∞/Δ and equal-q comparisons are measured against."""
+    data = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+    raw = _rice(data.tobytes(), data.shape, quantize_level, _dither_seed(tile_id))
+    steps = np.empty(data.shape, np.float64)
+    for (_, zscale, _), where in zip(rice_integers(raw), _tiles(data.shape), strict=True):
+        steps[where] = zscale
+    return steps
 
 
 def _jpegxl(ints: np.ndarray) -> tuple[int, np.ndarray]:

@@ -134,6 +134,17 @@ def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str
                         key=lambda p: np.inf if p[0] is None else p[0])
         if points:
             series.append((label, style, points))
+    for codec, lossless, style, label in (("fitsae", False, "o-", "fitsae error-bounded, q = σ/Δ (whole planes)"),
+                                          ("RICE_1", False, "^-", "RICE_1 at the same q (whole planes)"),
+                                          ("JPEG_XL", False, "D-", "JPEG-XL on those integers (whole planes)"),
+                                          ("fitsae", True, "o", "fitsae lossless"),
+                                          ("RICE_1", True, "^", "RICE_1 lossless (whole planes)"),
+                                          ("JPEG_XL", True, "D", "JPEG-XL lossless (whole planes)")):
+        members = [e for e in report.get("bounded") or [] if e["codec"] == codec and bool(e["lossless"]) == lossless]
+        points = sorted(((e.get("bits_per_pixel"), e, _setting_tag(e)) for e in members),
+                        key=lambda p: np.inf if p[0] is None else p[0])
+        if points:
+            series.append((label, style, points))
     return series
 
 
@@ -159,9 +170,11 @@ def _error_vs_bpp(report: dict, path: Path) -> Figure:
             bits = np.array([np.nan if b is None else float(b) for b, _, _ in points])
             error = np.array([np.nan if e.get(key) is None else float(e[key]) for _, e, _ in points])
             if np.all(error == 0.0):  # lossless: no place on a log error axis, a line at its rate
+                color = "gray" if "RICE" in label else "tab:red" if "fitsae" in label else "black"
                 for b in bits[np.isfinite(bits)]:
-                    ax.axvline(b, linestyle="--", linewidth=1, color="gray" if "RICE" in label else "black",
-                               label=f"{label} (exact): {b:.2f} bits/px")
+                    ax.axvline(b, linestyle="--", linewidth=1, color=color, label=f"{label} (exact): {b:.2f} bits/px")
+                continue
+            if not np.any(np.isfinite(error)):  # e.g. the error-bounded rows have no truth to compare with
                 continue
             line, = ax.plot(bits, error, style, label=label, markersize=5)
             for b, err, (_, _, tag) in zip(bits, error, points):
@@ -179,7 +192,9 @@ def _error_vs_bpp(report: dict, path: Path) -> Figure:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Rate–distortion: {_title(report)}, PCA, fpack and JPEG-XL on the same tiles\n{_data_label(report)}")
+    bounded = " (+ error-bounded modes on whole planes)" if report.get("bounded") else ""
+    fig.suptitle(f"Rate–distortion: {_title(report)}, PCA, fpack and JPEG-XL on the same tiles{bounded}\n"
+                 f"{_data_label(report)}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return fig

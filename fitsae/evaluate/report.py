@@ -30,6 +30,7 @@ __all__ = [
     "load_report",
     "format_table",
     "format_fpack_table",
+    "format_bounded_table",
     "method_bits",
 ]
 
@@ -113,6 +114,11 @@ def _csv_rows(report: dict):
                 "bits_per_pixel_with_headers": entry.get("bits_per_pixel_with_headers"),
                 **{k: entry.get(k) for k in _METRIC_COLUMNS},
             }
+    for entry in report.get("bounded") or []:
+        yield {"method": f"bounded {entry['codec']}", "eta": "", "setting": entry.get("label", ""),
+               "latent_values": "", "compression_ratio": "", "bits_per_pixel": entry.get("bits_per_pixel"),
+               "rmse_over_noise": entry.get("rmse_over_noise"),
+               "mean_error_over_noise": entry.get("mean_bias_over_noise")}
 
 
 def write_report(report: dict, out_dir: str | Path) -> Path:
@@ -319,5 +325,35 @@ def format_fpack_table(report: dict) -> str:
             + f"{_num(e.get('mean_error_over_noise'), '+.4f'):>7} {_num(e.get('max_abs_error_over_noise'), '.3f'):>7} "
             f"{_num(e.get('median_abs_error_over_noise'), '.3f'):>6} {_num(e.get('p99_abs_error_over_noise'), '.3f'):>6} "
             f"{_num(e.get('psnr'), '.2f'):>7}"
+        )
+    return "\n".join(lines)
+
+
+def format_bounded_table(report: dict) -> str:
+    """The error-bounded modes (``report["bounded"]``, :mod:`fitsae.evaluate.bounded`): per quantize
+    level, fitsae beside RICE_1 and JPEG-XL on the same planes; empty when they were not scored."""
+    rows = report.get("bounded") or []
+    if not rows:
+        return ""
+    lines = [
+        "error-bounded modes (compress --quantize-level q: step Δ = σ_noise/q; lossless: integer planes) on whole "
+        "planes, beside RICE_1 and JPEG-XL (lossless, on RICE_1's dithered integers) at the same q",
+        "bits/px: payload (coded data, headers excluded); ℓ∞/Δ: max |x̂ − x| over each tile's step; "
+        "bias: mean(x̂ − x)/σ ± its standard error; Δ/σ: median step over σ_noise (each codec estimates σ itself)",
+        f"{'q':>8} {'codec':<8} {'bits/px':>8} {'× RICE':>7} {'rmse/σ':>8} {'ℓ∞/Δ':>7} {'bias':>8} {'± SE':>7} "
+        f"{'Δ/σ':>7}",
+    ]
+    rice = {r["quantize_level"]: r.get("bits_per_pixel") for r in rows if r["codec"] == "RICE_1"}
+    for r in rows:
+        level = r["quantize_level"]
+        base = rice.get(level)
+        bits = r.get("bits_per_pixel")
+        relative = bits / base if _finite(bits) and _finite(base) and base > 0 else None
+        lines.append(
+            f"{'lossless' if level is None else format(level, 'g'):>8} {r['codec']:<8} {_num(bits, '.3f'):>8} "
+            f"{_num(relative, '.3f'):>7} {_num(r.get('rmse_over_noise'), '.4f'):>8} "
+            f"{_num(r.get('linf_over_delta'), '.3f'):>7} {_num(r.get('mean_bias_over_noise'), '+.4f'):>8} "
+            f"{_num(r.get('mean_bias_standard_error_over_noise'), '.4f'):>7} "
+            f"{_num(r.get('median_step_over_noise'), '.3f'):>7}"
         )
     return "\n".join(lines)

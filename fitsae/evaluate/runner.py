@@ -25,7 +25,7 @@ from fitsae.data.evalset import evaluation_batches
 from fitsae.evaluate.context import EvalContext, manifest_for
 from fitsae.evaluate.options import EvalOptions, EvaluationError
 from fitsae.evaluate.plots import draw_all
-from fitsae.evaluate.report import format_fpack_table, format_table, write_report
+from fitsae.evaluate.report import format_bounded_table, format_fpack_table, format_table, write_report
 from fitsae.evaluate.scoring import score_checkpoint
 
 __all__ = ["run"]
@@ -108,6 +108,8 @@ def _write_scalars(writer, step: int, results: list[dict]) -> None:
 def _announce(report: dict, out_dir: Path) -> None:
     distributed.root_print(format_table(report))
     distributed.root_print(format_fpack_table(report))
+    if report.get("bounded"):
+        distributed.root_print(format_bounded_table(report))
     distributed.root_print(f"report: {out_dir / 'report.json'}")
 
 
