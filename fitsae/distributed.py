@@ -328,3 +328,16 @@ def allreduce_max(value: float) -> float:
 
     return float(_comm.allreduce(float(value), op=MPI.MAX))
 
+
+
+def abort(code: int) -> None:
+    """End every rank of the job now (``MPI_Abort``), after an error only this rank saw.
+
+    An exception that unwinds one rank leaves the others waiting in their next collective for
+    ever, holding the allocation; aborting makes ``mpirun``/``srun`` end the job instead. In a
+    single process this returns and the caller exits as usual.
+    """
+    if _hvd is None or _comm is None or _comm.Get_size() == 1:
+        return
+    sys.stderr.flush()
+    _comm.Abort(code)

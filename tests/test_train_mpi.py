@@ -219,3 +219,18 @@ def test_ctrl_c_to_mpirun_ends_every_rank_and_the_run_resumes(experiment):
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"resuming {run} from step {newest}" in resumed.stderr
     assert list_checkpoints(run)[-1][0] == STEPS
+
+
+def test_an_error_on_rank_zero_alone_ends_the_job_instead_of_hanging(experiment, tmp_path):
+    """Rank 0's export fails (its path is a file): the job ends with the error and exit 1, rather
+    than rank 1 waiting in the closing collective for ever (the mpirun would never return)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "export").write_text("not a directory")
+    cfg = yaml.safe_load((experiment / "exp.yaml").read_text())
+    cfg["train"].update(steps=4, export=True, checkpoint_every=4, image_every=0)
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    done = run_mpi(2, ["fitsae", "train", "--config", str(tmp_path / "exp.yaml"), "--run-dir", str(run)],
+                   timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "aborting every rank" in done.stderr

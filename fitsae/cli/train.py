@@ -20,6 +20,8 @@ from pathlib import Path
 from fitsae import config as fconfig
 from fitsae.train.signals import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_REQUEUE, EXIT_USAGE
 
+EXIT_FAILED = 1  # an unexpected error: the traceback says where
+
 EPILOG = f"""\
 configs: section defaults <- --config FILE.yaml <- --set section.key=value (strict: unknown keys
 are errors). The resolved config is saved as RUN/params.yaml, with data.paths made absolute
@@ -112,6 +114,12 @@ def _train(cfg, run_dir: Path) -> int:
         logging.getLogger("fitsae").error("%s", err)
         print(f"fitsae train: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception:
+        # A bug or an I/O failure on this rank alone (rank 0's export, say): the other ranks
+        # would wait for it in their next collective for ever. Say what happened, end the job.
+        logging.getLogger("fitsae").exception("fitsae train failed on this rank; aborting every rank")
+        distributed.abort(EXIT_FAILED)
+        raise
     return result.exit_code
 
 
