@@ -31,7 +31,8 @@ resume: if RUN already has checkpoints, training continues from the newest (the 
 train.seed must match; --config may then be omitted and RUN/params.yaml is used, from any
 working directory).
 
-exit codes: 0 finished; 2 bad config or data; {EXIT_DIVERGED} non-finite loss (nothing saved for it;
+exit codes: 0 finished; {EXIT_FAILED} an unexpected error (the traceback says where; under MPI every
+rank is aborted); 2 bad config or data; {EXIT_DIVERGED} non-finite loss (nothing saved for it;
 lower the learning rate, rerun resumes from the last good checkpoint); {EXIT_REQUEUE} stopped by
 SIGTERM/SIGUSR1/SIGINT (Ctrl-C) after checkpointing -- please requeue, the same command resumes
 exactly; {EXIT_INTERRUPTED} a second Ctrl-C, or Ctrl-C before the first step (nothing new saved).
