@@ -65,6 +65,14 @@ def container_payload(path: Path) -> int:
     return total
 
 
+def run_fitsae(*args, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m fitsae ARGS...`` in a child process, as a user runs it; asserts exit 0."""
+    proc = subprocess.run([sys.executable, "-m", "fitsae", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, env=clean_env(), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def clean_env() -> dict:
     """This environment minus any MPI launcher variables (a child must not think it is a rank)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}

@@ -8,27 +8,18 @@ split 1500 for training and 297 held out, trained and scored with the CLI.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from eval_helpers import clean_env
+from eval_helpers import run_fitsae
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PLANES = 1500
 
 pytestmark = pytest.mark.slow
-
-
-def _fitsae(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "fitsae", *args], cwd=cwd, capture_output=True, text=True,
-                          env=clean_env(), timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 def _split_cube(cube: Path, out: Path) -> tuple[Path, Path]:
@@ -46,13 +37,13 @@ def _split_cube(cube: Path, out: Path) -> tuple[Path, Path]:
 
 def test_the_shipped_digits_config_beats_pca_at_every_small_eta(tmp_path: Path):
     """Plain mask (exactly η units) below PCA at k = η for every η ≤ 4, in physical units."""
-    _fitsae("simulate", "--kind", "digits", "--n", "1797", "--out", str(tmp_path / "sim"), cwd=tmp_path)
+    run_fitsae("simulate", "--kind", "digits", "--n", "1797", "--out", str(tmp_path / "sim"), cwd=tmp_path)
     train, test = _split_cube(tmp_path / "sim" / "digits.fits", tmp_path)
     run = tmp_path / "run"
-    _fitsae("train", "--config", str(REPO / "train" / "digits-dense.yaml"), "--run-dir", str(run),
+    run_fitsae("train", "--config", str(REPO / "train" / "digits-dense.yaml"), "--run-dir", str(run),
             "--set", f"data.paths=[{train}]",
             "--set", "train.image_every=0", "--set", "train.export=false", cwd=tmp_path)
-    _fitsae("evaluate", "--run-dir", str(run), "--data", str(test), "--out", str(tmp_path / "eval"),
+    run_fitsae("evaluate", "--run-dir", str(run), "--data", str(test), "--out", str(tmp_path / "eval"),
             "--etas", "1-4", "--no-tensorboard", cwd=tmp_path)
     rows = json.loads((tmp_path / "eval" / "report.json").read_text())["results"]
     model = json.loads((tmp_path / "eval" / "report.json").read_text())["headline"]["model"]

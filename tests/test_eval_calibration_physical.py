@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 from astropy.io import fits
 
-from eval_helpers import CONV, clean_env, write_fields
-
-
-def _fitsae(*args):
-    proc = subprocess.run([sys.executable, "-m", "fitsae", *map(str, args)], capture_output=True, text=True,
-                          env=clean_env(), timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
+from eval_helpers import CONV, run_fitsae, write_fields
 
 
 @pytest.mark.slow
@@ -33,12 +24,12 @@ def test_physical_calibration_in_the_report_is_that_of_the_decompressed_sigma(tm
                         "progress": False}}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
-    _fitsae("train", "--config", tmp_path / "run.yaml", "--run-dir", run)
-    _fitsae("evaluate", "--run-dir", run, "--data", test, "--out", tmp_path / "eval", "--etas", "4",
+    run_fitsae("train", "--config", tmp_path / "run.yaml", "--run-dir", run)
+    run_fitsae("evaluate", "--run-dir", run, "--data", test, "--out", tmp_path / "eval", "--etas", "4",
             "--fpack-tiles", "0", "--no-plots", "--no-tensorboard", "--pca-tiles", "50")
     ae = json.loads((tmp_path / "eval" / "report.json").read_text())["results"][0]["ae"]
-    _fitsae("compress", test, "--run-dir", run, "--eta", 4, "--out", tmp_path / "packed")
-    _fitsae("decompress", tmp_path / "packed", "--sigma", "--out", tmp_path / "unpacked")
+    run_fitsae("compress", test, "--run-dir", run, "--eta", 4, "--out", tmp_path / "packed")
+    run_fitsae("decompress", tmp_path / "packed", "--sigma", "--out", tmp_path / "unpacked")
 
     z = []
     for source in sorted(test.glob("*.fits")):
