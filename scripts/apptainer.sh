@@ -15,6 +15,11 @@
 # working directory, `--bind` sources, the image -- so data under /scratch, /lustre or a checkout
 # anywhere is found (a top-level directory the tree lacks is bound whole; system directories never). Builds use --fakeroot (subordinate ids root:100000:65536
 # inside the tree) because this kind of sandbox lacks CAP_SYS_RESOURCE for a plain root build.
+# Root in a container keeps only the capabilities that capability.json grants it (`root default
+# capabilities = file`: the default `full` asks for CAP_SYS_RESOURCE too). The tree grants root the
+# file-ownership ones (ROOT_CAPS): apptainer unpacks a SIF for `Bootstrap: localimage` by running
+# unsquashfs in a nested container as root, and without CAP_CHOWN it cannot give files their groups
+# (`set_attributes: failed to change uid and gids on .../etc/shadow`), so a layered build failed.
 #
 # Environment:
 #   FITSAE_APPTAINER_ROOT   where the helper tree lives (default /var/cache/fitsae/apptainer-sid)
@@ -35,8 +40,20 @@ native_apptainer() {
   return 1
 }
 
+ROOT_CAPS=CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_FOWNER,CAP_FSETID,CAP_MKNOD,CAP_SETFCAP
+
+# Grant root ROOT_CAPS in the tree's capability.json (idempotent; also upgrades older trees).
+grant_root_caps() {
+  local tree="$1"
+  grep -q CAP_CHOWN "$tree/etc/apptainer/capability.json" 2>/dev/null && return 0
+  [ "$(id -u)" = 0 ] || die "the helper tree $tree lacks root's file capabilities; run 'scripts/apptainer.sh setup' as root"
+  chroot "$tree" /usr/bin/apptainer capability add --user root "$ROOT_CAPS" >>"$TREE.setup.log" 2>&1 \
+    || die "granting root $ROOT_CAPS in $tree failed, see $TREE.setup.log"
+  grep -q CAP_CHOWN "$tree/etc/apptainer/capability.json" || die "no CAP_CHOWN in $tree/etc/apptainer/capability.json"
+}
+
 setup_tree() {
-  [ -f "$TREE/.fitsae-ready" ] && return 0
+  if [ -f "$TREE/.fitsae-ready" ]; then grant_root_caps "$TREE"; return 0; fi
   [ "$(id -u)" = 0 ] || die "no apptainer on PATH and the helper tree $TREE is missing; run 'scripts/apptainer.sh setup' as root, or install Apptainer"
   mkdir -p "$(dirname "$TREE")"
   exec 9>"$TREE.lock"
@@ -69,6 +86,7 @@ setup_tree() {
   echo 'root:100000:65536' >"$tmp/etc/subuid"
   echo 'root:100000:65536' >"$tmp/etc/subgid"
   sed -i 's/^#\?\s*root default capabilities\s*=.*/root default capabilities = file/' "$tmp/etc/apptainer/apptainer.conf"
+  grant_root_caps "$tmp"
   rm -rf "$TREE"
   mv "$tmp" "$TREE"
   chroot "$TREE" dpkg-query -W -f '${Version}' apptainer >"$TREE/.fitsae-ready"
