@@ -21,7 +21,8 @@
 #          mksquashfs's default level 9 took 145 s), then 27 s of %test. With a training job on one
 #          core and the stack not in the page cache, the unpack alone took ~3 min.
 # A changed file under fitsae/ gives a new code-layer path, so tests never run an image of older code.
-# Only the newest few code layers are kept in the cache. Concurrent builds of one image wait for
+# Only the newest few code layers are kept in the cache, and only the newest image whose %test
+# failed (OUT.partial, kept for inspection until the next build). Concurrent builds of one image wait for
 # each other (a lock beside it) and build it once.
 #
 # Environment:
@@ -106,6 +107,16 @@ prune_code_layers() {
     | while IFS= read -r old; do [ "$old" = "$1" ] || rm -f "$old" "$old.lock"; done
 }
 
+# Remove the images a failed %test left (OUT.partial) in the cache, except $1's and those whose build
+# runs now (its lock is held): with tests building by default, each would keep ~0.9 GB.
+prune_partials() {
+  local p
+  for p in "$CACHE"/fitsae-*.sif.partial; do
+    case "$p" in "$1" | "$CACHE"/fitsae-stack-*) continue ;; esac
+    [ -f "$p" ] && flock -n "${p%.partial}.lock" rm -f "$p" || true
+  done
+}
+
 case "${1:-}" in
   --print-path) code_image; exit 0 ;;
   --print-stack-path) stack_image; exit 0 ;;
@@ -126,6 +137,8 @@ if [ -z "${1:-}" ] && [ -f "$OUT" ]; then
   printf '%s\n' "$OUT"
   exit 0
 fi
+
+prune_partials "$OUT.partial"
 
 stage="$(mktemp -d /var/tmp/fitsae-build.XXXXXX)"
 trap 'rm -rf "$stage"' EXIT
