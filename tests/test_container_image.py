@@ -52,7 +52,7 @@ def image() -> Path:
     path = given or _print_path(REPO)
     if not Path(path).is_file():
         if os.environ.get("FITSAE_BUILD_CONTAINER") == "0":
-            pytest.skip(f"no image built from this source tree at {path}, and FITSAE_BUILD_CONTAINER=0")
+            pytest.skip(f"no image at {path}, and FITSAE_BUILD_CONTAINER=0 says not to build one")
         # Without an argument the script builds the cache path, or waits for a concurrent build of it.
         proc = subprocess.run([str(BUILD)] + ([path] if given else []), capture_output=True, text=True,
                               timeout=5900)
