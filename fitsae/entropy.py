@@ -24,8 +24,8 @@ from astropy.io import fits
 from fitsae.errors import FitsaeError
 
 __all__ = ["PRECISION", "TAIL_MASS", "CodingError", "LatentTables", "tables_from_prior", "tables_from_latents",
-           "tables_from_widths", "tables_to_hdu", "tables_from_hdu", "encode_latents", "decode_latents",
-           "join_stream", "split_stream"]
+           "latent_histograms", "tables_from_histograms", "tables_from_widths", "tables_to_hdu", "tables_from_hdu",
+           "encode_latents", "decode_latents", "join_stream", "split_stream"]
 
 PRECISION = 24  # bits of the fixed-point frequencies: constriction's default for its ANS coder
 TAIL_MASS = 1e-6  # probability left outside a learned prior's support, given to the escape
@@ -140,35 +140,74 @@ def tables_from_prior(prior, tail: float = TAIL_MASS) -> LatentTables:
     return LatentTables(np.ones(len(freqs)), low, tuple(freqs), "prior")
 
 
-def tables_from_latents(latents: np.ndarray, step: float | None = None) -> LatentTables:
+def tables_from_latents(latents: np.ndarray, step=None) -> LatentTables:
     """Tables fitted to a sample of a model's latents (N, C), for a model without a usable prior.
 
-    Step per channel: ``step`` when given (1 for a model trained for rate on the integers), else
-    ``UNTRAINED_STEP_FRACTION`` of its standard deviation (of the median absolute deviation when
-    that is smaller, so one far star does not coarsen the grid). The histogram of the quantized
-    sample gives the frequencies (plus one count everywhere in the observed range, and for the
-    escape).
+    Step per channel: ``step`` when given (a number for every channel, 1 for a model trained for
+    rate on the integers, or one per channel), else ``UNTRAINED_STEP_FRACTION`` of its standard
+    deviation (of the median absolute deviation when that is smaller, so one far star does not
+    coarsen the grid). The histogram of the quantized sample gives the frequencies
+    (:func:`tables_from_histograms`).
     """
     z = np.asarray(latents, np.float64).reshape(-1, latents.shape[-1])
     if step is None:
         spread = np.minimum(z.std(axis=0), 1.4826 * np.median(np.abs(z - np.median(z, axis=0)), axis=0))
         spread = np.where(spread > 0, spread, np.maximum(z.std(axis=0), 1e-6))
         step = spread * UNTRAINED_STEP_FRACTION
-    else:
-        step = np.full(z.shape[1], float(step))
-    k = np.rint(z / step).astype(np.int64)
+    step = np.broadcast_to(np.asarray(step, np.float64), (z.shape[1],)).copy()
+    return tables_from_histograms(step, latent_histograms(np.rint(z / step).astype(np.int64)))
+
+
+# Latent integers further than this from 0 are not histogrammed one by one, only counted (they
+# are escaped in any table: MAX_SUPPORT is far smaller), so a far outlier cannot blow up memory.
+HISTOGRAM_HALF_WIDTH = 1 << 15
+
+
+def latent_histograms(k: np.ndarray) -> np.ndarray:
+    """Counts of the integers ``k`` (N, C) per channel, (C, 2·HISTOGRAM_HALF_WIDTH + 2): entry i
+    counts k = i − HISTOGRAM_HALF_WIDTH, the last entry everything beyond ±HISTOGRAM_HALF_WIDTH.
+
+    A fixed layout, so histograms of several ranks' latents add up to the histogram of all of them
+    (the evaluation fits tables identically on any number of ranks).
+    """
+    k = np.asarray(k, np.int64).reshape(-1, k.shape[-1])
+    width = 2 * HISTOGRAM_HALF_WIDTH + 1
+    out = np.zeros((k.shape[1], width + 1), np.int64)
+    for c in range(k.shape[1]):
+        index = k[:, c] + HISTOGRAM_HALF_WIDTH
+        inside = (index >= 0) & (index < width)
+        out[c, :width] = np.bincount(index[inside], minlength=width)
+        out[c, width] = int((~inside).sum())
+    return out
+
+
+def tables_from_histograms(step: np.ndarray, histograms: np.ndarray) -> LatentTables:
+    """Tables from per-channel counts (:func:`latent_histograms`) of latents quantized with ``step`` (C,).
+
+    Each channel's support is the central 1 − 2·10⁻⁴ of its counts (at most MAX_SUPPORT symbols);
+    every symbol in it gets one count more (it stays codable), and what falls outside — plus one —
+    is the escape's.
+    """
+    hist = np.asarray(histograms, np.int64)
     lows, freqs = [], []
-    for c in range(z.shape[1]):
-        kc = k[:, c]
-        lo, hi = np.quantile(kc, [1e-4, 1 - 1e-4]).astype(np.int64)
+    for counts in hist:
+        inner, beyond = counts[:-1], int(counts[-1])
+        total = int(inner.sum()) + beyond
+        cdf = np.cumsum(inner)
+        if cdf[-1] == 0:  # nothing near 0 at all: a one-symbol table, everything escaped
+            lo = hi = HISTOGRAM_HALF_WIDTH
+        else:
+            lo = int(np.searchsorted(cdf, 1e-4 * total, side="right"))
+            hi = max(lo, int(np.searchsorted(cdf, (1.0 - 1e-4) * total, side="left")))
+            hi = min(hi, len(inner) - 1)
         centre = (lo + hi) // 2
-        lo, hi = max(lo, centre - MAX_SUPPORT // 2), min(hi, max(lo, centre - MAX_SUPPORT // 2) + MAX_SUPPORT - 1)
-        inside = kc[(kc >= lo) & (kc <= hi)]
-        counts = np.bincount(inside - lo, minlength=hi - lo + 1).astype(np.float64) + 1.0
-        escape = float(len(kc) - len(inside)) + 1.0
-        lows.append(lo)
-        freqs.append(_quantize_frequencies(np.append(counts, escape)))
-    return LatentTables(step, np.array(lows, np.int64), tuple(freqs), "fitted")
+        lo = max(lo, centre - MAX_SUPPORT // 2)
+        hi = min(hi, lo + MAX_SUPPORT - 1)
+        inside = inner[lo:hi + 1].astype(np.float64)
+        escape = float(total - inside.sum()) + 1.0
+        lows.append(lo - HISTOGRAM_HALF_WIDTH)
+        freqs.append(_quantize_frequencies(np.append(inside + 1.0, escape)))
+    return LatentTables(np.asarray(step, np.float64), np.array(lows, np.int64), tuple(freqs), "fitted")
 
 
 def _laplace_cdf(v: np.ndarray, b: float) -> np.ndarray:
