@@ -212,12 +212,12 @@ def test_band_trend_names_the_band_whose_error_rises_with_eta():
 
 
 def test_the_rate_distortion_plot_reads_the_aes_coded_bits_when_the_codec_measured_them(tmp_path: Path):
-    from fitsae.evaluate.plots import _rd_series
+    from fitsae.evaluate.plots import rd_series
 
     report = _report_from_real_sums(tmp_path)
 
     def ae_bits():
-        ((label, points),) = [(label, pts) for label, _, pts in _rd_series(report) if label.startswith("AE, budget")]
+        ((label, points),) = [(label, pts) for label, _, pts in rd_series(report) if label.startswith("AE, budget")]
         return label, [bits for bits, _, _ in points]
 
     assert ae_bits() == ("AE, budget η (32-bit latents)", [r["bits_per_pixel"] for r in report["results"]])
@@ -227,6 +227,6 @@ def test_the_rate_distortion_plot_reads_the_aes_coded_bits_when_the_codec_measur
     for row in report["results"]:
         row["ae"]["bits_per_pixel_coded"] = 0.01 * row["eta"]
     assert ae_bits() == ("AE, budget η (coded bits)", [0.01 * r["eta"] for r in report["results"]])
-    labels = [label for label, _, _ in _rd_series(report)]
+    labels = [label for label, _, _ in rd_series(report)]
     assert labels == ["AE, budget η (coded bits)", "PCA (32-bit coefficients)", "fpack RICE_1", "fpack HCOMPRESS_1",
                       "JPEG-XL on RICE_1's integers"]

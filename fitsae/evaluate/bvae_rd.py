@@ -2,11 +2,14 @@
 
 Contract: one row per log β (:func:`rate_distortion`). The **rate** is the posterior's KL to the
 prior, in nats per image and bits per pixel: what bits-back / relative-entropy coding of a
-posterior sample costs, a bound a practical codec approaches, not bytes on disk. The
-**distortion** is that sample's reconstruction error, defined as for the tunable AE's rows of
-``report.json`` (:class:`fitsae.evaluate.error_sums.ErrorSums`); ``mean_z`` holds the same for
-the posterior mean (storing ``encode(x)`` as floats) and the variance decoder's calibration.
-Sums are reduced over ranks once at the end, so every rank returns the same rows.
+posterior sample costs, a bound, not bytes on disk. The **distortion** is that sample's
+reconstruction error, defined as for the tunable AE's rows of ``report.json``
+(:class:`fitsae.evaluate.error_sums.ErrorSums`); ``mean_z`` holds the same for the posterior mean
+(storing ``encode(x)`` as floats) and the variance decoder's calibration. With operating points
+fitted on training tiles (:mod:`fitsae.evaluate.bvae_coding`), ``coded`` holds the file's truth:
+the posterior mean quantized and entropy-coded, its real bytes per pixel and the error of the
+image decoded from them. Sums are reduced over ranks once at the end, so every rank returns the
+same rows.
 
 Why: one β-conditioned network is a whole RD curve; each log β is an operating point.
 """
@@ -58,6 +61,7 @@ def rate_distortion(
     logbetas: Sequence[float],
     data_cfg=None,
     seed: int = 0,
+    points: Sequence | None = None,
 ) -> list[dict]:
     """Score ``model`` at each log β on every batch.
 
@@ -76,6 +80,9 @@ def rate_distortion(
         ``None`` keeps normalized units.
     seed
         Seeds the posterior samples so an evaluation is repeatable.
+    points
+        One :class:`fitsae.evaluate.bvae_coding.OperatingPoint` per log β (same order as the sorted
+        ``logbetas``): adds the ``coded`` entry of each row.
 
     Returns
     -------
@@ -83,13 +90,20 @@ def rate_distortion(
         One row per log β, sorted by log β: ``logbeta``, ``beta``, ``rate_nats_per_image``,
         ``bits_per_pixel``, ``mse``, ``rmse_over_noise``, ``psnr``, ``mean_z`` (same errors from
         the posterior mean, plus the σ head's ``nll``, ``sigma_z_std``, ``coverage_1sigma``,
-        ``coverage_2sigma`` there), ``n_images``.
+        ``coverage_2sigma`` there), ``n_images`` and, with ``points``, ``coded`` (the errors of the
+        image decoded from the coded latents, ``bits_per_pixel_coded`` from real bytes,
+        ``bits_per_pixel_estimated`` from the tables, and the step the fit chose).
     """
+    from fitsae.evaluate.bvae_coding import code_tiles
+
     import tensorflow as tf
 
     logbetas = sorted(float(v) for v in logbetas)
     if not logbetas:
         raise ValueError("rate_distortion needs at least one log β")
+    if points is not None and [p.logbeta for p in points] != logbetas:
+        raise ValueError(f"rate_distortion: operating points {[p.logbeta for p in points]} are not the "
+                         f"sorted log β {logbetas}")
 
     @tf.function(reduce_retracing=True)
     def score(x, logbeta, noise):
@@ -104,6 +118,7 @@ def rate_distortion(
     book = MetricBook()
     sampled = [book.errors(("sampled", k)) for k in range(len(logbetas))]
     mean_z = [book.gaussian(("mean_z", k)) for k in range(len(logbetas))]
+    coded = [(book.errors(("coded", k)), book.rate(("coded_rate", k))) for k in range(len(points or []))]
     data_range = DataRange()
     images = 0.0
     pixels_per_image = 0.0
@@ -124,6 +139,10 @@ def rate_distortion(
             recon_mean_z = out["recon_mean_z"].numpy()
             mean_z[k].update(x, recon_mean_z, out["log_var_mean_z"].numpy(), x_phys,
                              physical(recon_mean_z, batch), noise_phys)
+            if points is not None:
+                recon, sizes, estimated = code_tiles(model, points[k], x)
+                coded[k][0].update(x_phys, physical(recon, batch), noise_phys)
+                coded[k][1].update(sum(sizes), sum(estimated), x.size)
 
     # The error sums reduce in the book (sums and ℓ∞ maxima); pixels_per_image is reduced as a max
     # (tiles share one size).
@@ -147,19 +166,29 @@ def rate_distortion(
             "mean_z": {key: value for key, value in mean_z[k].summary(data_range.peak).items() if key != "z_hist"},
             "n_images": int(images),
         })
+        if points is not None:
+            rows[-1]["coded"] = {**coded[k][1].summary(), **coded[k][0].summary(data_range.peak),
+                                 **points[k].summary()}
     return rows
 
 
 def bvae_report(model, step: int, batches: Iterable[dict], logbetas: Sequence[float] | None = None,
-                data_cfg=None, seed: int = 0) -> dict:
+                data_cfg=None, seed: int = 0, fit_batches: Iterable[dict] | None = None) -> dict:
     """The β-VAE's evaluation of one checkpoint, as a JSON-ready dict.
 
     ``{"model": {...}, "rate_definition": ..., "results": [row per log β]}`` with the rows of
     :func:`rate_distortion`. ``fitsae evaluate`` calls this for ``kind: bvae`` runs instead of the
-    per-η scoring of the tunable AEs.
+    per-η scoring of the tunable AEs. ``fit_batches`` (training tiles) fit the quantization and
+    tables of each log β (:func:`fitsae.evaluate.bvae_coding.fit_operating_points`), and the rows
+    get their coded rate; without them the rate is the KL alone.
     """
-    logbetas = list(logbetas) if logbetas else default_logbetas(model)
+    from fitsae.evaluate.bvae_coding import fit_operating_points
+
+    logbetas = sorted(float(v) for v in (logbetas or default_logbetas(model)))
     mc = model.model_config
+    points = None
+    if fit_batches is not None:
+        points = fit_operating_points(model, fit_batches, logbetas, lambda x: _crop(model, x))
     return {
         "model": {
             "kind": "bvae",
@@ -178,8 +207,13 @@ def bvae_report(model, step: int, batches: Iterable[dict], logbetas: Sequence[fl
                                   "mean (where the σ head is trained and used); coverage_1sigma/2sigma: "
                                   "fractions with |x − μ| < σ, 2σ (0.683, 0.954 when calibrated); "
                                   "normalized units",
+        "coded_definition": "coded: the posterior mean rounded to k = round(μ_z / step), steps per channel "
+                            "(step_scale × the channel's geometric-mean posterior width) chosen on training "
+                            "tiles by distortion + β·rate, k entropy-coded (ANS) under tables fitted there; "
+                            "bits_per_pixel_coded = 8 × real bytes / pixels; errors of the mean decoded from "
+                            "k·step",
         "units": "physical" if data_cfg is not None else "normalized",
-        "results": rate_distortion(model, batches, logbetas, data_cfg=data_cfg, seed=seed),
+        "results": rate_distortion(model, batches, logbetas, data_cfg=data_cfg, seed=seed, points=points),
     }
 
 
@@ -207,54 +241,50 @@ def write_bvae_report(report: dict, out_dir: str | Path, compare: dict | None = 
 
 
 def format_bvae_table(report: dict) -> str:
-    """The RD rows as a fixed-width table for the terminal."""
-    lines = [f"{'log10 β':>8} {'rate nats/img':>14} {'bits/px':>9} {'mse':>11} {'rmse/σ':>8} {'rmse/σ (μ_z)':>13}"
-             f" {'std z (μ_z)':>12} {'cov 1σ':>7}"]
+    """The RD rows as a fixed-width table for the terminal (coded columns empty without a fit)."""
+    lines = [f"{'log10 β':>8} {'KL bits/px':>10} {'rmse/σ':>8} {'coded bits/px':>13} {'rmse/σ coded':>12} "
+             f"{'rmse/σ (μ_z)':>13} {'std z (μ_z)':>12} {'cov 1σ':>7}"]
     for r in report["results"]:
+        coded = r.get("coded") or {}
+        bits, err = coded.get("bits_per_pixel_coded"), coded.get("rmse_over_noise")
         lines.append(
-            f"{r['logbeta']:>+8.2f} {r['rate_nats_per_image']:>14.3f} {r['bits_per_pixel']:>9.4f} "
-            f"{r['mse']:>11.4g} {r['rmse_over_noise']:>8.4f} {r['mean_z']['rmse_over_noise']:>13.4f}"
-            f" {r['mean_z']['sigma_z_std']:>12.3f} {r['mean_z']['coverage_1sigma']:>7.3f}"
+            f"{r['logbeta']:>+8.2f} {r['bits_per_pixel']:>10.4f} {r['rmse_over_noise']:>8.4f} "
+            f"{'' if bits is None else f'{bits:.4f}':>13} {'' if err is None else f'{err:.4f}':>12} "
+            f"{r['mean_z']['rmse_over_noise']:>13.4f} {r['mean_z']['sigma_z_std']:>12.3f} "
+            f"{r['mean_z']['coverage_1sigma']:>7.3f}"
         )
     return "\n".join(lines)
 
 
 def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None = None) -> Path:
-    """RMSE/σ_noise against bits per pixel: the β-VAE curve, and the AE, PCA and fpack of ``report``.
-
-    The β-VAE's rate is its KL (bits-back), the AE's and PCA's are their kept latent values at
-    32 bits each (``bits_per_pixel`` of the report rows), fpack's its compressed heap: the honest
-    rate of each method as it stands.
+    """RMSE/σ_noise against bits per pixel: the β-VAE's coded points and its KL bound, and every
+    method of ``report`` (a tunable AE's report.json: AE, PCA, fpack, JPEG-XL, as its own
+    rate–distortion plot draws them, :func:`fitsae.evaluate.plots.rd_series`).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-    fig = Figure(figsize=(6.5, 4.5))
+    from fitsae.evaluate.plots import rd_series
+
+    fig = Figure(figsize=(7.5, 5.0))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     rows = sorted(rows, key=lambda r: r["logbeta"])
-    bpp = [r["bits_per_pixel"] for r in rows]
-    err = [r["rmse_over_noise"] for r in rows]
-    ax.plot(bpp, err, "D-", label="β-VAE (KL rate, sampled z)")
-    for r in rows:
-        ax.annotate(f"{r['logbeta']:+.1f}", (r["bits_per_pixel"], r["rmse_over_noise"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=7)
-    if report:
-        results = sorted(report.get("results", []), key=lambda r: r.get("bits_per_pixel") or 0)
-        for method, style in (("ae", "o-"), ("pca", "s--")):
-            pts = [(r.get("bits_per_pixel"), (r.get(method) or {}).get("rmse_over_noise")) for r in results]
-            pts = [p for p in pts if p[0] is not None and p[1] is not None]
-            if pts:
-                ax.plot(*zip(*pts), style, label=f"{method.upper()} (32-bit latents)")
-        for ctype, marker in (("RICE_1", "^"), ("HCOMPRESS_1", "v")):
-            # Lossless settings (error 0) have no place on the log error axis.
-            entries = sorted((e for e in report.get("baselines", {}).get("fpack", [])
-                              if e.get("compression_type") == ctype and not e.get("lossless")),
-                             key=lambda e: e.get("bits_per_pixel") or 0)
-            if entries:
-                ax.plot([e["bits_per_pixel"] for e in entries], [e["rmse_over_noise"] for e in entries],
-                        marker + ":", label=f"fpack {ctype}")
+    curves = [("β-VAE, KL bound (sampled z)", "D--", [(r["bits_per_pixel"], r["rmse_over_noise"]) for r in rows])]
+    if all(r.get("coded") for r in rows):
+        curves.insert(0, ("β-VAE, coded latents (real bytes)", "D-",
+                          [(r["coded"]["bits_per_pixel_coded"], r["coded"]["rmse_over_noise"]) for r in rows]))
+    for label, style, pts in curves:
+        line, = ax.plot(*zip(*pts), style, label=label)
+        for r, (b, e) in zip(rows, pts):
+            ax.annotate(f"{r['logbeta']:+.1f}", (b, e), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=line.get_color())
+    for label, style, points in rd_series(report) if report else []:
+        pts = [(b, e.get("rmse_over_noise")) for b, e, _ in points]
+        pts = [(b, v) for b, v in pts if b is not None and v is not None and v > 0]  # lossless: not on a log axis
+        if pts:
+            ax.plot(*zip(*pts), style, label=label, markersize=4)
     ax.set_xscale("log")
     ax.set_yscale("log")
     # Plain numbers on the log axes; minor ticks are labelled only when an axis spans less than a
@@ -265,7 +295,7 @@ def plot_rate_distortion(rows: list[dict], path: str | Path, report: dict | None
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("RMSE / σ_noise")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.set_title("rate–distortion (labels: log10 β)")
     fig.tight_layout()
     path = Path(path)

@@ -19,7 +19,7 @@ from fitsae.evaluate.comparisons import classical_baselines, fit_pca
 from fitsae.evaluate.geometry import Geometry
 from fitsae.evaluate.options import EvalOptions, EvaluationError, resolve_etas
 
-__all__ = ["EvalContext", "manifest_for"]
+__all__ = ["EvalContext", "manifest_for", "training_paths"]
 
 log = logging.getLogger("fitsae")
 
@@ -38,6 +38,22 @@ def manifest_for(paths: list[str], data_cfg, save_to: Path, what: str):
     return manifest
 
 
+def training_paths(options: EvalOptions, cfg) -> list[str]:
+    """Where the baselines' fits find *training* tiles: ``--pca-data``, else the exact manifest
+    training used (RUN/manifest.jsonl), else the run's data.paths."""
+    if options.pca_data:
+        return list(options.pca_data)
+    recorded = Path(options.run_dir) / "manifest.jsonl"
+    if recorded.is_file():
+        return [str(recorded)]
+    if not cfg.data.paths:
+        raise EvaluationError(
+            f"{options.run_dir}: no RUN/manifest.jsonl and no data.paths in params.yaml to fit "
+            "the baselines on; give training images with --pca-data"
+        )
+    return list(cfg.data.paths)
+
+
 class EvalContext:
     """Everything that does not depend on the checkpoint: data, PCA fit, fpack, TensorBoard."""
 
@@ -49,7 +65,7 @@ class EvalContext:
         self.seed = int(cfg.train.seed)
         self.batch_size = int(options.batch_size or cfg.data.batch_size)
         self.test_manifest = manifest_for(options.data, cfg.data, out / "test.manifest.jsonl", "test data")
-        train_paths = self.pca_paths = self._pca_paths()
+        train_paths = self.pca_paths = training_paths(options, cfg)
         self.train_manifest = manifest_for(
             train_paths, cfg.data, out / "train.manifest.jsonl",
             "PCA training sample (use --pca-data to point elsewhere)",
@@ -84,20 +100,6 @@ class EvalContext:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-    def _pca_paths(self) -> list[str]:
-        """``--pca-data``, else the exact manifest training used (RUN/manifest.jsonl), else data.paths."""
-        if self.options.pca_data:
-            return list(self.options.pca_data)
-        recorded = Path(self.options.run_dir) / "manifest.jsonl"
-        if recorded.is_file():
-            return [str(recorded)]
-        if not self.cfg.data.paths:
-            raise EvaluationError(
-                f"{self.options.run_dir}: no RUN/manifest.jsonl and no data.paths in params.yaml to fit "
-                "the PCA baseline on; give training images with --pca-data"
-            )
-        return list(self.cfg.data.paths)
 
     def _tile_shape(self) -> tuple[int, int]:
         shape = None

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from fitsae.evaluate.report import method_bits
 
-__all__ = ["draw_all", "draw_figure", "pick_etas"]
+__all__ = ["draw_all", "draw_figure", "pick_etas", "rd_series"]
 
 
 def pick_etas(etas: list[int], n: int = 3) -> list[int]:
@@ -109,7 +109,7 @@ def _error_vs_ratio(report: dict, path: Path) -> Figure:
     return fig
 
 
-def _rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str]]]]:
+def rd_series(report: dict) -> list[tuple[str, str, list[tuple[float, dict, str]]]]:
     """Every method of ``report`` as (legend label, line style, [(bits per pixel, entry, point label)])."""
     rows = report["results"]
     coded = any((r.get("ae") or {}).get("bits_per_pixel_coded") is not None for r in rows)
@@ -159,7 +159,7 @@ def _error_vs_bpp(report: dict, path: Path) -> Figure:
     coded bits when the codec measured them, else the bits it stores), the plain mask, PCA, every
     fpack setting and JPEG-XL, each point labelled with its η or setting; against the noisy
     input and, in a second panel, against the noiseless truth when the data have one."""
-    series = _rd_series(report)
+    series = rd_series(report)
     truth = any(_finite(entry.get("rmse_over_noise_truth")) for _, _, pts in series for _, entry, _ in pts)
     panels = [("rmse_over_noise", "RMSE / σ_noise against the noisy input")]
     if truth:

@@ -22,7 +22,7 @@ from pathlib import Path
 from fitsae import distributed
 from fitsae.evaluate.assembly import build_report
 from fitsae.data.evalset import evaluation_batches
-from fitsae.evaluate.context import EvalContext, manifest_for
+from fitsae.evaluate.context import EvalContext, manifest_for, training_paths
 from fitsae.evaluate.options import EvalOptions, EvaluationError
 from fitsae.evaluate.plots import draw_all
 from fitsae.evaluate.report import format_bounded_table, format_fpack_table, format_table, write_report
@@ -206,7 +206,8 @@ def _usable_outputs(options: EvalOptions) -> EvalOptions:
 
 
 def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -> dict:
-    """A β-VAE has no η: score rate (KL) against distortion over a grid of log β instead.
+    """A β-VAE has no η: score rate (the KL bound, and real bytes of its latents coded with a
+    quantization fitted on training tiles) against distortion over a grid of log β instead.
 
     The rows (``fitsae.evaluate.bvae_rd``) go to ``bvae_rd.json`` and ``bvae_rd.png``; with
     ``options.compare`` (a tunable AE's report.json) the AE, PCA and fpack curves share the plot.
@@ -215,10 +216,17 @@ def _evaluate_bvae(options: EvalOptions, cfg, model, step: int, out_dir: Path) -
 
     if options.compare is not None and not Path(options.compare).is_file():
         raise EvaluationError(f"--compare {options.compare}: no such report.json")
+    from fitsae.evaluate.bvae_coding import FIT_TILES
+
+    seed, batch_size = int(cfg.train.seed), int(options.batch_size or cfg.data.batch_size)
     manifest = manifest_for(options.data, cfg.data, out_dir / "test.manifest.jsonl", "test data")
-    batches = evaluation_batches(manifest, cfg.data, int(cfg.train.seed),
-                                 int(options.batch_size or cfg.data.batch_size), options.max_tiles)
-    report = bvae_rd.bvae_report(model, step, batches, options.logbetas, data_cfg=cfg.data, seed=int(cfg.train.seed))
+    train = manifest_for(training_paths(options, cfg), cfg.data, out_dir / "train.manifest.jsonl",
+                         "training tiles for the β-VAE's quantization (use --pca-data to point elsewhere)")
+    batches = evaluation_batches(manifest, cfg.data, seed, batch_size, options.max_tiles)
+    fit = evaluation_batches(train, cfg.data, seed, batch_size, min(FIT_TILES, options.pca_tiles),
+                             what="β-VAE quantization fit on training tiles")
+    report = bvae_rd.bvae_report(model, step, batches, options.logbetas, data_cfg=cfg.data, seed=seed,
+                                 fit_batches=fit)
     if distributed.is_root():
         _write_bvae(options, report, out_dir)
     distributed.root_print(bvae_rd.format_bvae_table(report))
