@@ -1,4 +1,4 @@
-"""β-VAE rate–distortion under ``mpirun -np 2``: each rank scores half the tiles, the rows are exact."""
+"""β-VAE rate–distortion under ``mpirun -np 2``: each rank fits and scores half the tiles, the rows are exact."""
 
 import json
 import subprocess
@@ -18,6 +18,7 @@ SCRIPT = textwrap.dedent(
     import tensorflow as tf
     from bvae_helpers import dense_config, toy_images
     from fitsae import distributed
+    from fitsae.evaluate.bvae_coding import fit_operating_points
     from fitsae.evaluate.bvae_rd import rate_distortion
     from fitsae.models.bvae import BetaVAE
 
@@ -27,7 +28,10 @@ SCRIPT = textwrap.dedent(
     images = toy_images(40, 8, seed=9)
     batches = [{{"x": images[i:i + 8], "noise": np.ones(8, np.float32)}} for i in range(0, 40, 8)]
     mine = batches[w.rank::w.size]  # 5 batches: ranks get 3 and 2, an uneven split on purpose
-    rows = rate_distortion(model, mine, [-1.0, 0.0, 1.0])
+    training = toy_images(24, 8, seed=10)
+    fit = [{{"x": training[i:i + 8], "noise": np.ones(8, np.float32)}} for i in range(0, 24, 8)][w.rank::w.size]
+    points = fit_operating_points(model, fit, [-1.0, 0.0, 1.0], crop=lambda x: x)
+    rows = rate_distortion(model, mine, [-1.0, 0.0, 1.0], points=points)
     with open(sys.argv[1] + f".{{w.rank}}", "w") as fh:
         json.dump({{"size": w.size, "rows": rows}}, fh)
     """
@@ -54,3 +58,7 @@ def test_rate_distortion_over_two_ranks_equals_one_process(tmp_path, mpirun):
             assert got[key] == pytest.approx(want[key], rel=1e-6), key
         for key in ("mse", "nll", "sigma_z_std", "coverage_1sigma"):
             assert got["mean_z"][key] == pytest.approx(want["mean_z"][key], rel=1e-6), key
+        # the quantization fitted on two halves of the training tiles is the one fitted on all
+        assert got["coded"]["steps"] == pytest.approx(want["coded"]["steps"], rel=1e-12)
+        assert got["coded"]["bits_per_pixel_coded"] == want["coded"]["bits_per_pixel_coded"]
+        assert got["coded"]["rmse_over_noise"] == pytest.approx(want["coded"]["rmse_over_noise"], rel=1e-6)

@@ -408,7 +408,8 @@ class BetaVAE(TileScoring, keras.Model):
         return out
 
     def coded_rates(self, x, etas=None) -> dict:
-        """Nothing yet: the β-VAE's latents are not entropy-coded (its rate is the KL bound)."""
+        """Nothing during training: a β-VAE's quantization step and tables are chosen per log β on
+        training tiles at evaluation (:mod:`fitsae.evaluate.bvae_coding`); TensorBoard shows the KL."""
         return {}
 
     def inference_module(self, params_yaml: str = "") -> "BVAEInference":
