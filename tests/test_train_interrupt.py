@@ -43,13 +43,22 @@ def experiment(tmp_path_factory) -> Path:
     return root
 
 
+def _as_from_a_terminal() -> None:
+    """A foreground job of a terminal starts with SIGINT at its default. The suite itself may run
+    as a background job of a non-interactive shell (``./scripts/test.sh &``), whose children
+    inherit SIGINT ignored, and Python then never raises KeyboardInterrupt (seen: the early
+    Ctrl-C lost, training ran on for 300 s)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def _training(experiment: Path, run: Path):
     """A ``fitsae train`` process (stderr read as text), killed on the way out if still running."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     env["FITSAE_THREADS"] = "1"
     proc = subprocess.Popen([str(FITSAE), "train", "--config", str(experiment / "exp.yaml"), "--run-dir", str(run)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
     try:
         yield proc
     finally:
