@@ -53,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="tiles per batch per rank (default: data.batch_size)")
     p.add_argument("--max-tiles", type=int, help="score at most this many test tiles (all ranks together)")
     p.add_argument("--pca-data", nargs="+", metavar="PATH",
-                   help="training images for the PCA fit (default: RUN/manifest.jsonl, the exact "
-                   "training set, else the run's data.paths); never the test images")
+                   help="training images for the PCA fit and a β-VAE's quantization fit (default: "
+                   "RUN/manifest.jsonl, the exact training set, else the run's data.paths); never the test images")
     p.add_argument("--pca-tiles", type=int, default=2000,
-                   help="training tiles sampled for the PCA fit (default 2000)")
+                   help="training tiles sampled for the PCA fit (default 2000; a β-VAE's quantization fit takes at most 64)")
     p.add_argument("--fpack-tiles", type=int, default=64,
                    help="test tiles compressed with each fpack and JPEG-XL setting (default 64; 0 skips them)")
-    p.add_argument("--logbetas", help="β-VAE runs: log10 β values, e.g. --logbetas=-3,-2,-1,0,1 (default: a "
+    p.add_argument("--logbetas", help="β-VAE runs: log10 β values, e.g. --logbetas=0,1,2,3 (default: a "
                    "spread over the training range)")
     p.add_argument("--bounded-levels", metavar="Q,Q,...",
                    help="also score the error-bounded modes (compress --quantize-level) at these q, e.g. "

@@ -107,9 +107,9 @@ def fit_operating_points(model, batches: Iterable[dict], logbetas: Sequence[floa
         mus, log_width = [], np.zeros(channels)
         for (x, _), b in zip(tiles, lb):
             mu, logvar = posterior(tf.constant(x), b)
-            mus.append(mu.numpy().reshape(len(x), -1, channels))
+            mus.append(mu.numpy())
             log_width += 0.5 * logvar.numpy().reshape(-1, channels).sum(axis=0)
-        values = distributed.allreduce_sum(np.append(log_width, sum(m.shape[0] * m.shape[1] for m in mus)))
+        values = distributed.allreduce_sum(np.append(log_width, sum(m.size // channels for m in mus)))
         width = np.exp(values[:channels] / max(values[channels], 1.0))
         best = None
         for scale in scales:
@@ -120,7 +120,7 @@ def fit_operating_points(model, batches: Iterable[dict], logbetas: Sequence[floa
             sums = np.zeros(2)
             for (x, noise), b, k in zip(tiles, lb, ks):
                 sums[0] += tables.ideal_bits(k)
-                recon = decode(tf.constant(tables.values(k).reshape(_latent_shape(model, x))), b).numpy()
+                recon = decode(tf.constant(tables.values(k)), b).numpy()
                 sums[1] += _half_nll(x, recon, noise)
             bits, nats = distributed.allreduce_sum(sums)
             objective = nats + beta * math.log(2.0) * bits
@@ -135,13 +135,8 @@ def _reduced_histograms(ks: list[np.ndarray], channels: int) -> np.ndarray:
     """The histograms of every rank's integers, summed (a fixed layout, so they add up)."""
     hist = latent_histograms(np.zeros((0, channels), np.int64))
     for k in ks:
-        hist += latent_histograms(k.reshape(-1, channels))
+        hist += latent_histograms(k)
     return np.rint(distributed.allreduce_sum(hist)).astype(np.int64)
-
-
-def _latent_shape(model, x: np.ndarray) -> tuple:
-    """Shape of the latents of the tiles ``x`` (B, H, W, 1)."""
-    return (len(x), *model.latent_shape(x.shape[1], x.shape[2]))
 
 
 def code_tiles(model, point: OperatingPoint, x: np.ndarray):
