@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from fitsae.budget import ladder
-from fitsae.codec import residual
+from fitsae.codec import context, residual
 from fitsae.codec.container import BoundedTile, Tile, pack_mask, unpack_mask
 from fitsae.codec.errors import CodecError
 from fitsae.codec.planes import normalized, pad, physical, plane_record, read_plane
@@ -81,6 +82,22 @@ def _grid_prediction(predictor, k_latent, frame: TileFrame, plane, data_cfg, lo,
     return residual.predict(frame.to_grid(mu), sigma / frame.delta), sigma
 
 
+class _Choice(NamedTuple):
+    """One candidate coding of a tile: η′ and its latents, the widening, the coded pixels."""
+
+    kept: int
+    k_latent: np.ndarray
+    lat_data: bytes
+    lat_esc: int
+    prediction: residual.Prediction
+    widen: int
+    pixels: tuple  # context.encode's (family, bytes, escapes, parameters, integers coded)
+
+    @property
+    def size(self) -> int:
+        return len(self.lat_data) + len(self.pixels[1])
+
+
 def _restore(frame: TileFrame, k: np.ndarray, bad: np.ndarray, zeros: np.ndarray) -> np.ndarray:
     values = frame.restore(k)
     values[zeros] = 0.0
@@ -123,25 +140,20 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         for kept in etas:
             k_latent = codec.tables.symbols(z[..., :kept])[0]
             prediction, _ = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, lo, hi, h, w)
-            coded = k.reshape(-1).copy()
-            coded[special.reshape(-1)] = prediction.centre[special.reshape(-1)]
             lat_data, lat_esc = codec.code(k_latent, kept)
-            for fam in families:
-                res_data, res_esc = residual.encode(coded, prediction, fam)
-                size = len(res_data) + len(lat_data)
-                if best is None or size < best[0]:
-                    best = (size, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam, prediction, 0)
-        _, kept, k_latent, lat_data, lat_esc, _, _, coded, _, prediction, _ = best
+            candidate = _Choice(kept, k_latent, lat_data, lat_esc, prediction, 0,
+                                context.encode(k, prediction, families, special))
+            if best is None or candidate.size < best.size:
+                best = candidate
         for widen in WIDEN[1:]:
-            for fam in families:
-                res_data, res_esc = residual.encode(coded, prediction.widened(widen), fam)
-                if len(res_data) + len(lat_data) < best[0]:
-                    best = (len(res_data) + len(lat_data), kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded,
-                            fam, prediction, widen)
-        _, kept, k_latent, lat_data, lat_esc, res_data, res_esc, coded, fam, _, widen = best
+            candidate = best._replace(widen=widen, pixels=context.encode(k, best.prediction.widened(widen), families,
+                                                                         special))
+            if candidate.size < best.size:
+                best = candidate
+        kept, k_latent, lat_data, lat_esc, _, widen, (fam, res_data, res_esc, ctx, coded) = best
         decoded = _restore(frame, coded.reshape(h, w), tile_bad, zeros)
         bounded = BoundedTile(frame.delta, frame.zero, frame.units, res_esc, res_data, pixel_checksum(decoded),
-                              pack_mask(zeros), fam if family == "best" else "", widen)
+                              pack_mask(zeros), fam if family == "best" else "", widen, ctx)
         plane.tiles.append(Tile(y0, x0, h, w, kept, lat_esc, lo, hi, codec.tables.ideal_bits(k_latent), "",
                                 lat_data, pack_mask(tile_bad), bounded))
         error = (decoded - values)[~tile_bad]
@@ -174,7 +186,10 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
     try:
         k_latent = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*geometry.padded(h, w)), tile.eta)[0]
         prediction, sig = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, tile.lo, tile.hi, h, w)
-        k = residual.decode(b.data, b.escapes, prediction.widened(b.widen), b.family or family)
+        if b.context:
+            k = context.decode(b.data, b.escapes, prediction.widened(b.widen), b.family or family, b.context, (h, w))
+        else:  # written before the interlaced context: one pass under the model alone
+            k = residual.decode(b.data, b.escapes, prediction.widened(b.widen), b.family or family)
     except CodingError as err:
         raise CodecError(f"{name}: {err}") from err
     bad, zeros = unpack_mask(tile.mask, (h, w)), unpack_mask(b.zeros, (h, w))

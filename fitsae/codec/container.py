@@ -22,9 +22,10 @@ silently different image.
   error-bounded modes also ``DELTA``, ``ZERO``, ``UNITS`` (the tile's quantization),
   ``RNESC``/``RDATA`` (coded pixels), ``PIXSUM`` (SHA-256 of the decoded pixels) and ``ZEROS``
   (exact zeros, packed like ``MASK``), ``RFAM`` (the tile's residual density; empty when
-  ``RESFAM`` names one for all tiles) and ``RWIDEN`` (width-table entries the tile's widths are
-  moved up by), both absent in containers written before them. A section decodes without
-  reading the other rows;
+  ``RESFAM`` names one for all tiles), ``RWIDEN`` (width-table entries the tile's widths are
+  moved up by) and ``RCTX`` (the interlaced context's parameters, 3 bytes per pass,
+  :mod:`fitsae.codec.context`; empty: one pass under the model alone), each absent in containers
+  written before it. A section decodes without reading the other rows;
 - per plane, a header-only image HDU ``SRCHDR`` (EXTVER i) holding the source HDU's header
   (WCS and every other card), so the decoded file keeps it.
 """
@@ -83,6 +84,7 @@ class BoundedTile:
     zeros: bytes = b""  # zlib-packed mask of exact zeros (float sources)
     family: str = ""  # residual density of this tile ("": the container's RESFAM)
     widen: int = 0  # width-table entries every width of the tile is moved up by
+    context: bytes = b""  # interlaced-context parameters (b"": one pass under the model alone)
 
 
 @dataclass
@@ -191,7 +193,7 @@ def _bytes_column(name: str, values: list) -> fits.Column:
 
 
 def _bounded_columns(b: list) -> list:
-    """DELTA, ZERO, UNITS, RNESC, RDATA (coded residuals), PIXSUM, ZEROS, RFAM, RWIDEN: the error-bounded modes'."""
+    """DELTA, ZERO, UNITS, RNESC, RDATA (coded residuals), PIXSUM, ZEROS, RFAM, RWIDEN, RCTX: the error-bounded modes'."""
     return [
         fits.Column("DELTA", "D", array=np.array([x.delta for x in b], np.float64)),
         fits.Column("ZERO", "D", array=np.array([x.zero for x in b], np.float64)),
@@ -202,14 +204,16 @@ def _bounded_columns(b: list) -> list:
         _bytes_column("ZEROS", [x.zeros for x in b]),
         fits.Column("RFAM", "8A", array=np.array([x.family for x in b])),
         fits.Column("RWIDEN", "I", array=np.array([x.widen for x in b], np.int16)),
+        _bytes_column("RCTX", [x.context for x in b]),
     ]
 
 
-def _bounded_row(r, per_tile_family: bool, widen: bool) -> BoundedTile:
+def _bounded_row(r, per_tile_family: bool, widen: bool, ctx: bool) -> BoundedTile:
     return BoundedTile(float(r["DELTA"]), float(r["ZERO"]), int(r["UNITS"]), int(r["RNESC"]),
                        np.asarray(r["RDATA"], np.uint8).tobytes(), str(r["PIXSUM"]),
                        np.asarray(r["ZEROS"], np.uint8).tobytes(),
-                       str(r["RFAM"]) if per_tile_family else "", int(r["RWIDEN"]) if widen else 0)
+                       str(r["RFAM"]) if per_tile_family else "", int(r["RWIDEN"]) if widen else 0,
+                       np.asarray(r["RCTX"], np.uint8).tobytes() if ctx else b"")
 
 
 def write_container(path, primary: fits.Header, planes: list[Plane]) -> int:
@@ -281,14 +285,14 @@ def _planes(path: Path, hdul) -> list[Plane]:
             continue
         h, d = hdu.header, hdu.data
         names = d.columns.names
-        bounded, per_tile_family, widen = "RDATA" in names, "RFAM" in names, "RWIDEN" in names
+        bounded, per_tile_family, widen, ctx = "RDATA" in names, "RFAM" in names, "RWIDEN" in names, "RCTX" in names
         ver = h.get("EXTVER")
         if ver not in headers:
             raise CodecError(f"{path}: TILES {ver} has no SRCHDR {ver}")
         tiles = [Tile(int(r["Y0"]), int(r["X0"]), int(r["H"]), int(r["W"]), int(r["ETA"]), int(r["NESC"]),
                       float(r["LO"]), float(r["HI"]), float(r["BITSEST"]), str(r["MUSUM"]),
                       np.asarray(r["DATA"], np.uint8).tobytes(), np.asarray(r["MASK"], np.uint8).tobytes(),
-                      _bounded_row(r, per_tile_family, widen) if bounded else None)
+                      _bounded_row(r, per_tile_family, widen, ctx) if bounded else None)
                  for r in d]
         planes.append(Plane(
             source=h["SRCFILE"], hdu=int(h["SRCHDU"]), plane=int(h["SRCPLANE"]), naxis=int(h["SRCNAXIS"]),

@@ -22,7 +22,8 @@ import numpy as np
 
 from fitsae.entropy import CodingError, join_stream, split_stream
 
-__all__ = ["FAMILIES", "DEFAULT_FAMILY", "WIDTHS", "SUPPORT", "Prediction", "predict", "encode", "decode"]
+__all__ = ["FAMILIES", "DEFAULT_FAMILY", "WIDTHS", "SUPPORT", "Prediction", "predict", "symbols", "model", "params",
+           "encode", "decode"]
 
 FAMILIES = ("laplace", "gaussian")
 DEFAULT_FAMILY = "laplace"
@@ -57,7 +58,8 @@ def predict(mu_grid: np.ndarray, sigma_grid: np.ndarray) -> Prediction:
     return Prediction(centre.astype(np.int64), offset, index)
 
 
-def _model(family: str):
+def model(family: str):
+    """constriction's quantized ``family`` over the residual alphabet (escape symbols at its ends)."""
     import constriction
 
     families = {"laplace": constriction.stream.model.QuantizedLaplace,
@@ -67,21 +69,27 @@ def _model(family: str):
     return families[family](-SUPPORT - 1, SUPPORT + 1)
 
 
-def _params(family: str, prediction: Prediction) -> tuple:
+def params(family: str, prediction: Prediction) -> tuple:
+    """The per-symbol (mean, scale) arrays constriction's ``family`` takes for ``prediction``."""
     width = prediction.width if family == "gaussian" else prediction.width / np.sqrt(2.0)  # Laplace b: σ/√2
     return prediction.offset, width
+
+
+def symbols(k: np.ndarray, prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 symbols, escaped residuals int64) of integers ``k`` (flat) around ``prediction``'s centres."""
+    r = np.asarray(k, np.int64).reshape(-1) - prediction.centre
+    escaped = np.abs(r) > SUPPORT
+    return np.where(escaped, np.sign(r) * (SUPPORT + 1), r).astype(np.int32), r[escaped]
 
 
 def encode(k: np.ndarray, prediction: Prediction, family: str = DEFAULT_FAMILY) -> tuple[bytes, int]:
     """Integers ``k`` (any shape, C order) under ``prediction`` → (coded bytes, escapes)."""
     import constriction
 
-    r = np.asarray(k, np.int64).reshape(-1) - prediction.centre
-    escaped = np.abs(r) > SUPPORT
-    symbols = np.where(escaped, np.sign(r) * (SUPPORT + 1), r).astype(np.int32)
+    coded, raw = symbols(k, prediction)
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(symbols, _model(family), *_params(family, prediction))
-    return join_stream(coder, r[escaped], "<i8"), int(escaped.sum())
+    coder.encode_reverse(coded, model(family), *params(family, prediction))
+    return join_stream(coder, raw, "<i8"), int(raw.size)
 
 
 def decode(data: bytes, escapes: int, prediction: Prediction, family: str = DEFAULT_FAMILY) -> np.ndarray:
@@ -92,14 +100,14 @@ def decode(data: bytes, escapes: int, prediction: Prediction, family: str = DEFA
     words, raw = split_stream(data, n_esc, "<i8", "escaped residuals")
     try:
         coder = constriction.stream.stack.AnsCoder(words)
-        symbols = np.asarray(coder.decode(_model(family), *_params(family, prediction)), np.int64)
+        decoded = np.asarray(coder.decode(model(family), *params(family, prediction)), np.int64)
         leftover = not coder.is_empty()
     except Exception as err:  # constriction reports a bad stream as ValueError/AssertionError
         raise CodingError(f"the residual stream does not decode: {err}") from err
-    escaped = np.abs(symbols) == SUPPORT + 1
+    escaped = np.abs(decoded) == SUPPORT + 1
     if int(escaped.sum()) != n_esc or leftover:
         raise CodingError(f"the residual bytes do not decode to the stored pixels ({int(escaped.sum())} escapes "
                           f"decoded, {n_esc} stored{', data left over' if leftover else ''})")
-    r = symbols.copy()
+    r = decoded.copy()
     r[escaped] = raw
     return r + prediction.centre
