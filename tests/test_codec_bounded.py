@@ -123,6 +123,22 @@ def test_every_pixel_within_half_a_step_unbiased_and_special_pixels_exact(which,
         assert np.abs(error / delta[~nan]).max() > 0.45
 
 
+def test_int_to_float_quantizes_integers_at_the_requested_step_and_decodes_float32(run, tmp_path, capsys):
+    """M13 (int16, σ of one to two counts) at q = 1: without --int-to-float the step would be one count, lossless."""
+    container, decoded = _round_trip(run, M13, tmp_path, capsys, "--quantize-level", 1, "--int-to-float")
+    x, _, _ = _source(M13)
+    x_hat, out_header, out_stored = _source(decoded)
+    assert out_header["BITPIX"] == -32 and out_stored is None
+    assert not {"BSCALE", "BZERO", "BLANK"} & set(out_header)
+    delta = _delta_map(container, x.shape)
+    assert np.any(delta % 1 != 0)  # σ/q itself, not a whole odd number of counts
+    error = x_hat - x
+    worst = np.abs(error) - (delta / 2 + 0.5 * np.spacing(np.abs(x_hat).astype(np.float32)))
+    assert worst.max() <= 0, f"{int((worst > 0).sum())} pixels beyond Δ/2"
+    assert np.abs(error / delta).max() > 0.45  # dithered: the error fills the step
+    assert abs(error.mean()) <= 3 * error.std() / np.sqrt(error.size)
+
+
 def test_lossless_returns_the_identical_integers(run, tmp_path, capsys):
     for source in (M13, COMP):
         container, decoded = _round_trip(run, source, tmp_path, capsys, "--lossless")

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     exclusive.add_argument("--lossless", action="store_true", help="integer images only: bit-exact")
     modes.add_argument("--noise", type=float, help="with --quantize-level: noise sigma (physical units) instead "
                        "of each tile's estimate")
+    modes.add_argument("--int-to-float", action="store_true",
+                       help="with --quantize-level or --max-error: quantize integer images as float, at the "
+                       "requested step with dither, and decode them as float32 (fpack -i2f); without it an integer "
+                       "image keeps its type and its step is a whole odd number of counts")
     modes.add_argument("--dither-seed", type=int, metavar="N",
                        help="seed of the dither sequence, 1..10000 (default: from the clock, like fpack)")
     modes.add_argument("--residual-density", choices=("best", "laplace", "gaussian"), default="best",
@@ -68,8 +72,9 @@ def _quantization(args):
     from fitsae.codec.quantize import Quantization, default_seed
 
     if args.quantize_level is None and args.max_error is None and not args.lossless:
-        if args.noise is not None or args.dither_seed is not None:
-            raise ValueError("--noise and --dither-seed need --quantize-level, --max-error or --lossless")
+        if args.noise is not None or args.dither_seed is not None or args.int_to_float:
+            raise ValueError("--noise, --dither-seed and --int-to-float need --quantize-level, --max-error or "
+                             "--lossless")
         return None
     if args.noise is not None and args.quantize_level is None:
         raise ValueError("--noise goes with --quantize-level")
@@ -77,7 +82,8 @@ def _quantization(args):
         raise ValueError(f"--dither-seed must be in 1..10000, got {args.dither_seed}")
     mode = "lossless" if args.lossless else "max-error" if args.max_error is not None else "quantize"
     return Quantization(mode, level=args.quantize_level, max_error=args.max_error, noise=args.noise,
-                        seed=args.dither_seed if args.dither_seed is not None else default_seed())
+                        seed=args.dither_seed if args.dither_seed is not None else default_seed(),
+                        int_to_float=args.int_to_float)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from fitsae.codec.quantize import Quantization, TileFrame, dither
 from fitsae.data.normalize import sigma_to_physical
 from fitsae.entropy import CodingError
 
-__all__ = ["FAMILY_CHOICES", "DEFAULT_CHOICE", "header_cards", "mode_of", "encode_plane", "decode_tile",
+__all__ = ["FAMILY_CHOICES", "DEFAULT_CHOICE", "header_cards", "int_to_float", "mode_of", "encode_plane", "decode_tile",
            "pixel_checksum", "summary"]
 
 FAMILY_CHOICES = residual.FAMILIES + ("best",)
@@ -53,7 +53,14 @@ def header_cards(quant: Quantization, family: str) -> dict:
         cards["MAXERR"] = (float(quant.max_error), "E: step = 2 E (physical units)")
     if quant.noise is not None:
         cards["NOISE"] = (float(quant.noise), "noise sigma given for the step")
+    if quant.int_to_float:
+        cards["INT2FLT"] = (True, "integers quantized as float (fpack -i2f)")
     return cards
+
+
+def int_to_float(header) -> bool:
+    """Whether the container's integer planes were quantized as float (``--int-to-float``)."""
+    return bool(header.get("INT2FLT", False))
 
 
 def mode_of(header) -> str:
@@ -180,7 +187,7 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
     if tile.eta < 1 or tile.eta > codec.channels:
         raise CodecError(f"{name}: η′={tile.eta} outside 1..{codec.channels}")
     h, w = tile.h, tile.w
-    integer = plane.bitpix > 0
+    integer = b.units > 0  # integer steps; 0: a float step with dither (float sources, --int-to-float)
     u = np.zeros((h, w)) if integer else dither(seed, index, tile.y0, tile.x0, (h, w))
     frame = TileFrame(b.delta, b.zero, u, integer, b.units)
     try:

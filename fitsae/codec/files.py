@@ -11,6 +11,7 @@ source's BITPIX/BZERO/BSCALE when the input was integer (values clipped to its r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -355,6 +356,8 @@ def decompress_file(container, out, model=None, section=None, sigma: bool = Fals
             mu[dst], mask[dst] = t_mu[src], t_mask[src]
             if sigma:
                 sig[dst] = t_sig[src]
+        if bounded.int_to_float(header) and plane.bitpix > 0:  # fpack -i2f: dithered values, written as float32
+            plane = dataclasses.replace(plane, bitpix=-32, bzero=0.0, bscale=1.0, blank=None)
         decoded.append((plane, mu, sig, mask))
     if mismatched:
         log.warning("%s: decoded μ differs from what the encoder computed in %d tile(s) (%s): TensorFlow's float "

@@ -62,7 +62,10 @@ class Quantization:
     Integer sources are written back as integers, which a dithered x̂ is not: for them Δ is the
     largest odd number of stored units not above the requested step (at least one), without
     dither. x̂ = zero + k·Δ is then an integer, still within Δ/2, and an odd Δ keeps rounding
-    symmetric, so the error stays zero-mean.
+    symmetric, so the error stays zero-mean. With ``int_to_float`` (fpack's ``-i2f``) an
+    integer source is quantized as a float one, at the requested step with dither, and decodes
+    to float32: the only way to reach a step below three stored units but above one, where
+    images with a noise of a few counts (astropy's M13) need it.
     """
 
     mode: str
@@ -70,6 +73,7 @@ class Quantization:
     max_error: float | None = None  # E, for "max-error"
     noise: float | None = None  # σ_noise given instead of estimated, for "quantize"
     seed: int = 1
+    int_to_float: bool = False  # integer sources quantized (and decoded) as float, for quantize/max-error
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -78,6 +82,8 @@ class Quantization:
             raise CodecError(f"--quantize-level {self.level}: must be a positive number")
         if self.mode == "max-error" and not (self.max_error and self.max_error > 0 and math.isfinite(self.max_error)):
             raise CodecError(f"--max-error {self.max_error}: must be a positive number (physical units)")
+        if self.int_to_float and self.mode == "lossless":
+            raise CodecError("--int-to-float goes with --quantize-level or --max-error, not --lossless")
         if self.noise is not None and not (self.noise > 0 and math.isfinite(self.noise)):
             raise CodecError(f"--noise {self.noise}: must be a positive number (physical units)")
 
@@ -88,7 +94,7 @@ class Quantization:
         ``noise`` is the tile's σ_noise estimate (physical units); ``where`` names the file,
         HDU and tile for errors.
         """
-        integer = bitpix > 0
+        integer = bitpix > 0 and not self.int_to_float
         if self.mode == "lossless":
             if not integer:
                 raise CodecError(f"{where}: --lossless needs integer pixels, this HDU has BITPIX {bitpix} "

@@ -2,8 +2,10 @@
 
 :func:`bounded_rows` scores the codec's own plane encoder (:func:`fitsae.codec.bounded.encode_plane`)
 at each quantize level, with the planes of each file numbered and dithered as ``fitsae compress
---quantize-level q --dither-seed SEED --eta ETA --tile TILE`` numbers them, so a row's bytes are
-the payload that command writes for the same files (the table rows' coded bytes and masks). Beside
+--quantize-level q --int-to-float --dither-seed SEED --eta ETA --tile TILE`` numbers them, so a
+row's bytes are the payload that command writes for the same files (the table rows' coded bytes
+and masks). ``--int-to-float``: integer planes are quantized at the requested step, as RICE_1's
+rows quantize them, so equal q means equal steps on integer images too. Beside
 it, at the same levels on the same planes: RICE_1 with astropy's 256² tiles, and JPEG-XL lossless
 on RICE's own dithered integers (:mod:`fitsae.evaluate.baselines`); integer planes add the
 lossless rows. HCOMPRESS_1 is not among them: its scale makes it lossy beyond the quantization,
@@ -144,7 +146,8 @@ def bounded_rows(frozen, rows, levels=LEVELS, eta: int | None = None, tile: int 
     integer = all(r.bitpix > 0 for r in rows)
     out = []
     for q in list(levels) + ([None] if integer else []):
-        quant = Quantization("lossless", seed=seed) if q is None else Quantization("quantize", level=q, seed=seed)
+        quant = (Quantization("lossless", seed=seed) if q is None
+                 else Quantization("quantize", level=q, seed=seed, int_to_float=True))
         tally = _fitsae(codec, predictor, frozen.cfg.data, geometry, rows, quant, eta, family)
         out.append(tally.row("fitsae", q))
         if baselines:
