@@ -139,6 +139,17 @@ def test_int_to_float_quantizes_integers_at_the_requested_step_and_decodes_float
     assert abs(error.mean()) <= 3 * error.std() / np.sqrt(error.size)
 
 
+def test_int_to_float_keeps_the_integers_where_the_step_is_finer_than_a_count(run, tmp_path, capsys):
+    """At q = 16 (Δ ≈ 0.1 count) the dither would only add bits: every tile is coded in whole counts, exactly."""
+    container, decoded = _round_trip(run, M13, tmp_path, capsys, "--quantize-level", 16, "--int-to-float")
+    with fits.open(container) as hdul:
+        assert set(hdul["TILES", 1].data["UNITS"]) == {1}
+    x, _, _ = _source(M13)
+    x_hat, out_header, _ = _source(decoded)
+    assert out_header["BITPIX"] == -32
+    np.testing.assert_array_equal(x_hat, x)
+
+
 def test_lossless_returns_the_identical_integers(run, tmp_path, capsys):
     for source in (M13, COMP):
         container, decoded = _round_trip(run, source, tmp_path, capsys, "--lossless")

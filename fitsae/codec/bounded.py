@@ -2,7 +2,8 @@
 
 Each tile is quantized as fpack does (:mod:`fitsae.codec.quantize`: |x − x̂| ≤ Δ/2, zero-mean
 error; integers bit-exact with ``lossless``). Its latents are coded as in the lossy mode, and
-the integers k under the per-pixel density whose mean and width are the model's μ and σ
+the integers k in passes (:mod:`fitsae.codec.context`), each pixel under a density whose mean
+and width are the model's μ and σ, corrected by its decoded neighbours where the model missed
 (:mod:`fitsae.codec.predict`, :mod:`fitsae.codec.residual`). η′ and, with ``family="best"``
 (the default), the residual density are chosen per tile by the total coded bytes (latents +
 residuals): here the error is fixed by Δ, only the size varies. Gaussian suits fields whose μ
@@ -10,7 +11,8 @@ is good (the noise is what is left), Laplace fields the model does not know (hea
 README has the measurements. Then, for the chosen η′, the widths may be moved up the width
 table by ``WIDEN`` entries (×2^(1/3) each, one setting per tile, again by the bytes): where
 the model's σ is too narrow (an image unlike its training data) this saves what a wrong width
-costs, where it is right the setting stays 0.
+costs, where it is right the setting stays 0. With ``--int-to-float`` an integer tile is coded
+both with a dithered float step and with whole counts, and keeps the smaller.
 NaN/BLANK pixels and, for float sources, exact zeros are restored exactly from their masks
 (fpack's ZBLANK and SUBTRACTIVE_DITHER_2); their k is coded as the prediction's centre, which
 costs next to nothing. A SHA-256 of the decoded pixels is stored per tile and verified: any
@@ -80,18 +82,24 @@ def _tile_noise(pixels: np.ndarray, row) -> float:
     return sigma if sigma > 0 and math.isfinite(sigma) else float(row.noise)
 
 
-def _grid_prediction(predictor, k_latent, frame: TileFrame, plane, data_cfg, lo, hi, h, w):
-    """Quantized per-pixel prediction of a tile, plus its σ map (physical)."""
+def _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w) -> tuple[np.ndarray, np.ndarray]:
+    """The model's per-pixel μ (clipped to [lo, hi]) and σ of a tile, physical units (float64)."""
     mu_norm, log_var = predictor(k_latent)
     mu_norm, log_var = mu_norm[:h, :w], log_var[:h, :w]
     mu = physical(mu_norm[None], plane.offset, plane.scale, data_cfg, [lo], [hi])[0]
     sigma = sigma_to_physical(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(plane.scale), data_cfg)
-    return residual.predict(frame.to_grid(mu), sigma / frame.delta), sigma
+    return mu, sigma
+
+
+def _on_grid(frame: TileFrame, mu: np.ndarray, sigma: np.ndarray) -> residual.Prediction:
+    """The quantized prediction of a tile's integers in ``frame``."""
+    return residual.predict(frame.to_grid(mu), sigma / frame.delta)
 
 
 class _Choice(NamedTuple):
-    """One candidate coding of a tile: η′ and its latents, the widening, the coded pixels."""
+    """One candidate coding of a tile: its frame, η′ and its latents, the widening, the coded pixels."""
 
+    frame: TileFrame
     kept: int
     k_latent: np.ndarray
     lat_data: bytes
@@ -103,6 +111,24 @@ class _Choice(NamedTuple):
     @property
     def size(self) -> int:
         return len(self.lat_data) + len(self.pixels[1])
+
+
+def _best_coding(frame: TileFrame, k: np.ndarray, models: list, families: tuple, special: np.ndarray) -> _Choice:
+    """The smallest coding of integers ``k`` in ``frame`` over η′ (``models``: (η′, latent
+    integers, coded latents, escapes, physical (μ, σ))), then over the widening of that η′."""
+    best = None
+    for kept, k_latent, lat_data, lat_esc, (mu, sigma) in models:
+        prediction = _on_grid(frame, mu, sigma)
+        candidate = _Choice(frame, kept, k_latent, lat_data, lat_esc, prediction, 0,
+                            context.encode(k, prediction, families, special))
+        if best is None or candidate.size < best.size:
+            best = candidate
+    for widen in WIDEN[1:]:
+        candidate = best._replace(widen=widen, pixels=context.encode(k, best.prediction.widened(widen), families,
+                                                                     special))
+        if candidate.size < best.size:
+            best = candidate
+    return best
 
 
 def _restore(frame: TileFrame, k: np.ndarray, bad: np.ndarray, zeros: np.ndarray) -> np.ndarray:
@@ -137,27 +163,22 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         measured = values[~tile_bad]
         lo, hi = (float(measured.min()), float(measured.max())) if measured.size else (float(row.median),) * 2
         where = f"{row.path}, HDU {row.hdu}, plane {row.plane}, tile at ({y0}, {x0})"
-        frame = quant.frame(where, row.bitpix, row.bzero, row.bscale, _tile_noise(values, row), index, y0, x0,
-                            (h, w))
         raw = None if src.raw is None else src.raw[cut]
-        k = frame.quantize(np.where(tile_bad, row.median, values), raw)
         special = tile_bad | zeros
         z = codec.latents(pad(x[cut], geometry.padded(h, w))[None])
-        best = None
+        models = []
         for kept in etas:
             k_latent = codec.tables.symbols(z[..., :kept])[0]
-            prediction, _ = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, lo, hi, h, w)
-            lat_data, lat_esc = codec.code(k_latent, kept)
-            candidate = _Choice(kept, k_latent, lat_data, lat_esc, prediction, 0,
-                                context.encode(k, prediction, families, special))
-            if best is None or candidate.size < best.size:
-                best = candidate
-        for widen in WIDEN[1:]:
-            candidate = best._replace(widen=widen, pixels=context.encode(k, best.prediction.widened(widen), families,
-                                                                         special))
-            if candidate.size < best.size:
-                best = candidate
-        kept, k_latent, lat_data, lat_esc, _, widen, (fam, res_data, res_esc, ctx, coded) = best
+            models.append((kept, k_latent, *codec.code(k_latent, kept),
+                           _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w)))
+        best = None
+        for frame in quant.frames(where, row.bitpix, row.bzero, row.bscale, _tile_noise(values, row), index, y0, x0,
+                                  (h, w)):
+            choice = _best_coding(frame, frame.quantize(np.where(tile_bad, row.median, values), raw), models,
+                                  families, special)
+            if best is None or choice.size < best.size:
+                best = choice
+        frame, kept, k_latent, lat_data, lat_esc, _, widen, (fam, res_data, res_esc, ctx, coded) = best
         decoded = _restore(frame, coded.reshape(h, w), tile_bad, zeros)
         bounded = BoundedTile(frame.delta, frame.zero, frame.units, res_esc, res_data, pixel_checksum(decoded),
                               pack_mask(zeros), fam if family == "best" else "", widen, ctx)
@@ -192,7 +213,8 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
     frame = TileFrame(b.delta, b.zero, u, integer, b.units)
     try:
         k_latent = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*geometry.padded(h, w)), tile.eta)[0]
-        prediction, sig = _grid_prediction(predictor, k_latent, frame, plane, data_cfg, tile.lo, tile.hi, h, w)
+        mu, sig = _physical_prediction(predictor, k_latent, plane, data_cfg, tile.lo, tile.hi, h, w)
+        prediction = _on_grid(frame, mu, sig)
         if b.context:
             k = context.decode(b.data, b.escapes, prediction.widened(b.widen), b.family or family, b.context, (h, w))
         else:  # written before the interlaced context: one pass under the model alone

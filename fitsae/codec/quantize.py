@@ -63,9 +63,9 @@ class Quantization:
     largest odd number of stored units not above the requested step (at least one), without
     dither. x̂ = zero + k·Δ is then an integer, still within Δ/2, and an odd Δ keeps rounding
     symmetric, so the error stays zero-mean. With ``int_to_float`` (fpack's ``-i2f``) an
-    integer source is quantized as a float one, at the requested step with dither, and decodes
-    to float32: the only way to reach a step below three stored units but above one, where
-    images with a noise of a few counts (astropy's M13) need it.
+    integer source may also be quantized as a float one, at the requested step with dither, and
+    decodes to float32: the only way to reach a step between one and three stored units, where
+    images with a noise of a few counts (astropy's M13) need it (see :meth:`frames`).
     """
 
     mode: str
@@ -87,30 +87,36 @@ class Quantization:
         if self.noise is not None and not (self.noise > 0 and math.isfinite(self.noise)):
             raise CodecError(f"--noise {self.noise}: must be a positive number (physical units)")
 
-    def frame(self, where: str, bitpix: int, bzero: float, bscale: float, noise: float, seed_plane: int,
-              y0: int, x0: int, shape: tuple) -> "TileFrame":
-        """The quantization frame of one tile: Δ, zero point and dither.
+    def frames(self, where: str, bitpix: int, bzero: float, bscale: float, noise: float, seed_plane: int,
+               y0: int, x0: int, shape: tuple) -> tuple["TileFrame", ...]:
+        """The quantization frames (Δ, zero point, dither) one tile may be coded in.
 
-        ``noise`` is the tile's σ_noise estimate (physical units); ``where`` names the file,
-        HDU and tile for errors.
+        One frame, except with ``int_to_float`` on an integer source: the float step with dither
+        and the whole odd number of counts below it (one count: lossless), both within half the
+        requested step; the encoder keeps the one coded in fewer bytes. Below a few counts of
+        noise the dither costs more than it saves (a step under one count only adds the dither's
+        bits), so neither is always the smaller. ``noise`` is the tile's σ_noise estimate
+        (physical units); ``where`` names the file, HDU and tile for errors.
         """
-        integer = bitpix > 0 and not self.int_to_float
+        integer = bitpix > 0
         if self.mode == "lossless":
             if not integer:
                 raise CodecError(f"{where}: --lossless needs integer pixels, this HDU has BITPIX {bitpix} "
                                  "(use --quantize-level or --max-error for float data)")
-            step = 1
-        else:
-            sigma = self.noise if self.noise is not None else noise
-            target = 2.0 * self.max_error if self.mode == "max-error" else sigma / self.level
-            if not (target > 0 and math.isfinite(target)):
-                raise CodecError(f"{where}: the noise estimate is {sigma!r}, so the step σ/q cannot be set; "
-                                 "give --noise or use --max-error")
-            if not integer:
-                return TileFrame(float(target), 0.0, dither(self.seed, seed_plane, y0, x0, shape), False)
+            return (TileFrame(float(bscale), float(bzero), np.zeros(shape), True, 1),)
+        sigma = self.noise if self.noise is not None else noise
+        target = 2.0 * self.max_error if self.mode == "max-error" else sigma / self.level
+        if not (target > 0 and math.isfinite(target)):
+            raise CodecError(f"{where}: the noise estimate is {sigma!r}, so the step σ/q cannot be set; "
+                             "give --noise or use --max-error")
+        out = ()
+        if not integer or self.int_to_float:
+            out += (TileFrame(float(target), 0.0, dither(self.seed, seed_plane, y0, x0, shape), False),)
+        if integer:
             units = max(1, int(math.floor(target / abs(bscale))))
             step = units if units % 2 else units - 1
-        return TileFrame(float(step * bscale), float(bzero), np.zeros(shape), True, int(step))
+            out += (TileFrame(float(step * bscale), float(bzero), np.zeros(shape), True, int(step)),)
+        return out
 
 
 @dataclass
