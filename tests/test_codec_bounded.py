@@ -156,6 +156,21 @@ def test_int_to_float_keeps_the_integers_where_the_step_is_finer_than_a_count(ru
     np.testing.assert_array_equal(x_hat[whole], x[whole])
 
 
+def test_a_tile_the_model_cannot_predict_is_sent_without_latents(run, tmp_path, capsys):
+    """Flat sky and noise: the latents would only add bytes, so every tile is η′ = 0 (its median
+    and σ alone, the neighbours doing the rest) and still decodes within half a step."""
+    source = tmp_path / "flat.fits"
+    rng = np.random.default_rng(8)
+    fits.PrimaryHDU((500 + 4 * rng.normal(size=(64, 64))).astype(np.float32)).writeto(source)
+    container, decoded = _round_trip(run, source, tmp_path, capsys, "--quantize-level", 1)
+    with fits.open(container) as hdul:
+        assert set(hdul["TILES", 1].data["ETA"]) == {0}
+    x, _, _ = _source(source)
+    x_hat, _, _ = _source(decoded)
+    slack = 0.5 * np.spacing(np.abs(x_hat).astype(np.float32))
+    assert np.all(np.abs(x_hat - x) <= _delta_map(container, x.shape) / 2 + slack)
+
+
 def test_lossless_returns_the_identical_integers(run, tmp_path, capsys):
     for source in (M13, COMP):
         container, decoded = _round_trip(run, source, tmp_path, capsys, "--lossless")

@@ -29,6 +29,7 @@ import numpy as np
 
 from fitsae.budget import ladder
 from fitsae.codec import context, residual
+from fitsae.codec.encoder import BACKGROUND
 from fitsae.codec.container import BoundedTile, Tile, pack_mask, unpack_mask
 from fitsae.codec.errors import CodecError
 from fitsae.codec.planes import normalized, pad, physical, plane_record, read_plane
@@ -42,6 +43,7 @@ __all__ = ["FAMILY_CHOICES", "DEFAULT_CHOICE", "header_cards", "int_to_float", "
 FAMILY_CHOICES = residual.FAMILIES + ("best",)
 DEFAULT_CHOICE = "best"
 WIDEN = tuple(range(7))  # up to ×4
+_FLAT = np.dtype(">f4")
 
 
 def header_cards(quant: Quantization, family: str) -> dict:
@@ -91,6 +93,20 @@ def _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w) -> 
     return mu, sigma
 
 
+def _flat_bytes(measured: np.ndarray, noise: float) -> bytes:
+    """η′ = 0: the tile's median and noise σ (physical) as two big-endian float32, its whole model."""
+    median = float(np.median(measured)) if measured.size else 0.0
+    return np.array([median, noise], _FLAT).tobytes()
+
+
+def _flat_prediction(data: bytes, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The constant μ and σ maps of an η′ = 0 tile, read back from its bytes as the decoder reads them."""
+    if len(data) != 2 * _FLAT.itemsize:
+        raise CodingError(f"an η′ = 0 tile holds {2 * _FLAT.itemsize} bytes (median, σ), not {len(data)}")
+    median, sigma = (float(v) for v in np.frombuffer(data, _FLAT))
+    return np.full((h, w), median), np.full((h, w), sigma)
+
+
 def _on_grid(frame: TileFrame, mu: np.ndarray, sigma: np.ndarray) -> residual.Prediction:
     """The quantized prediction of a tile's integers in ``frame``."""
     return residual.predict(frame.to_grid(mu), sigma / frame.delta)
@@ -115,7 +131,8 @@ class _Choice(NamedTuple):
 
 def _best_coding(frame: TileFrame, k: np.ndarray, models: list, families: tuple, special: np.ndarray) -> _Choice:
     """The smallest coding of integers ``k`` in ``frame`` over η′ (``models``: (η′, latent
-    integers, coded latents, escapes, physical (μ, σ))), then over the widening of that η′."""
+    integers, coded latents, escapes, physical (μ, σ)); η′ = 0: no latents, the tile's median and
+    σ), then over the widening of that η′."""
     best = None
     for kept, k_latent, lat_data, lat_esc, (mu, sigma) in models:
         prediction = _on_grid(frame, mu, sigma)
@@ -166,7 +183,8 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         raw = None if src.raw is None else src.raw[cut]
         special = tile_bad | zeros
         z = codec.latents(pad(x[cut], geometry.padded(h, w))[None])
-        models = []
+        flat = _flat_bytes(measured, _tile_noise(values, row))
+        models = [] if select == "fixed" else [(BACKGROUND, None, flat, 0, _flat_prediction(flat, h, w))]
         for kept in etas:
             k_latent = codec.tables.symbols(z[..., :kept])[0]
             models.append((kept, k_latent, *codec.code(k_latent, kept),
@@ -182,7 +200,8 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         decoded = _restore(frame, coded.reshape(h, w), tile_bad, zeros)
         bounded = BoundedTile(frame.delta, frame.zero, frame.units, res_esc, res_data, pixel_checksum(decoded),
                               pack_mask(zeros), fam if family == "best" else "", widen, ctx)
-        plane.tiles.append(Tile(y0, x0, h, w, kept, lat_esc, lo, hi, codec.tables.ideal_bits(k_latent), "",
+        bits = 8.0 * len(flat) if kept == BACKGROUND else codec.tables.ideal_bits(k_latent)
+        plane.tiles.append(Tile(y0, x0, h, w, kept, lat_esc, lo, hi, bits, "",
                                 lat_data, pack_mask(tile_bad), bounded))
         error = (decoded - values)[~tile_bad]
         stats["squared_error"] += float(np.sum(error ** 2))
@@ -205,15 +224,18 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
     name = f"{where}, plane {index + 1}, tile at ({tile.y0}, {tile.x0})"
     if b is None:
         raise CodecError(f"{name}: the container's mode needs coded pixels, this tile has none")
-    if tile.eta < 1 or tile.eta > codec.channels:
-        raise CodecError(f"{name}: η′={tile.eta} outside 1..{codec.channels}")
+    if tile.eta < 0 or tile.eta > codec.channels:
+        raise CodecError(f"{name}: η′={tile.eta} outside 0..{codec.channels}")
     h, w = tile.h, tile.w
     integer = b.units > 0  # integer steps; 0: a float step with dither (float sources, --int-to-float)
     u = np.zeros((h, w)) if integer else dither(seed, index, tile.y0, tile.x0, (h, w))
     frame = TileFrame(b.delta, b.zero, u, integer, b.units)
     try:
-        k_latent = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*geometry.padded(h, w)), tile.eta)[0]
-        mu, sig = _physical_prediction(predictor, k_latent, plane, data_cfg, tile.lo, tile.hi, h, w)
+        if tile.eta == BACKGROUND:
+            mu, sig = _flat_prediction(tile.data, h, w)
+        else:
+            k_latent = codec.uncode(tile.data, tile.escapes, codec.latent_grid(*geometry.padded(h, w)), tile.eta)[0]
+            mu, sig = _physical_prediction(predictor, k_latent, plane, data_cfg, tile.lo, tile.hi, h, w)
         prediction = _on_grid(frame, mu, sig)
         if b.context:
             k = context.decode(b.data, b.escapes, prediction.widened(b.widen), b.family or family, b.context, (h, w))

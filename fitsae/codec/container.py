@@ -15,7 +15,8 @@ silently different image.
   ``ORIGH``/``ORIGW``, ``OFFSET``/``SCALE`` (the normalization's shift and scale, :class:`Plane`),
   ``NFILLED`` (NaN/BLANK pixels), ``ORIGBPX``/``ORIGBZ``/``ORIGBS``/``ORIGBLK`` (the source's
   BITPIX/BZERO/BSCALE/BLANK). One row per tile: ``Y0``, ``X0``, ``H``, ``W`` (where it sits),
-  ``ETA`` (η′; 0: the tile's median alone, ``DATA`` then holds it as one big-endian float32),
+  ``ETA`` (η′; 0: the tile's median alone, ``DATA`` then holds it as one big-endian float32 —
+  normalized in the lossy mode; in the error-bounded modes two, the median and σ_noise, physical),
   ``NESC`` (escaped latents), ``LO``/``HI`` (decoded values are kept inside this range),
   ``BITSEST`` (the bits the tables predicted), ``MUSUM`` (SHA-256 of the decoded μ), ``DATA``
   (coded latents) and ``MASK`` (zlib-packed NaN/BLANK mask, empty when none); in the
