@@ -43,6 +43,7 @@ __all__ = ["FAMILY_CHOICES", "DEFAULT_CHOICE", "header_cards", "int_to_float", "
 FAMILY_CHOICES = residual.FAMILIES + ("best",)
 DEFAULT_CHOICE = "best"
 WIDEN = tuple(range(7))  # up to ×4
+PATIENCE = 2  # η′ candidates in a row larger than the best before the search stops
 _FLAT = np.dtype(">f4")
 
 
@@ -129,17 +130,38 @@ class _Choice(NamedTuple):
         return len(self.lat_data) + len(self.pixels[1])
 
 
-def _best_coding(frame: TileFrame, k: np.ndarray, models: list, families: tuple, special: np.ndarray) -> _Choice:
-    """The smallest coding of integers ``k`` in ``frame`` over η′ (``models``: (η′, latent
-    integers, coded latents, escapes, physical (μ, σ)); η′ = 0: no latents, the tile's median and
-    σ), then over the widening of that η′."""
-    best = None
-    for kept, k_latent, lat_data, lat_esc, (mu, sigma) in models:
+class _Lazy:
+    """The η′ candidates of a tile, each (η′, latent integers, coded latents, escapes, physical
+    (μ, σ)) computed on first use: a float64 decode per η′ is most of the encoder's time."""
+
+    def __init__(self, etas: list, make):
+        self.etas, self._make, self._done = etas, make, {}
+
+    def __len__(self) -> int:
+        return len(self.etas)
+
+    def __getitem__(self, i: int):
+        if i not in self._done:
+            self._done[i] = self._make(self.etas[i])
+        return self._done[i]
+
+
+def _best_coding(frame: TileFrame, k: np.ndarray, models: _Lazy, families: tuple, special: np.ndarray) -> _Choice:
+    """The smallest coding of integers ``k`` in ``frame`` over η′ in increasing order (η′ = 0: no
+    latents, the tile's median and σ), stopping after ``PATIENCE`` candidates in a row larger than
+    the best so far; then over the widening of that η′."""
+    best, worse = None, 0
+    for i in range(len(models)):
+        kept, k_latent, lat_data, lat_esc, (mu, sigma) = models[i]
         prediction = _on_grid(frame, mu, sigma)
         candidate = _Choice(frame, kept, k_latent, lat_data, lat_esc, prediction, 0,
                             context.encode(k, prediction, families, special))
         if best is None or candidate.size < best.size:
-            best = candidate
+            best, worse = candidate, 0
+        else:
+            worse += 1
+            if worse == PATIENCE:
+                break
     for widen in WIDEN[1:]:
         candidate = best._replace(widen=widen, pixels=context.encode(k, best.prediction.widened(widen), families,
                                                                      special))
@@ -184,11 +206,15 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         special = tile_bad | zeros
         z = codec.latents(pad(x[cut], geometry.padded(h, w))[None])
         flat = _flat_bytes(measured, _tile_noise(values, row))
-        models = [] if select == "fixed" else [(BACKGROUND, None, flat, 0, _flat_prediction(flat, h, w))]
-        for kept in etas:
+
+        def model(kept, z=z, flat=flat, lo=lo, hi=hi, h=h, w=w):
+            if kept == BACKGROUND:
+                return kept, None, flat, 0, _flat_prediction(flat, h, w)
             k_latent = codec.tables.symbols(z[..., :kept])[0]
-            models.append((kept, k_latent, *codec.code(k_latent, kept),
-                           _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w)))
+            return (kept, k_latent, *codec.code(k_latent, kept),
+                    _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w))
+
+        models = _Lazy(etas if select == "fixed" else [BACKGROUND] + etas, model)
         best = None
         for frame in quant.frames(where, row.bitpix, row.bzero, row.bscale, _tile_noise(values, row), index, y0, x0,
                                   (h, w)):
