@@ -17,18 +17,25 @@ DENSE = {"kind": "dense", "latent_channels": 6, "hidden": [], "activation": "lin
 CONV_RATE = {**CONV, "rate_lambda": 4.0}
 
 
-def write_fields(directory: Path, n: int, seed: int, size: int = 32) -> Path:
-    """``n`` float32 FITS images: Gaussian sources on a 100-count sky with σ = 2 noise."""
+def write_fields(directory: Path, n: int, seed: int, size: int = 32, truth: bool = False) -> Path:
+    """``n`` float32 FITS images: Gaussian sources on a 100-count sky with σ = 2 noise; with
+    ``truth``, the noiseless image beside it as a ``TRUTH`` HDU (as ``fitsae simulate`` writes)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     for i in range(n):
         img = 100.0 + rng.normal(scale=2.0, size=(size, size))
+        clean = np.full((size, size), 100.0)
         for _ in range(rng.integers(1, 4)):
             cy, cx = rng.uniform(0, size, 2)
             width, amp = rng.uniform(1.5, 4.0), rng.uniform(10.0, 80.0)
-            img += amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width * width))
-        fits.PrimaryHDU(img.astype(np.float32)).writeto(directory / f"field{i:03d}.fits")
+            source = amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width * width))
+            img += source
+            clean += source
+        hdus = [fits.PrimaryHDU(img.astype(np.float32))]
+        if truth:
+            hdus.append(fits.ImageHDU(clean.astype(np.float32), name="TRUTH"))
+        fits.HDUList(hdus).writeto(directory / f"field{i:03d}.fits")
     return directory
 
 

@@ -35,6 +35,8 @@ def _results(book: MetricBook, geometry: Geometry, etas: list[int], peak: float)
                **book[("pca_rate", eta)].summary(), "quantization_step": PCA_STEP,
                "photometry": book[("pca_flux", eta)].summary()}
         bpp = rate["bits_per_pixel_coded"]  # compression_ratio is added by _with_ratios
+        for method, entry in (("ae", ae), ("pca", pca)):
+            entry.update(_truth_photometry(book, method, eta))
         rows.append({
             "eta": int(eta),
             "latent_values": values,
@@ -42,11 +44,31 @@ def _results(book: MetricBook, geometry: Geometry, etas: list[int], peak: float)
             "ae": ae,
             "ae_fixed_mask": {**book[("ae_fixed_mask", eta)].summary(peak),
                               **book[("ae_fixed_mask_rate", eta)].summary(),
-                              "photometry": book[("ae_fixed_mask_flux", eta)].summary()},
+                              "photometry": book[("ae_fixed_mask_flux", eta)].summary(),
+                              **_truth_photometry(book, "ae_fixed_mask", eta)},
             "pca": pca,
         })
     return rows
 
+
+
+def _truth_photometry(book: MetricBook, method: str, eta) -> dict:
+    """``photometry_truth`` (the fluxes against the truth's) where the data had a truth, else nothing."""
+    summary = book[(f"{method}_flux_truth", eta)].summary()
+    return {"photometry_truth": summary} if summary["n_used"] else {}
+
+
+def _photometry_reference(book: MetricBook) -> dict:
+    """What the photometry figures are to be read against, where the data had a truth."""
+    floor = book[("truth_flux", None)].summary()
+    if not floor["n_used"]:
+        return {}
+    return {"photometry_reference": {
+        "truth_vs_original": floor, "original_vs_truth": book[("original_flux_truth", None)].summary(),
+        "note": "truth_vs_original: the noiseless truth measured as every reconstruction is (against the "
+                "original): the score of a perfect denoiser, whose fluxes differ from the original's by the "
+                "noise in the apertures; original_vs_truth: the original against the truth. Each method's "
+                "photometry_truth is its fluxes against the truth's, same sources (SNR cut on the original)"}}
 
 
 def _with_ratios(rows: list[dict], input_bits: float) -> list[dict]:
@@ -203,6 +225,7 @@ def build_report(ctx, step: int, book: MetricBook, data_range, tiles: int, examp
                      f"are quantized with step {PCA_STEP:g} (normalized units) and coded the same way, under Laplace tables of its "
                      "eigenvalues (pca.bits_per_pixel_coded); every compression_ratio is input bits ÷ stored bits",
         **monotonic_note(results, book),
+        **_photometry_reference(book),
         "baselines": {**ctx.baselines, "fpack_tiles": opts.fpack_tiles,
                       "fpack_rate": "bits_per_pixel: compressed heap bytes (PCOUNT) × 8 / pixels; "
                                     "bits_per_pixel_with_headers: the whole file as written × 8 / pixels",

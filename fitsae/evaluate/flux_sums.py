@@ -1,7 +1,8 @@
 """Aperture-flux errors of a scoring pass, as counts that reduce over ranks exactly.
 
 Contract: :class:`FluxSums` gathers, for one method at one η, the relative aperture-flux errors
-(F_rec − F_orig) / F_orig of the sources at or above SNR 20 on the original
+(F_rec − F_orig) / F_orig — or (F_rec − F_true) / F_true against a simulation's truth — of the
+sources at or above SNR 20 on the original
 (:func:`fitsae.evaluate.photometry.flux_errors`), with the ``vector``/``load``/``summary``
 protocol of :class:`fitsae.evaluate.metrics.MetricBook`. The median |error| comes from the same
 fixed log-spaced histogram as the pixel errors' robust figures, so it reduces over any number
@@ -44,14 +45,19 @@ class FluxSums:
         if rel.size:
             self.peak = max(self.peak, float(np.max(np.abs(rel))))
 
-    def add(self, sources: list, reconstructions: np.ndarray) -> None:
+    def add(self, sources: list, reconstructions: np.ndarray, references: np.ndarray | None = None) -> None:
         """Add a batch: each tile's sources (:func:`detect_tiles`; None = not measured) and its
-        reconstruction in physical units, shape (n, h, w) or (n, h, w, 1)."""
+        reconstruction in physical units, shape (n, h, w) or (n, h, w, 1); with ``references``
+        (same shape: a simulation's noiseless truth) the fluxes are compared with theirs instead
+        of the original's (the SNR cut stays the original's)."""
         from fitsae.evaluate.photometry import flux_errors
 
-        for found, rec in zip(sources, np.asarray(reconstructions), strict=True):
+        refs = [None] * len(sources) if references is None else np.asarray(references)
+        for found, rec, ref in zip(sources, np.asarray(reconstructions), refs, strict=True):
             if found is not None:
-                errors = flux_errors(found, rec.reshape(found.background.shape), snr_min=SNR_MIN)
+                shape = found.background.shape
+                errors = flux_errors(found, rec.reshape(shape), None if ref is None else ref.reshape(shape),
+                                     snr_min=SNR_MIN)
                 self.update(errors.relative_errors, errors.n_sources)
 
     def vector(self) -> np.ndarray:

@@ -220,26 +220,41 @@ def format_table(report: dict) -> str:
         )
     lines += _monotonic_lines(report)
     lines += _band_lines(report)
-    lines += _photometry_lines(rows)
+    lines += _photometry_lines(report)
     return "\n".join(lines)
 
 
-def _photometry_lines(rows: list[dict]) -> list[str]:
-    """Median relative aperture-flux error per η of the model, the codec and PCA (in percent)."""
-    def flux(row, method):
-        return ((row.get(method) or {}).get("photometry") or {})
+def _photometry_lines(report: dict) -> list[str]:
+    """Median relative aperture-flux error per η of the model, the codec and PCA (in percent),
+    against the original and, where the data had a truth, against the truth with the floor."""
+    rows = report.get("results", [])
+
+    def flux(row, method, key="photometry"):
+        return ((row.get(method) or {}).get(key) or {})
 
     first = flux(rows[0], "ae_fixed_mask") if rows else {}
     if not first.get("n_used"):
         return []
+    truth = bool(flux(rows[0], "ae_fixed_mask", "photometry_truth").get("n_used"))
+    keys = ("photometry", "photometry_truth") if truth else ("photometry",)
     lines = [f"Aperture photometry: median |ΔF|/F (%) of the {first['n_used']} sources with SNR ≥ "
              f"{first['snr_min']:g} on the original ({first['n_sources']} with whole apertures), "
-             "the same apertures measured on each reconstruction",
-             f"{'eta':>5} {'model':>8} {'codec':>8} {'PCA':>8}"]
+             "the same apertures measured on each reconstruction" + (
+                 ", against the original's fluxes and (vs truth) the noiseless truth's" if truth else ""),
+             f"{'eta':>5} " + " ".join(f"{m + (' truth' if k != 'photometry' else ''):>11}"
+                                       for k in keys for m in ("model", "codec", "PCA"))]
     for row in rows:
-        values = [flux(row, m).get("median_abs_relative_flux_error") for m in ("ae_fixed_mask", "ae", "pca")]
+        values = [flux(row, m, k).get("median_abs_relative_flux_error") for k in keys
+                  for m in ("ae_fixed_mask", "ae", "pca")]
         lines.append(f"{row['eta']:>5} " + " ".join(
-            f"{_num(None if v is None else 100 * v, '.3f'):>8}" for v in values))
+            f"{_num(None if v is None else 100 * v, '.3f'):>11}" for v in values))
+    ref = report.get("photometry_reference")
+    if ref:
+        floor = ref["truth_vs_original"]["median_abs_relative_flux_error"]
+        noisy = ref["original_vs_truth"]["median_abs_relative_flux_error"]
+        lines.append(f"floor: the noiseless truth scores {_num(100 * floor, '.3f')} against the original (a perfect "
+                     f"denoiser differs by the noise in the apertures); the original scores "
+                     f"{_num(100 * noisy, '.3f')} against the truth")
     return lines
 
 

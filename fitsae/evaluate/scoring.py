@@ -54,7 +54,10 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
     (:func:`pca_code`), so both methods' rates are real bytes.
 
     Aperture photometry (:mod:`fitsae.evaluate.flux_sums`): sources found once on each original
-    tile, their flux measured again on the AE's, the plain mask's and PCA's reconstructions.
+    tile, their flux measured again on the AE's, the plain mask's and PCA's reconstructions; where
+    the data have a truth, also against the truth's fluxes, with the truth itself and the
+    original as references (``truth_flux``: the figure a perfect denoiser would score against
+    the original, whose noise it removes; ``original_flux_truth``: the original against the truth).
 
     The AE is scored through the codec (:class:`fitsae.codec.encoder.TileCodec`, the encoder
     ``fitsae compress`` uses): latents quantized as the file stores them, at budget η each tile
@@ -83,6 +86,9 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
         book.bands(("pca_bands", eta))
         for method in ("ae", "ae_fixed_mask", "pca"):
             book.flux((f"{method}_flux", eta))
+            book.flux((f"{method}_flux_truth", eta))
+    book.flux(("truth_flux", None))  # a perfect denoiser, measured as every method is: the floor
+    book.flux(("original_flux_truth", None))  # the original itself against the truth
     for before, after in zip(etas, etas[1:]):
         book.paired(("ae_change", before, after))
     data_range = DataRange()
@@ -100,6 +106,9 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
         truth_phys = geometry.crop(batch["truth"])[..., None] if "truth" in batch else None
         data_range.update(x_phys)
         sources = detect_tiles(x_phys, noise_phys)  # on the original, once per tile
+        if truth_phys is not None:
+            book.flux(("truth_flux", None)).add(sources, truth_phys)
+            book.flux(("original_flux_truth", None)).add(sources, x_phys, truth_phys)
         tiles += len(x)
         # The codec keeps decoded values inside each tile's range (recorded in the container).
         lo, hi = x_phys.min(axis=(1, 2, 3)), x_phys.max(axis=(1, 2, 3))
@@ -138,6 +147,8 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             book.errors(("pca", eta)).update(x_phys, rec, noise_phys, truth_phys)
             for method, recon in (("ae", mu_phys), ("ae_fixed_mask", plain_pick.mu_phys), ("pca", rec)):
                 book.flux((f"{method}_flux", eta)).add(sources, recon)
+                if truth_phys is not None:
+                    book.flux((f"{method}_flux_truth", eta)).add(sources, recon, truth_phys)
             book.bands(("pca_bands", eta)).update(x_phys, rec, background_phys, noise_phys, truth_phys)
             if eta in example_etas:
                 shown[eta] = (mu, log_var, pick.eta)
