@@ -171,6 +171,15 @@ def test_a_tile_the_model_cannot_predict_is_sent_without_latents(run, tmp_path, 
     assert np.all(np.abs(x_hat - x) <= _delta_map(container, x.shape) / 2 + slack)
 
 
+def test_int_to_float_without_a_step_is_a_one_line_error(run, galsim_field, tmp_path, capsys):
+    for mode, says in ((["--int-to-float"], "need --quantize-level, --max-error or --lossless"),
+                       (["--lossless", "--int-to-float"], "--int-to-float goes with --quantize-level or --max-error")):
+        code, _, err = _cli(["compress", "--run-dir", run, "--eta", 4, *mode, galsim_field, "--out",
+                             tmp_path / "x.fae.fits"], capsys)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.fae.fits").exists()
+
+
 def test_lossless_returns_the_identical_integers(run, tmp_path, capsys):
     for source in (M13, COMP):
         container, decoded = _round_trip(run, source, tmp_path, capsys, "--lossless")
