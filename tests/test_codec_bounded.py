@@ -180,6 +180,49 @@ def test_int_to_float_without_a_step_is_a_one_line_error(run, galsim_field, tmp_
     assert not (tmp_path / "x.fae.fits").exists()
 
 
+def _one_pass_encode(k, base, families, special=None):
+    """What compress wrote before the interlaced context: every pixel in one pass under the model."""
+    from fitsae.codec import residual
+
+    coded = np.asarray(k, np.int64).reshape(-1).copy()
+    if special is not None:
+        coded[special.reshape(-1)] = base.centre[special.reshape(-1)]
+    data, escapes, family = min((*residual.encode(coded, base, fam), fam) for fam in families)
+    return family, data, escapes, b"", coded
+
+
+def test_a_container_written_before_the_context_decodes_the_same(run, tmp_path, capsys, monkeypatch):
+    """Tiles coded in one pass, in a container without the RCTX column (as the previous version
+    wrote them): decompress reads them within half a step, NaN and zeros exact."""
+    from fitsae.codec import context
+
+    source = _float_with_holes(tmp_path / "h.fits")
+    with monkeypatch.context() as patch:
+        patch.setattr(context, "encode", _one_pass_encode)
+        code, _, err = _cli(["compress", "--run-dir", run, "--eta", 4, "--tile", 32, "--dither-seed", 11,
+                             "--quantize-level", 1, source, "--out", tmp_path / "old.fae.fits"], capsys)
+    assert code == 0, err
+    with fits.open(tmp_path / "old.fae.fits") as hdul:
+        hdus = []
+        for hdu in hdul:
+            if hdu.name == "TILES":
+                assert all(len(v) == 0 for v in hdu.data["RCTX"])
+                names = [c.name for c in hdu.columns if c.name != "RCTX"]
+                hdu = fits.BinTableHDU.from_columns(
+                    [fits.Column(n, hdu.columns[n].format, array=hdu.data[n]) for n in names], header=hdu.header)
+            hdus.append(hdu)
+        fits.HDUList(hdus).writeto(tmp_path / "older.fae.fits", checksum=True)
+    code, _, err = _cli(["decompress", tmp_path / "older.fae.fits", "--out", tmp_path / "d.fits"], capsys)
+    assert code == 0, err
+    x, _, _ = _source(source)
+    x_hat, _, _ = _source(tmp_path / "d.fits")
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(np.isnan(x_hat), nan)
+    assert np.all(x_hat[x == 0] == 0)
+    slack = 0.5 * np.spacing(np.abs(x_hat[~nan]).astype(np.float32))
+    assert np.all(np.abs(x_hat - x)[~nan] <= _delta_map(tmp_path / "old.fae.fits", x.shape)[~nan] / 2 + slack)
+
+
 def test_lossless_returns_the_identical_integers(run, tmp_path, capsys):
     for source in (M13, COMP):
         container, decoded = _round_trip(run, source, tmp_path, capsys, "--lossless")
