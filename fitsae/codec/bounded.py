@@ -21,6 +21,7 @@ disagreement between encoder and decoder is an error naming the file and tile.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from typing import NamedTuple
@@ -130,29 +131,14 @@ class _Choice(NamedTuple):
         return len(self.lat_data) + len(self.pixels[1])
 
 
-class _Lazy:
-    """The η′ candidates of a tile, each (η′, latent integers, coded latents, escapes, physical
-    (μ, σ)) computed on first use: a float64 decode per η′ is most of the encoder's time."""
-
-    def __init__(self, etas: list, make):
-        self.etas, self._make, self._done = etas, make, {}
-
-    def __len__(self) -> int:
-        return len(self.etas)
-
-    def __getitem__(self, i: int):
-        if i not in self._done:
-            self._done[i] = self._make(self.etas[i])
-        return self._done[i]
-
-
-def _best_coding(frame: TileFrame, k: np.ndarray, models: _Lazy, families: tuple, special: np.ndarray) -> _Choice:
+def _best_coding(frame: TileFrame, k: np.ndarray, etas: list, model, families: tuple, special: np.ndarray) -> _Choice:
     """The smallest coding of integers ``k`` in ``frame`` over η′ in increasing order (η′ = 0: no
     latents, the tile's median and σ), stopping after ``PATIENCE`` candidates in a row larger than
-    the best so far; then over the widening of that η′."""
+    the best so far; then over the widening of that η′. ``model(η′)`` gives (η′, latent
+    integers, coded latents, escapes, physical (μ, σ))."""
     best, worse = None, 0
-    for i in range(len(models)):
-        kept, k_latent, lat_data, lat_esc, (mu, sigma) = models[i]
+    for kept in etas:
+        kept, k_latent, lat_data, lat_esc, (mu, sigma) = model(kept)
         prediction = _on_grid(frame, mu, sigma)
         candidate = _Choice(frame, kept, k_latent, lat_data, lat_esc, prediction, 0,
                             context.encode(k, prediction, families, special))
@@ -207,6 +193,7 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
         z = codec.latents(pad(x[cut], geometry.padded(h, w))[None])
         flat = _flat_bytes(measured, _tile_noise(values, row))
 
+        @functools.lru_cache(maxsize=None)  # a float64 decode per η′ is most of the encoder's time
         def model(kept, z=z, flat=flat, lo=lo, hi=hi, h=h, w=w):
             if kept == BACKGROUND:
                 return kept, None, flat, 0, _flat_prediction(flat, h, w)
@@ -214,12 +201,12 @@ def encode_plane(codec, predictor, data_cfg, geometry, row, index: int, eta: int
             return (kept, k_latent, *codec.code(k_latent, kept),
                     _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w))
 
-        models = _Lazy(etas if select == "fixed" else [BACKGROUND] + etas, model)
+        candidates = etas if select == "fixed" else [BACKGROUND] + etas
         best = None
         for frame in quant.frames(where, row.bitpix, row.bzero, row.bscale, _tile_noise(values, row), index, y0, x0,
                                   (h, w)):
-            choice = _best_coding(frame, frame.quantize(np.where(tile_bad, row.median, values), raw), models,
-                                  families, special)
+            choice = _best_coding(frame, frame.quantize(np.where(tile_bad, row.median, values), raw), candidates,
+                                  model, families, special)
             if best is None or choice.size < best.size:
                 best = choice
         frame, kept, k_latent, lat_data, lat_esc, _, widen, (fam, res_data, res_esc, ctx, coded) = best

@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from fitsae.codec import residual
-from fitsae.entropy import CodingError, join_stream, split_stream
+from fitsae.entropy import CodingError
 
 __all__ = ["LEVELS", "A_GRID", "B1_GRID", "B2_GRID", "NEUTRAL", "encode", "decode"]
 
@@ -128,8 +128,6 @@ def encode(k: np.ndarray, base: residual.Prediction, families: tuple,
     integers hold those centres (the decoder's values there, the neighbours its later passes see).
     The parameters are fitted once, under a Laplace yardstick, for every family.
     """
-    import constriction
-
     h, w = k.shape
     k = np.asarray(k, np.int64).reshape(-1).copy()
     special = np.zeros(k.size, bool) if special is None else np.asarray(special, bool).reshape(-1)
@@ -146,57 +144,36 @@ def encode(k: np.ndarray, base: residual.Prediction, families: tuple,
             p = _prediction(m[t], w2[t], mean, dev, chosen)
         k[t] = np.where(special[t], p.centre, k[t])
         e[t] = k[t] - m[t]
-        coded.append((residual.symbols(k[t], p), p))
-    raw = np.concatenate([escaped for (_, escaped), _ in coded])
+        coded.append((k[t], p))
     best = None
     for family in families:
-        coder, model = constriction.stream.stack.AnsCoder(), residual.model(family)
-        for (symbols, _), p in reversed(coded):
-            coder.encode_reverse(symbols, model, *residual.params(family, p))
-        data = join_stream(coder, raw, "<i8")
+        data, escapes = residual.encode_passes(coded, family)
         if best is None or len(data) < len(best[1]):
-            best = (family, data, int(raw.size), bytes(params), k)
+            best = (family, data, escapes, bytes(params), k)
     return best
 
 
 def decode(data: bytes, escapes: int, base: residual.Prediction, family: str, params: bytes,
            shape: tuple) -> np.ndarray:
     """Inverse of :func:`encode`: flat int64 integers; :class:`CodingError` when the bytes do not fit."""
-    import constriction
-
     h, w = shape
     passes = _passes(h, w)
-    chosen = np.frombuffer(params, np.uint8).astype(np.int64).reshape(-1, 3) if params else np.zeros((0, 3), int)
-    limits = (len(A_GRID), len(B1_GRID), len(B2_GRID))
-    if len(chosen) != len(passes) - 1 or np.any(chosen >= np.array(limits)):
+    limits = np.array([len(A_GRID), len(B1_GRID), len(B2_GRID)])
+    if len(params) != limits.size * (len(passes) - 1):
         raise CodingError(f"the context parameters ({len(params)} bytes) do not fit {len(passes) - 1} passes")
-    words, raw = split_stream(data, int(escapes), "<i8", "escaped residuals")
+    chosen = np.frombuffer(params, np.uint8).astype(np.int64).reshape(-1, limits.size)
+    if np.any(chosen >= limits):
+        raise CodingError(f"the context parameters ({len(params)} bytes) do not fit {len(passes) - 1} passes")
     m, w2 = base.centre + base.offset, base.width ** 2
     k, e = np.zeros(h * w, np.int64), np.zeros(h * w)
-    model, used = residual.model(family), 0
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-        for i, (t, nb) in enumerate(passes):
-            if nb is None:
-                p = residual.Prediction(base.centre[t], base.offset[t], base.index[t])
-            else:
-                mean, dev = _features(e, nb)
-                p = _prediction(m[t], w2[t], mean, dev, tuple(int(v) for v in chosen[i - 1]))
-            symbols = np.asarray(coder.decode(model, *residual.params(family, p)), np.int64)
-            escaped = np.abs(symbols) == residual.SUPPORT + 1
-            n = int(escaped.sum())
-            if used + n > raw.size:
-                raise CodingError(f"the residual bytes decode to more escapes than the {raw.size} stored")
-            symbols[escaped] = raw[used:used + n]
-            used += n
-            k[t] = symbols + p.centre
-            e[t] = k[t] - m[t]
-        leftover = not coder.is_empty()
-    except CodingError:
-        raise
-    except Exception as err:  # constriction reports a bad stream as ValueError/AssertionError
-        raise CodingError(f"the residual stream does not decode: {err}") from err
-    if used != raw.size or leftover:
-        raise CodingError(f"the residual bytes do not decode to the stored pixels ({used} escapes decoded, "
-                          f"{raw.size} stored{', data left over' if leftover else ''})")
+    reader = residual.PassReader(data, escapes, family)
+    for i, (t, nb) in enumerate(passes):
+        if nb is None:
+            p = residual.Prediction(base.centre[t], base.offset[t], base.index[t])
+        else:
+            mean, dev = _features(e, nb)
+            p = _prediction(m[t], w2[t], mean, dev, tuple(int(v) for v in chosen[i - 1]))
+        k[t] = reader.read(p)
+        e[t] = k[t] - m[t]
+    reader.finish()
     return k

@@ -11,7 +11,9 @@ are quantized first, so encoder and decoder evaluate the very same probabilities
 
 The residual r = k − c is coded; |r| > ``SUPPORT`` (a star the model missed) is coded as the
 support's end ±(SUPPORT + 1), an escape, and r follows raw (int64). A tile's code is
-``ANS words (uint32 LE) ‖ escaped residuals (int64 LE)``; the escape count is stored beside it.
+``ANS words (uint32 LE) ‖ escaped residuals (int64 LE)``, its pixels in one or several passes
+(:func:`encode_passes`, read back by :class:`PassReader`: :mod:`fitsae.codec.context`), the
+escapes in pass order; the escape count is stored beside it.
 The family is a discretized ``laplace`` or ``gaussian`` (:data:`FAMILIES`); the error-bounded
 modes pick one per tile (:mod:`fitsae.codec.bounded`).
 """
@@ -22,8 +24,8 @@ import numpy as np
 
 from fitsae.entropy import CodingError, join_stream, split_stream
 
-__all__ = ["FAMILIES", "DEFAULT_FAMILY", "WIDTHS", "SUPPORT", "Prediction", "predict", "symbols", "model", "params",
-           "encode", "decode"]
+__all__ = ["FAMILIES", "DEFAULT_FAMILY", "WIDTHS", "SUPPORT", "Prediction", "predict", "encode_passes", "encode",
+           "PassReader", "decode"]
 
 FAMILIES = ("laplace", "gaussian")
 DEFAULT_FAMILY = "laplace"
@@ -58,8 +60,7 @@ def predict(mu_grid: np.ndarray, sigma_grid: np.ndarray) -> Prediction:
     return Prediction(centre.astype(np.int64), offset, index)
 
 
-def model(family: str):
-    """constriction's quantized ``family`` over the residual alphabet (escape symbols at its ends)."""
+def _model(family: str):
     import constriction
 
     families = {"laplace": constriction.stream.model.QuantizedLaplace,
@@ -69,45 +70,74 @@ def model(family: str):
     return families[family](-SUPPORT - 1, SUPPORT + 1)
 
 
-def params(family: str, prediction: Prediction) -> tuple:
-    """The per-symbol (mean, scale) arrays constriction's ``family`` takes for ``prediction``."""
+def _params(family: str, prediction: Prediction) -> tuple:
     width = prediction.width if family == "gaussian" else prediction.width / np.sqrt(2.0)  # Laplace b: σ/√2
     return prediction.offset, width
 
 
-def symbols(k: np.ndarray, prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 symbols, escaped residuals int64) of integers ``k`` (flat) around ``prediction``'s centres."""
+def _symbols(k: np.ndarray, prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
     r = np.asarray(k, np.int64).reshape(-1) - prediction.centre
     escaped = np.abs(r) > SUPPORT
     return np.where(escaped, np.sign(r) * (SUPPORT + 1), r).astype(np.int32), r[escaped]
 
 
-def encode(k: np.ndarray, prediction: Prediction, family: str = DEFAULT_FAMILY) -> tuple[bytes, int]:
-    """Integers ``k`` (any shape, C order) under ``prediction`` → (coded bytes, escapes)."""
+def encode_passes(passes: list, family: str = DEFAULT_FAMILY) -> tuple[bytes, int]:
+    """Several passes of integers, each ``(k, prediction)``, in one stream that :class:`PassReader`
+    reads back in the same order → (coded bytes, escapes)."""
     import constriction
 
-    coded, raw = symbols(k, prediction)
-    coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(coded, model(family), *params(family, prediction))
+    coded = [_symbols(k, prediction) for k, prediction in passes]
+    coder, model = constriction.stream.stack.AnsCoder(), _model(family)
+    for (symbols, _), (_, prediction) in zip(reversed(coded), reversed(passes), strict=True):
+        coder.encode_reverse(symbols, model, *_params(family, prediction))
+    raw = np.concatenate([escaped for _, escaped in coded]) if coded else np.zeros(0, np.int64)
     return join_stream(coder, raw, "<i8"), int(raw.size)
+
+
+def encode(k: np.ndarray, prediction: Prediction, family: str = DEFAULT_FAMILY) -> tuple[bytes, int]:
+    """Integers ``k`` (any shape, C order) under ``prediction`` → (coded bytes, escapes): one pass."""
+    return encode_passes([(k, prediction)], family)
+
+
+class PassReader:
+    """Reads a stream of :func:`encode_passes` back one pass at a time, so that a pass's prediction
+    may depend on the integers already read; :class:`CodingError` when the bytes do not fit."""
+
+    def __init__(self, data: bytes, escapes: int, family: str = DEFAULT_FAMILY):
+        import constriction
+
+        words, self._raw = split_stream(data, int(escapes), "<i8", "escaped residuals")
+        self._model, self._family, self._used = _model(family), family, 0
+        try:
+            self._coder = constriction.stream.stack.AnsCoder(words)
+        except Exception as err:  # constriction reports a bad stream as ValueError/AssertionError
+            raise CodingError(f"the residual stream does not decode: {err}") from err
+
+    def read(self, prediction: Prediction) -> np.ndarray:
+        """The next pass: flat int64 integers, one per entry of ``prediction``."""
+        try:
+            r = np.asarray(self._coder.decode(self._model, *_params(self._family, prediction)), np.int64)
+        except Exception as err:
+            raise CodingError(f"the residual stream does not decode: {err}") from err
+        escaped = np.abs(r) == SUPPORT + 1
+        n = int(escaped.sum())
+        if self._used + n > self._raw.size:
+            raise CodingError(f"the residual bytes decode to more escapes than the {self._raw.size} stored")
+        r[escaped] = self._raw[self._used:self._used + n]
+        self._used += n
+        return r + prediction.centre
+
+    def finish(self) -> None:
+        """Every word and escape read, or :class:`CodingError`."""
+        leftover = not self._coder.is_empty()
+        if self._used != self._raw.size or leftover:
+            raise CodingError(f"the residual bytes do not decode to the stored pixels ({self._used} escapes "
+                              f"decoded, {self._raw.size} stored{', data left over' if leftover else ''})")
 
 
 def decode(data: bytes, escapes: int, prediction: Prediction, family: str = DEFAULT_FAMILY) -> np.ndarray:
     """Inverse of :func:`encode`: flat int64 integers k; :class:`CodingError` if the bytes do not fit."""
-    import constriction
-
-    n_esc = int(escapes)
-    words, raw = split_stream(data, n_esc, "<i8", "escaped residuals")
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-        decoded = np.asarray(coder.decode(model(family), *params(family, prediction)), np.int64)
-        leftover = not coder.is_empty()
-    except Exception as err:  # constriction reports a bad stream as ValueError/AssertionError
-        raise CodingError(f"the residual stream does not decode: {err}") from err
-    escaped = np.abs(decoded) == SUPPORT + 1
-    if int(escaped.sum()) != n_esc or leftover:
-        raise CodingError(f"the residual bytes do not decode to the stored pixels ({int(escaped.sum())} escapes "
-                          f"decoded, {n_esc} stored{', data left over' if leftover else ''})")
-    r = decoded.copy()
-    r[escaped] = raw
-    return r + prediction.centre
+    reader = PassReader(data, escapes, family)
+    k = reader.read(prediction)
+    reader.finish()
+    return k
