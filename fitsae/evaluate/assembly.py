@@ -30,13 +30,11 @@ def _results(book: MetricBook, geometry: Geometry, etas: list[int], peak: float)
         kept = book[("ae_kept", eta)].summary()
         rate = book[("ae_rate", eta)].summary()
         ae = {**book[("ae", eta)].summary(peak), "bands": book[("ae_bands", eta)].summary(), **kept, **rate,
-              "photometry": book[("ae_flux", eta)].summary()}
+              "photometry": book[("ae_flux", eta)].summary(), **_truth_photometry(book, "ae", eta)}
         pca = {**book[("pca", eta)].summary(peak), "bands": book[("pca_bands", eta)].summary(),
                **book[("pca_rate", eta)].summary(), "quantization_step": PCA_STEP,
-               "photometry": book[("pca_flux", eta)].summary()}
+               "photometry": book[("pca_flux", eta)].summary(), **_truth_photometry(book, "pca", eta)}
         bpp = rate["bits_per_pixel_coded"]  # compression_ratio is added by _with_ratios
-        for method, entry in (("ae", ae), ("pca", pca)):
-            entry.update(_truth_photometry(book, method, eta))
         rows.append({
             "eta": int(eta),
             "latent_values": values,
