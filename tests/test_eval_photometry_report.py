@@ -17,7 +17,8 @@ from fitsae.evaluate.photometry import detect_sources, flux_errors
 def test_the_reports_flux_errors_are_those_of_the_decompressed_image_against_original_and_truth(tmp_path):
     """Sources found on each original at its noise σ, measured again on the codec's decoded μ:
     the median |ΔF|/F over all tiles' SNR ≥ 20 sources equals the report's codec figure, against
-    the original's fluxes and against the truth's, and the floor is the truth's own."""
+    the original's fluxes and against the truth's; the floor is the truth's own, and the
+    original's against the truth is the original's."""
     train, test = write_fields(tmp_path / "train", 12, seed=1), write_fields(tmp_path / "test", 12, seed=2, truth=True)
     config = {"data": {"paths": [str(train)], "tile": 32, "batch_size": 4},
               "model": CONV, "optimizer": {"learning_rate": 3e-3},
@@ -35,7 +36,7 @@ def test_the_reports_flux_errors_are_those_of_the_decompressed_image_against_ori
 
     noise = {json.loads(line)["path"]: json.loads(line)["noise"]
              for line in (tmp_path / "eval" / "test.manifest.jsonl").read_text().splitlines()}
-    relative = {"photometry": [], "photometry_truth": [], "floor": []}
+    relative = {"photometry": [], "photometry_truth": [], "floor": [], "original_vs_truth": []}
     n_sources = 0
     for source in sorted(test.glob("*.fits")):
         decoded = next((tmp_path / "unpacked").glob(source.stem + "*"))
@@ -46,10 +47,12 @@ def test_the_reports_flux_errors_are_those_of_the_decompressed_image_against_ori
         relative["photometry"].append(errors.relative_errors)
         relative["photometry_truth"].append(flux_errors(found, mu, truth, snr_min=20.0).relative_errors)
         relative["floor"].append(flux_errors(found, truth, snr_min=20.0).relative_errors)
+        relative["original_vs_truth"].append(flux_errors(found, original, truth, snr_min=20.0).relative_errors)
         n_sources += errors.n_sources
     relative = {key: np.concatenate(parts) for key, parts in relative.items()}
     reported = {**{key: row["ae"][key] for key in ("photometry", "photometry_truth")},
-                "floor": report["photometry_reference"]["truth_vs_original"]}
+                "floor": report["photometry_reference"]["truth_vs_original"],
+                "original_vs_truth": report["photometry_reference"]["original_vs_truth"]}
     assert len(relative["photometry"]) >= 4
     for key, errors in relative.items():
         figure = reported[key]
