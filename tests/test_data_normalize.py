@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from fitsae.data.config import DataConfig
-from fitsae.data.normalize import denormalize, image_parameters, normalize, robust_stats, sigma_to_physical
+from fitsae.data.normalize import (denormalize, image_parameters, normalize, robust_stats, sigma_to_physical,
+                                   sigma_to_physical_first_order)
 from data_helpers import gaussian_field
 
 
@@ -128,7 +129,25 @@ def test_numpy_normalize_matches_tensorflow_and_places_a_physical_mean_for_sigma
     sigma = rng.uniform(0.5, 2.0, (8, 8))
     u = (physical - float(offset)) / (float(scale) * cfg.asinh_softening)
     slope = {"robust": float(scale), "asinh": float(scale) * np.sqrt(1.0 + u * u), "none": 1.0}[normalization]
-    np.testing.assert_allclose(sigma_to_physical(sigma, x_np, float(scale), cfg), sigma * slope, rtol=1e-13)
+    np.testing.assert_allclose(sigma_to_physical_first_order(sigma, x_np, float(scale), cfg), sigma * slope,
+                               rtol=1e-13)
+
+
+@pytest.mark.parametrize("normalization", ["robust", "asinh", "none"])
+def test_physical_sigma_is_the_rms_about_mu_of_the_stretched_gaussian_taken_back(normalization):
+    """σ_phys² = E[(p(Y) − p(μ))²] for Y ~ N(μ, σ²) in the model's space, p its inverse map to
+    physical units, by 80-point Gauss–Hermite quadrature; for small σ that is the first order."""
+    cfg = DataConfig(normalization=normalization, asinh_softening=10.0)
+    offset, scale = 100.0, 3.0
+    mu = np.array([-25.0, 0.0, 4.0, 30.0, 30.0, 55.0, 12.0])
+    sigma = np.array([8.0, 0.5, 20.0, 1e-6, 5.0, 0.3, 40.0])
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    to_physical = lambda y: denormalize(y, offset, scale, cfg)  # noqa: E731
+    y = mu[:, None] + sigma[:, None] * nodes[None, :]
+    expected = np.sqrt((weights * np.square(to_physical(y) - to_physical(mu)[:, None])).sum(1) / weights.sum())
+    np.testing.assert_allclose(sigma_to_physical(sigma, mu, scale, cfg), expected, rtol=1e-7)
+    small = sigma_to_physical(sigma * 1e-6, mu, scale, cfg)
+    np.testing.assert_allclose(small, sigma_to_physical_first_order(sigma * 1e-6, mu, scale, cfg), rtol=1e-5)
 
 
 def test_index_takes_noise_from_option_header_or_integer_aware_estimate(tmp_path):

@@ -35,7 +35,7 @@ from fitsae.codec.container import BoundedTile, Tile, pack_mask, unpack_mask
 from fitsae.codec.errors import CodecError
 from fitsae.codec.planes import normalized, pad, physical, plane_record, read_plane
 from fitsae.codec.quantize import Quantization, TileFrame, dither
-from fitsae.data.normalize import sigma_to_physical
+from fitsae.data.normalize import sigma_to_physical_first_order
 from fitsae.entropy import CodingError
 
 __all__ = ["FAMILY_CHOICES", "DEFAULT_CHOICE", "header_cards", "int_to_float", "mode_of", "encode_plane", "decode_tile",
@@ -91,7 +91,7 @@ def _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w) -> 
     mu_norm, log_var = predictor(k_latent)
     mu_norm, log_var = mu_norm[:h, :w], log_var[:h, :w]
     mu = physical(mu_norm[None], plane.offset, plane.scale, data_cfg, [lo], [hi])[0]
-    sigma = sigma_to_physical(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(plane.scale), data_cfg)
+    sigma = sigma_to_physical_first_order(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(plane.scale), data_cfg)
     return mu, sigma
 
 

@@ -73,7 +73,7 @@ def _decode(model, z: np.ndarray, variance: bool = True) -> tuple[np.ndarray, np
 
 def decode_plane(model, data_cfg, plane: CompressedPlane, sigma: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(μ, σ) of one plane in physical units, cropped to the original size (σ None if not ``sigma``)."""
-    from fitsae.data.normalize import denormalize
+    from fitsae.data.normalize import denormalize, sigma_to_physical
 
     z = plane.latent.transpose(1, 2, 0)
     h, w = plane.shape
@@ -90,9 +90,7 @@ def decode_plane(model, data_cfg, plane: CompressedPlane, sigma: bool = True) ->
     mu_phys = np.asarray(denormalize(mu, np.float64(plane.offset), np.float64(plane.scale), data_cfg), np.float64)
     if not sigma:
         return mu_phys.astype(np.float32), None
-    sigma_phys = np.exp(0.5 * log_var[:h, :w]) * plane.scale
-    if data_cfg.normalization == "asinh":
-        sigma_phys = sigma_phys * np.cosh(mu / data_cfg.asinh_softening)
+    sigma_phys = sigma_to_physical(np.exp(0.5 * log_var[:h, :w]), mu, plane.scale, data_cfg)
     return mu_phys.astype(np.float32), sigma_phys.astype(np.float32)
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MAD_TO_SIGMA", "PlaneStats", "robust_stats", "noise_estimate", "image_parameters", "denormalize",
-           "sigma_to_physical", "normalize", "standardize", "stretch"]
+           "sigma_to_physical", "sigma_to_physical_first_order", "normalize", "standardize", "stretch"]
 
 MAD_TO_SIGMA = 1.482602218505602
+_SIGMA_CAP = 6.0  # largest σ/a taken through the stretch exactly (sigma_to_physical)
 # cfitsio's 5th-order difference, on pixels two apart (FnNoise5 in cfitsio's quantize.c).
 _DIFF5 = (1.0, -4.0, 6.0, -4.0, 1.0)
 _DIFF5_SPAN = 2 * (len(_DIFF5) - 1) + 1
@@ -217,22 +218,52 @@ def stretch(x, cfg):
 
 
 def sigma_to_physical(sigma, mu, scale, cfg) -> np.ndarray:
-    """A predicted σ (normalized units) in physical units, to first order through the stretch.
+    """A predicted σ (normalized units) in physical units: the RMS of the physical error about μ.
 
-    The one place σ crosses the normalization (evaluation, the error-bounded codec's widths and
-    decompress's ``SIGMA`` plane all call it). σ·scale for an affine normalization; for ``asinh``
-    also times d/dx [a·sinh(x/a)] = cosh(μ/a) at the mean ``mu`` in normalized units (a physical
-    mean goes through :func:`normalize` first), which is what makes σ grow on bright pixels.
+    Evaluation and decompress's ``SIGMA`` plane call it. σ·scale for an affine normalization.
+    For ``asinh`` (x = a·sinh(y/a)) the model's N(μ, σ²) in the stretched space is taken through
+    the inverse stretch exactly: with m = μ/a, s = σ/a and E(t) = e^t − 1,
+
+        E[(a·sinh(Y/a) − a·sinh(m))²] = a²·[cosh²m·E(2s²)/2 + sinh²m·(E(2s²)/2 − 2·E(s²/2))],
+
+    both terms non-negative (written so, with ``expm1``, to keep precision as s → 0). To first
+    order in s it is σ·cosh(μ/a) (:func:`sigma_to_physical_first_order`); it grows faster where
+    σ is a sizeable part of a, which is where a model that is unsure of a star's presence is: the
+    first order there misses that a stretched error of one softening is a factor e in brightness.
+    ``mu`` is the mean in normalized units (a physical mean goes through :func:`normalize` first).
+    s is capped at 6 (a factor e⁶ ≈ 400 of brightness) to keep the result finite.
     ``none`` keeps σ. numpy in, float64 out; ``scale`` is (B,) or a scalar.
+    """
+    sigma = np.asarray(sigma, np.float64)
+    if cfg.normalization != "asinh":
+        return sigma_to_physical_first_order(sigma, mu, scale, cfg)
+    a = float(cfg.asinh_softening)
+    m = np.asarray(mu, np.float64) / a
+    s2 = np.square(np.minimum(sigma / a, _SIGMA_CAP))
+    half_e2 = 0.5 * np.expm1(2.0 * s2)
+    beyond_slope = np.maximum(half_e2 - 2.0 * np.expm1(0.5 * s2), 0.0)
+    variance = np.square(np.cosh(m)) * half_e2 + np.square(np.sinh(m)) * beyond_slope
+    return _times_scale(a * np.sqrt(variance), scale)
+
+
+def sigma_to_physical_first_order(sigma, mu, scale, cfg) -> np.ndarray:
+    """σ in physical units to first order through the stretch: σ·scale, times cosh(μ/a) for ``asinh``.
+
+    The error-bounded codec's widths use it: they are part of its file format (a decoder must
+    compute exactly what the encoder did), and they only need to be a good shape, which the
+    per-tile context fit scales. ``none`` keeps σ. numpy in, float64 out.
     """
     sigma = np.asarray(sigma, np.float64)
     if cfg.normalization == "none":
         return sigma
-    scale = np.asarray(scale, np.float64)
-    out = sigma * (_expand(scale, sigma.ndim, np) if scale.ndim else scale)
     if cfg.normalization == "asinh":
-        out = out * np.cosh(np.asarray(mu, np.float64) / cfg.asinh_softening)
-    return out
+        sigma = sigma * np.cosh(np.asarray(mu, np.float64) / cfg.asinh_softening)
+    return _times_scale(sigma, scale)
+
+
+def _times_scale(sigma: np.ndarray, scale) -> np.ndarray:
+    scale = np.asarray(scale, np.float64)
+    return sigma * (_expand(scale, sigma.ndim, np) if scale.ndim else scale)
 
 
 def denormalize(x, offset, scale, cfg):
