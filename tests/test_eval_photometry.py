@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fitsae.evaluate.photometry import aperture_fluxes, detect_sources, flux_errors, flux_errors_by_band
+from fitsae.evaluate.photometry import aperture_fluxes, detect_sources, flux_errors
 
 BACKGROUND = 100.0
 # (row, column, flux): compact 3×3 sources, wholly inside a radius-4 aperture; the last one is
@@ -59,17 +59,6 @@ def test_the_default_aperture_is_twice_the_half_light_radius():
         image += 5000 / (2 * math.pi * sigma ** 2) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
     sources = detect_sources(image, 1.0)
     assert sources.radius == pytest.approx(2 * sigma * math.sqrt(2 * math.log(2)), rel=0.03)
-
-
-def test_errors_against_the_truth_by_snr_band():
-    truth = field()
-    sources = detect_sources(field(scale=1.01), 1.0, radius=4.0)
-    bands = flux_errors_by_band(sources, field(scale=0.98), truth, edges=(5.0, 100.0, 1000.0))
-    assert [b["snr_low"] for b in bands] == [5.0, 100.0, 1000.0]
-    assert [b["reconstruction"]["n_used"] for b in bands] == [1, 2, 1]
-    for band in bands:
-        assert band["reconstruction"]["median_relative_error"] == pytest.approx(-0.02, abs=1e-5)
-        assert band["original"]["median_relative_error"] == pytest.approx(0.01, abs=1e-5)
 
 
 def test_no_sources_gives_nan_not_an_error():

@@ -19,10 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SNR_BAND_EDGES", "Sources", "FluxErrors", "detect_sources", "aperture_fluxes",
-           "flux_errors", "flux_errors_by_band"]
+__all__ = ["Sources", "FluxErrors", "detect_sources", "aperture_fluxes", "flux_errors"]
 
-SNR_BAND_EDGES = (5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 1000.0)
 _APER_TRUNC = 0x0010  # sep.APER_TRUNC: the aperture crosses the image edge
 
 
@@ -184,26 +182,6 @@ def flux_errors(sources: Sources, reconstruction, reference=None, *, snr_min: fl
     ref_flux = sources.flux if reference is None else aperture_fluxes(sources, reference)
     use = sources.snr >= snr_min
     return _summary(aperture_fluxes(sources, reconstruction)[use], ref_flux[use], len(sources.x))
-
-
-def flux_errors_by_band(sources: Sources, reconstruction, truth, *,
-                        edges=SNR_BAND_EDGES) -> list[dict]:
-    """Flux errors against the truth, split by the sources' SNR on the original.
-
-    Each band (``snr_low`` ≤ SNR < ``snr_high``; None = unbounded above) gives the
-    reconstruction's errors (``reconstruction``: :meth:`FluxErrors.as_dict`) and the original's
-    (``original``): the noise floor a reconstruction that kept every pixel would score.
-    """
-    truth_flux = aperture_fluxes(sources, truth)
-    rec_flux = aperture_fluxes(sources, reconstruction)
-    snr = sources.snr
-    bands = []
-    for low, high in zip(edges, (*edges[1:], None), strict=True):
-        use = (snr >= low) & ((snr < high) if high is not None else True)
-        bands.append({"snr_low": low, "snr_high": high,
-                      "reconstruction": _summary(rec_flux[use], truth_flux[use], len(snr)).as_dict(),
-                      "original": _summary(sources.flux[use], truth_flux[use], len(snr)).as_dict()})
-    return bands
 
 
 def _summary(flux, ref_flux, n_sources) -> FluxErrors:
