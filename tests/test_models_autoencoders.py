@@ -85,3 +85,31 @@ def test_the_weighted_distortion_weighs_each_pixel_by_cosh_of_its_target():
     expected = (w * (x - mu) ** 2).sum(axis=(1, 2, 3)) / w.sum(axis=(1, 2, 3))
     np.testing.assert_allclose(out["loss_primary"].numpy(), expected.mean(), rtol=1e-5)
     assert not np.isclose(out["loss_primary"].numpy(), out["mse"].numpy().mean(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("softening", [10.0, None])
+def test_the_flux_term_adds_each_windows_squared_flux_error_over_its_variance(softening):
+    """With flux_weight w the primary loss is MSE + w·mean over 8×8 windows (every 4 pixels) of
+    (Σ μ_lin − Σ x_lin)² / Σ(1 + (x_lin/a)²), sums in linear units x_lin = a·sinh(x/a) (for linear
+    data x_lin = x and the variance is k²)."""
+    model = build_model(conv_cfg(flux_weight=2.0), (None, None, 1))
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 1.0, [2, 16, 16, 1]).astype(np.float32)
+    x[0, 5, 6, 0] = 35.0
+    eta = tf.constant([4, 4])
+    mu = model.decode_mean(model.encode(tf.constant(x), eta)).numpy().astype(np.float64)
+    out = model.compute_losses(tf.constant(x), 0, 0, 1, eta=eta, softening=softening)
+    linear = (lambda t: t) if softening is None else (lambda t: softening * np.sinh(t / softening))
+    x_lin, mu_lin = linear(x.astype(np.float64)), linear(mu)
+    flux = np.zeros(2)
+    for i in range(2):
+        terms = []
+        for y0 in range(0, 9, 4):
+            for x0 in range(0, 9, 4):
+                window = np.s_[i, y0:y0 + 8, x0:x0 + 8, 0]
+                variance = 64.0 if softening is None else np.sum(1.0 + (x_lin[window] / softening) ** 2)
+                terms.append(np.sum(mu_lin[window] - x_lin[window]) ** 2 / variance)
+        flux[i] = np.mean(terms)
+    mse = ((x - mu) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(out["flux"].numpy(), flux, rtol=1e-4)
+    np.testing.assert_allclose(out["loss_primary"].numpy(), (mse + 2.0 * flux).mean(), rtol=1e-4)

@@ -78,6 +78,13 @@ def test_crop_not_a_multiple_of_the_stride_is_refused(tmp_path, capsys):
     assert "data.crop=18 is not a multiple of the conv model's total stride 4" in capsys.readouterr().err
 
 
+def test_a_flux_window_larger_than_the_training_images_is_refused(tmp_path, capsys):
+    code = main(["--config", str(REPO / "train" / "smoke.yaml"), "--run-dir", str(tmp_path / "r"),
+                 "--set", "data.crop=16", "--set", "model.flux_weight=1", "--set", "model.flux_window=32", "--check"])
+    assert code == 2
+    assert "model.flux_window=32 is larger than the training images (data.crop=16)" in capsys.readouterr().err
+
+
 def test_check_reads_the_config_and_data_paths_without_training(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     args = ["--config", str(REPO / "train" / "smoke.yaml"), "--run-dir", str(tmp_path / "r"), "--check"]

@@ -274,7 +274,8 @@ class BetaVAE(TileScoring, keras.Model):
         ramp = (tf.cast(step, tf.float32) + 1.0) / float(self.cfg.kl_warmup_steps)
         return tf.minimum(1.0, ramp)
 
-    def compute_losses(self, x, step, seed, rank, training: bool = True, noise=None, logbeta=None) -> dict:
+    def compute_losses(self, x, step, seed, rank, training: bool = True, noise=None, logbeta=None,
+                       softening=None) -> dict:
         """Both optimizers' losses and per-sample metrics for one batch.
 
         Parameters
@@ -288,6 +289,9 @@ class BetaVAE(TileScoring, keras.Model):
             1, which is what fitsae's normalization aims for.
         logbeta
             ``(B,)`` to evaluate at fixed log β instead of drawing it.
+        softening
+            The data's asinh softening; unused (no flux term here), accepted so the loop treats
+            every model alike.
 
         Returns
         -------

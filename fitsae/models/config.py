@@ -91,6 +91,11 @@ class ModelConfig:
         variance that grows with the flux as Poisson noise does (a 300σ core: w ≈ 30 where the
         physical error would weigh it ≈ 900 and the stretch 1), so bright cores get their due
         without the faint sky losing all of it.
+    flux_weight : float, optional
+        Adds ``flux_weight`` × the windowed flux error (:func:`fitsae.losses.window_flux_error`)
+        to the distortion of optimizer 1; unset (default): none. For conv and dense models.
+    flux_window : int
+        Side of the windows whose summed flux that term compares, pixels.
     bvae : BVAEConfig
         ``kind: bvae`` only: architecture (dense/conv), log β range, β_r, KL warm-up, free bits
         (see ``fitsae.models.bvae_config``).
@@ -116,6 +121,8 @@ class ModelConfig:
     rate_lambda_eta_power: float = 0.0
     rate_decoder_input: Literal["round", "noise"] = "round"
     distortion_weight_softening: Optional[float] = None
+    flux_weight: Optional[float] = None
+    flux_window: int = 8
     bvae: BVAEConfig = field(default_factory=BVAEConfig)
 
     def __post_init__(self):
@@ -139,6 +146,12 @@ class ModelConfig:
         if self.distortion_weight_softening is not None and not self.distortion_weight_softening > 0:
             raise ValueError(f"distortion_weight_softening must be positive (or unset), got "
                              f"{self.distortion_weight_softening}")
+        if self.flux_weight is not None and not self.flux_weight > 0:
+            raise ValueError(f"flux_weight must be positive (or unset), got {self.flux_weight}")
+        if self.flux_weight is not None and self.kind == "bvae":
+            raise ValueError("flux_weight is for the tunable models (dense, conv); the β-VAE has no flux term")
+        if self.flux_window < 1:
+            raise ValueError(f"flux_window must be >= 1, got {self.flux_window}")
         if any(w < 1 for w in self.hidden + self.filters):
             raise ValueError("layer widths in hidden/filters must be >= 1")
 

@@ -165,7 +165,8 @@ class TunableAutoencoder(TileScoring, keras.Model):
             geometric_p=cfg.eta_geometric_p,
         )
 
-    def compute_losses(self, x, step, seed, rank, training: bool = True, eta=None, noise=None) -> dict:
+    def compute_losses(self, x, step, seed, rank, training: bool = True, eta=None, noise=None,
+                       softening=None) -> dict:
         """Losses for both optimizers and per-example metrics for one batch.
 
         Parameters
@@ -180,6 +181,9 @@ class TunableAutoencoder(TileScoring, keras.Model):
         noise : tf.Tensor, optional
             The batch's noise σ; unused here (MSE and NLL need no noise scale), accepted so the
             loop treats every model alike (the β-VAE's reconstruction term needs it).
+        softening : float, optional
+            The data's asinh softening (None: the data are linear), which the flux term
+            (``model.flux_weight``) needs to sum fluxes in linear units.
 
         Returns
         -------
@@ -221,6 +225,10 @@ class TunableAutoencoder(TileScoring, keras.Model):
         cfg = self.model_config
         distortion = mse if cfg.distortion_weight_softening is None else \
             losses.weighted_mse(x, mu, cfg.distortion_weight_softening)
+        if cfg.flux_weight is not None:
+            flux = losses.window_flux_error(x, mu, cfg.flux_window, softening)
+            distortion = distortion + cfg.flux_weight * flux
+            out["flux"] = flux
         if self.trains_rate:
             share = tf.cast(eta, tf.float32) / float(self.latent_channels)
             lam = cfg.rate_lambda * tf.pow(share, cfg.rate_lambda_eta_power)

@@ -153,6 +153,9 @@ class ExperimentConfig:
                 f"data.{key}={side} is not a multiple of the conv model's total stride {stride} "
                 f"(model strides {self.model.stage_strides}): use data.{key}={choices}"
             )
+        if self.model.flux_weight is not None and self.model.flux_window > side:
+            raise ConfigError(f"model.flux_window={self.model.flux_window} is larger than the training images "
+                              f"(data.{key}={side}): the flux term would have no window to sum")
 
 
 def _side_pair(value) -> tuple[int, int] | None:

@@ -235,12 +235,13 @@ def train(cfg: ExperimentConfig, run_dir, data=None) -> TrainResult:
             f"the data give images of shape {tuple(spec.shape[1:])}, the model was built for {image_shape}"
         )
     seed, rank = cfg.train.seed, workers.rank
+    softening = cfg.data.asinh_softening if cfg.data.normalization == "asinh" else None
     trained = list({id(v): v for v in primary + variance}.values())
 
     @tf.function
     def train_step(x, noise, step):
         with tf.GradientTape(persistent=True) as tape:
-            out = model.compute_losses(x, step, seed, rank, training=True, noise=noise)
+            out = model.compute_losses(x, step, seed, rank, training=True, noise=noise, softening=softening)
         grads1 = distributed.gradient(tape, out["loss_primary"], primary)
         grads2 = distributed.gradient(tape, out["loss_variance"], variance) if variance else []
         opt1.apply_gradients(zip(grads1, primary))
