@@ -51,14 +51,19 @@ def _as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _as_a_background_job() -> None:
+    """What ``cmd &`` in a script or ``nohup`` gives a process: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def _training(experiment: Path, run: Path):
+def _training(experiment: Path, run: Path, preexec=_as_from_a_terminal):
     """A ``fitsae train`` process (stderr read as text), killed on the way out if still running."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     env["FITSAE_THREADS"] = "1"
     proc = subprocess.Popen([str(FITSAE), "train", "--config", str(experiment / "exp.yaml"), "--run-dir", str(run)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_as_from_a_terminal)
+                            preexec_fn=preexec)
     try:
         yield proc
     finally:
@@ -94,6 +99,20 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_exit_75(experiment):
     session = yaml.safe_load((run / "run.yaml").read_text())["sessions"][-1]
     assert session["exit_code"] == EXIT_REQUEUE and session["reason"] == f"stopped by SIGINT at step {session['end_step']}"
     assert list_checkpoints(run)[-1][0] == session["end_step"] >= 20
+
+
+def test_a_background_job_that_inherited_sigint_ignored_keeps_training_through_it(experiment):
+    run = experiment / "background"
+    lines = []
+    with _training(experiment, run, preexec=_as_a_background_job) as proc:
+        _read_until(proc, "step 20/", lines)
+        proc.send_signal(signal.SIGINT)
+        step = len(lines)
+        _read_until(proc, "step 40/", lines)  # two progress lines later it is still training
+        proc.send_signal(signal.SIGTERM)
+        stderr = _finish(proc, lines)
+    assert "SIGINT" not in "".join(lines[step:]), stderr[-4000:]
+    assert proc.returncode == EXIT_REQUEUE and "SIGTERM received" in stderr, stderr[-4000:]
 
 
 def test_a_second_ctrl_c_exits_at_once_and_the_run_still_resumes(experiment):

@@ -38,7 +38,9 @@ class StopSignals:
     The first signal sets :attr:`received` and writes one line to stderr saying what happens next;
     a second SIGINT exits the process at once (:data:`EXIT_INTERRUPTED`). Previous handlers are
     restored on exit. Outside the main thread (where Python cannot install handlers) it installs
-    nothing and the flag simply never rises.
+    nothing and the flag simply never rises. A SIGINT the process inherited ignored stays ignored
+    (the shell's promise to a background job, ``cmd &`` or ``nohup``, that Ctrl-C at the terminal
+    does not reach it); SIGTERM and SIGUSR1 still stop it.
     """
 
     def __init__(self):
@@ -72,8 +74,9 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for name in _SIGNALS:
                 sig = getattr(signal, name, None)
-                if sig is not None:
-                    self._previous[sig] = signal.signal(sig, self._handle)
+                if sig is None or (name == "SIGINT" and signal.getsignal(sig) == signal.SIG_IGN):
+                    continue
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
