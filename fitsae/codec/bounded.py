@@ -91,7 +91,8 @@ def _physical_prediction(predictor, k_latent, plane, data_cfg, lo, hi, h, w) -> 
     mu_norm, log_var = predictor(k_latent)
     mu_norm, log_var = mu_norm[:h, :w], log_var[:h, :w]
     mu = physical(mu_norm[None], plane.offset, plane.scale, data_cfg, [lo], [hi])[0]
-    sigma = sigma_to_physical_first_order(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(plane.scale), data_cfg)
+    sigma = sigma_to_physical_first_order(np.exp(0.5 * np.asarray(log_var, np.float64)), mu_norm, float(plane.scale),
+                                          data_cfg)
     return mu, sigma
 
 
