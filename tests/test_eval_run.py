@@ -446,6 +446,17 @@ def test_a_wide_dense_model_tries_the_budget_ladder(tmp_path_factory, tmp_path, 
 
 
 @pytest.mark.mpi
+def test_an_error_on_rank_0_alone_ends_the_two_rank_job(full_eval, tmp_path, mpirun):
+    """Rank 0 alone writes the report; when it cannot, rank 1 must not wait for it for ever."""
+    out = tmp_path / "blocked"
+    (out / REPORT_NAME).mkdir(parents=True)  # the report's place is taken by a directory
+    proc = mpirun(2, [sys.executable, "-m", "fitsae", "evaluate", *full_eval["args"], "--out", str(out),
+                      "--etas", "2", "--fpack-tiles", "0", "--no-plots", "--no-tensorboard"],
+                  env={"TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    assert proc.returncode != 0 and "fitsae evaluate: cannot write" in proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.mpi
 def test_two_ranks_give_the_single_process_numbers(full_eval, tmp_path, mpirun):
     assert full_eval["code"] == 0
     proc = mpirun(2, [sys.executable, "-m", "fitsae", "evaluate", *full_eval["args"], "--out", str(tmp_path / "two"),

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fitsae evaluate: --pca-tiles must be >= 1 and --fpack-tiles >= 0", file=sys.stderr)
         return 2
 
+    from fitsae import distributed
     from fitsae.errors import FitsaeError
     from fitsae.evaluate.options import EvalOptions, parse_etas
     from fitsae.evaluate.runner import run
@@ -154,12 +155,23 @@ def main(argv: list[str] | None = None) -> int:
             bounded_levels=tuple(float(v) for v in args.bounded_levels.split(",")) if args.bounded_levels else (),
         )
         run(options)
+    # Under mpirun an error may be this rank's alone (rank 0 writes the report): the others would
+    # wait for it in their next collective for ever, so every error ends the whole job. In a
+    # single process distributed.abort returns and the exit code is as before.
     except FitsaeError as err:
         print(f"fitsae evaluate: {err}", file=sys.stderr)
+        distributed.abort(2)
         return 2
     except OSError as err:  # e.g. the disk filled up while writing the report
         from fitsae.outputs import describe_os_error
 
         print(f"fitsae evaluate: cannot write: {describe_os_error(err)}", file=sys.stderr)
+        distributed.abort(2)
         return 2
+    except Exception:
+        import logging
+
+        logging.getLogger("fitsae").exception("fitsae evaluate failed on this rank; ending every rank")
+        distributed.abort(1)
+        raise
     return 0
