@@ -453,7 +453,7 @@ def test_an_error_on_rank_0_alone_ends_the_two_rank_job(full_eval, tmp_path, mpi
     proc = mpirun(2, [sys.executable, "-m", "fitsae", "evaluate", *full_eval["args"], "--out", str(out),
                       "--etas", "2", "--fpack-tiles", "0", "--no-plots", "--no-tensorboard"],
                   env={"TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
-    assert proc.returncode != 0 and "fitsae evaluate: cannot write" in proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "fitsae evaluate: cannot write" in proc.stderr, proc.stdout + proc.stderr
 
 
 @pytest.mark.mpi
