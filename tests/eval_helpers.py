@@ -40,10 +40,11 @@ def write_fields(directory: Path, n: int, seed: int, size: int = 32, truth: bool
 
 
 def train_run(run_dir: Path, train_dir: Path, model: dict, tile: int = 16, steps: int = 20,
-              checkpoint_every: int = 10) -> Path:
-    """Train a tiny run with the real ``fitsae train`` CLI, in a subprocess (own TF runtime)."""
+              checkpoint_every: int = 10, data: dict | None = None) -> Path:
+    """Train a tiny run with the real ``fitsae train`` CLI, in a subprocess (own TF runtime);
+    ``data`` adds keys to the data section."""
     config = {
-        "data": {"paths": [str(train_dir)], "tile": tile, "batch_size": 8},
+        "data": {"paths": [str(train_dir)], "tile": tile, "batch_size": 8, **(data or {})},
         "model": model,
         "optimizer": {"learning_rate": 3e-3},
         "train": {"steps": steps, "checkpoint_every": checkpoint_every, "log_every": steps,

@@ -325,3 +325,20 @@ def test_manifests_that_name_the_median_offset_still_load(dataset, tmp_path):
     assert '"median": ' in text and '"offset": ' not in text
     (tmp_path / "old.jsonl").write_text(text.replace('"median": ', '"offset": '))
     assert Manifest.load(tmp_path / "old.jsonl") == manifest
+
+
+@pytest.mark.parametrize("normalization", ["none", "asinh"])
+def test_evaluation_batches_carry_each_planes_sky_level_whatever_the_normalization(dataset, normalization):
+    """The sky the error bands are measured from is the plane's median, not the (zero) offset of ``none``."""
+    from fitsae.data.evalset import evaluation_batches
+
+    _, manifest = dataset
+    cfg = DataConfig(tile=16, batch_size=3, normalization=normalization)
+    seen = {}
+    for batch in evaluation_batches(manifest, cfg, seed=0, batch_size=5, limit=None):
+        for tile, background in zip(batch["tile_id"], batch["background"], strict=True):
+            seen[int(tile)] = background
+    pipe = Pipeline(manifest, cfg, seed=0)
+    assert sorted(seen) == list(range(32))
+    assert all(seen[t] == manifest[int(pipe.tile_row[t])].median for t in seen)
+    assert min(seen.values()) > 40  # skies of 50 + i and 100, not the zero offset of ``none``

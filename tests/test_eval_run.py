@@ -415,6 +415,23 @@ def test_dense_model_scores_every_eta_against_image_pca(tmp_path_factory, tmp_pa
     assert pca == sorted(pca, reverse=True)
 
 
+def test_bands_count_brightness_above_the_sky_for_an_unnormalized_model(tmp_path, capsys):
+    """Under ``normalization: none`` (offset 0) the bands still measure each pixel from the sky:
+    fields of a 100-count sky with σ = 2 put nearly every pixel in the faint band, not at 50σ."""
+    from eval_helpers import train_run, write_fields
+
+    train_dir = write_fields(tmp_path / "train", 4, seed=1)
+    run = train_run(tmp_path / "run", train_dir, CONV, steps=2, checkpoint_every=2, data={"normalization": "none"})
+    out = tmp_path / "eval"
+    code, _, stderr = evaluate(["--run-dir", str(run), "--data", str(write_fields(tmp_path / "test", 2, seed=2)),
+                                "--out", str(out), "--etas", "1", "--fpack-tiles", "0", "--no-plots",
+                                "--no-tensorboard"], capsys)
+    assert code == 0, stderr
+    bands = json.loads((out / REPORT_NAME).read_text())["results"][0]["ae"]["bands"]
+    faint = next(b for b in bands if b["snr_low"] == -5.0)
+    assert faint["pixel_fraction"] > 0.5
+
+
 def test_a_wide_dense_model_tries_the_budget_ladder(tmp_path_factory, tmp_path, capsys):
     """Beyond 64 channels the budget tries a log-spaced ladder (fitsae.budget): the default η are
     ladder values, whose error cannot rise; a requested η off the ladder is tried by itself."""

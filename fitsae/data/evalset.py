@@ -65,7 +65,9 @@ def evaluation_batches(manifest: Manifest, data_cfg, seed: int, batch_size: int,
 
     With ``truth``, when any plane has a ``TRUTH`` plane, each batch also carries ``truth``
     (B, S, S): the noiseless tile in physical units, pixel for pixel aligned with ``x``, NaN for
-    planes without truth. With ``originals``, ``pixels`` (B, S, S): the tile's pixels exactly as
+    planes without truth. Every batch carries ``background`` (B,): the tile's plane's robust
+    median in physical units, the sky level whatever the normalization (``offset`` is 0 under
+    ``none``, so it cannot say how far above the sky a pixel is). With ``originals``, ``pixels`` (B, S, S): the tile's pixels exactly as
     stored (unfilled, never normalized), and what its plane stores — ``bitpix``, ``bscale``,
     ``bzero`` (B,). See :meth:`fitsae.data.pipeline.Pipeline.tile_pixels`.
     With ``what``, rank 0 logs progress lines with an ETA (:mod:`fitsae.progress`).
@@ -90,6 +92,8 @@ def evaluation_batches(manifest: Manifest, data_cfg, seed: int, batch_size: int,
             keep = min(len(batch["x"]), budget - taken)
             batch = {k: v[:keep] for k, v in batch.items()}
         taken += len(batch["x"])
+        batch["background"] = np.array([pipe.manifest[int(pipe.tile_row[t])].median for t in batch["tile_id"]],
+                                       np.float64)
         if truth and pipe.has_truth:
             batch["truth"] = pipe.tile_pixels(batch["tile_id"], "truth")
         if originals:

@@ -102,7 +102,7 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
         x_phys = geometry.crop(to_physical(batch["x"], batch, data_cfg))
         noise = np.asarray(batch["noise"], np.float64)
         noise_phys = noise * np.asarray(batch["scale"], np.float64)
-        background_phys = np.asarray(batch["offset"], np.float64)
+        background_phys = batch["background"]
         truth_phys = geometry.crop(batch["truth"])[..., None] if "truth" in batch else None
         data_range.update(x_phys)
         sources = detect_tiles(x_phys, noise_phys)  # on the original, once per tile
