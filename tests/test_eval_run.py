@@ -462,6 +462,15 @@ def test_a_wide_dense_model_tries_the_budget_ladder(tmp_path_factory, tmp_path, 
             previous = row["ae"]["rmse_over_noise"]
 
 
+def test_a_report_that_cannot_be_written_is_named_and_leaves_no_temporary_file(full_eval, tmp_path, capsys):
+    out = tmp_path / "blocked"
+    (out / REPORT_NAME).mkdir(parents=True)  # the report's place is taken by a directory
+    code, _, stderr = evaluate([*full_eval["args"], "--out", str(out), "--etas", "2", "--fpack-tiles", "0",
+                                "--no-plots", "--no-tensorboard"], capsys)
+    assert code == 2 and f"{out / REPORT_NAME}:" in stderr and ".tmp" not in stderr, stderr
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.mpi
 def test_an_error_on_rank_0_alone_ends_the_two_rank_job(full_eval, tmp_path, mpirun):
     """Rank 0 alone writes the report; when it cannot, rank 1 must not wait for it for ever."""

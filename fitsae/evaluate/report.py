@@ -132,7 +132,11 @@ def write_report(report: dict, out_dir: str | Path) -> Path:
     path = out / REPORT_NAME
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_finite_or_none(report), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.replace(path)
+    except OSError as err:  # named by the file the user asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise type(err)(err.errno, err.strerror, str(path)) from err
     with open(out / CSV_NAME, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
