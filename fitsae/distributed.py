@@ -36,6 +36,8 @@ __all__ = [
     "allreduce_max",
     "is_root",
     "root_print",
+    "my_share",
+    "gather_shares",
     "launcher_environment",
 ]
 
@@ -251,6 +253,24 @@ def root_print(*args, **kwargs) -> None:
     """``print`` on rank 0 only: results and progress appear once, not once per rank."""
     if is_root():
         print(*args, **kwargs, flush=True)
+
+
+def my_share(items: Sequence) -> list:
+    """This rank's share of ``items`` (files to compress, containers to decode): every ``size``-th
+    one from its rank, so neighbours in a sorted list (one night, similar sizes) spread over ranks;
+    all of them in a single process. :func:`gather_shares` puts the results back in order."""
+    w = workers()
+    return list(items)[w.rank::w.size]
+
+
+def gather_shares(mine: list) -> list:
+    """Every rank's results of :func:`my_share` on rank 0, in the order of the shared items; []
+    on the other ranks (they have printed nothing, rank 0 reports the whole job once)."""
+    parts = comm().gather(list(mine), root=0)
+    if not is_root():
+        return []
+    size = len(parts)
+    return [parts[i % size][i // size] for i in range(sum(len(p) for p in parts))]
 
 
 def _backing(variables: Iterable) -> list:

@@ -431,3 +431,45 @@ def test_version_1_containers_still_decode(conv_run, tmp_path, capsys):
     (tmp_path / "cut.fae.fits").write_bytes(data[: len(data) - 2880 + 64])  # cut inside its LATENT data
     code, _, err = _cli(["decompress", str(tmp_path / "cut.fae.fits"), "--out", str(tmp_path / "cut.fits")], capsys)
     assert code == 2 and "cut.fae.fits" in err and "Traceback" not in err
+
+
+@pytest.mark.mpi
+def test_two_ranks_share_the_files_and_write_what_one_process_writes(conv_run, tmp_path, capsys, mpirun):
+    """``mpirun -np 2 fitsae compress`` / ``decompress``: every file is coded and decoded once, by
+    one rank, to the very bytes and pixels a single process gives; rank 0 lists the files in order."""
+    sources = write_fields(tmp_path / "in", 3, seed=4)
+    names = sorted(p.name for p in sources.iterdir())
+    _compress(conv_run["run"], sources, tmp_path / "one", capsys, "--eta", "2")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = mpirun(2, [sys.executable, "-m", "fitsae", "compress", "--run-dir", str(conv_run["run"]), "--eta", "2",
+                      str(sources), "--out", str(tmp_path / "two")], env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = [line.split(" -> ")[0] for line in proc.stdout.splitlines() if " -> " in line]
+    assert listed == [str(sources / n) for n in names]
+    for name in names:
+        container = name.replace(".fits", ".fae.fits")
+        diff = fits.FITSDiff(str(tmp_path / "one" / container), str(tmp_path / "two" / container),
+                             ignore_keywords=["CHECKSUM", "DATASUM"])  # their comments carry the time written
+        assert diff.identical, diff.report()
+    code, _, err = _cli(["decompress", str(tmp_path / "one"), "--out", str(tmp_path / "one-decoded")], capsys)
+    assert code == 0, err
+    proc = mpirun(2, [sys.executable, "-m", "fitsae", "decompress", str(tmp_path / "two"), "--out",
+                      str(tmp_path / "two-decoded")], env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(line.split(" -> ")[0] for line in proc.stdout.splitlines() if " -> " in line) == \
+        sorted(str(tmp_path / "two" / n.replace(".fits", ".fae.fits")) for n in names)
+    for name in names:
+        decoded = name.replace(".fits", ".decoded.fits")
+        np.testing.assert_array_equal(fits.getdata(tmp_path / "one-decoded" / decoded),
+                                      fits.getdata(tmp_path / "two-decoded" / decoded))
+
+
+@pytest.mark.mpi
+def test_a_file_one_rank_cannot_write_ends_the_two_rank_job(conv_run, tmp_path, mpirun):
+    """The rank that meets the error ends the job: the other must not wait for its results for ever."""
+    sources = write_fields(tmp_path / "in", 2, seed=4)
+    (tmp_path / "out" / "field001.fae.fits").mkdir(parents=True)  # rank 1's container: a directory in the way
+    proc = mpirun(2, [sys.executable, "-m", "fitsae", "compress", "--run-dir", str(conv_run["run"]), "--eta", "2",
+                      str(sources), "--out", str(tmp_path / "out")], env={"TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    assert proc.returncode == 2 and "field001.fae.fits: cannot write the container" in proc.stderr, \
+        proc.stdout + proc.stderr

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "keeping at most the first ETA latent channels, quantized and entropy-coded, into FITS containers "
         "(*.fae.fits: one table row of coded bytes per tile). The run's checkpoint is frozen into "
         "RUN/models/<digest> (weights and probability tables), which decoding needs. Decode with "
-        "`fitsae decompress`.",
+        "`fitsae decompress`. Under mpirun/srun the ranks share the input files.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files, directories or globs")
     p.add_argument("--run-dir", type=Path, required=True, help="run directory written by `fitsae train`")
@@ -119,20 +119,32 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"fitsae compress: cannot write {problem}", file=sys.stderr)
         return 2
+    from fitsae import distributed
     from fitsae.codec import compress_files
 
     try:
+        distributed.init_workers()  # under mpirun/srun the ranks share the files
         results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint,
                                  select="fixed" if args.fixed_eta else "best", tile=args.tile,
                                  quantization=quantization, family=args.residual_density)
-    except CodecError as err:
+    # An error may be one rank's alone (its files, its disk): the others would wait for it in a
+    # collective for ever, so under MPI every error ends the job (in one process abort returns).
+    except (CodecError, distributed.DistributedError) as err:
         print(f"fitsae compress: {err}", file=sys.stderr)
+        distributed.abort(2)
         return 2
     except OSError as err:  # a read-only or full output directory
         from fitsae.outputs import describe_os_error
 
         print(f"fitsae compress: cannot write: {describe_os_error(err)}", file=sys.stderr)
+        distributed.abort(2)
         return 2
+    except Exception:
+        import logging
+
+        logging.getLogger("fitsae").exception("fitsae compress failed on this rank; ending every rank")
+        distributed.abort(1)
+        raise
     for r in results:
         if "rejected" in r:
             rej = r["rejected"]

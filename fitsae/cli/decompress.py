@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fitsae decompress",
         description="Decode fitsae containers (*.fae.fits) with the frozen model they name (found by its "
-        "digest) into FITS files shaped like their sources.",
+        "digest) into FITS files shaped like their sources. Under mpirun/srun the ranks share the containers.",
     )
     p.add_argument("containers", nargs="+", metavar="CONTAINER", help="containers, directories or globs")
     p.add_argument("--out", type=Path, required=True,
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"fitsae decompress: cannot write {problem}", file=sys.stderr)
         return 2
+    from fitsae import distributed
     from fitsae.codec import CodecError, decompress_file, parse_section
 
     try:
@@ -92,17 +93,28 @@ def main(argv: list[str] | None = None) -> int:
         if len(set(targets)) != len(targets):
             raise CodecError("two containers share a name and would be decoded to the same file; decode them "
                              "into separate --out directories")
-        for container, target in zip(containers, targets, strict=True):
+        distributed.init_workers()  # under mpirun/srun the ranks share the containers
+        for container, target in distributed.my_share(zip(containers, targets, strict=True)):
             r = decompress_file(container, target, model=args.model, section=section, sigma=args.sigma,
                                 run_dir=args.run_dir, checkpoint=int(args.checkpoint) if args.checkpoint else None)
+            # Each rank reports its files as they are done: a line per file, whole, in any order.
             print(f"{r['container']} -> {r['out']}: {r['planes']} plane(s), {r['bits_per_pixel']:.3f} bits/pixel "
-                  "coded")
-    except CodecError as err:
+                  "coded", flush=True)
+    # As in compress: under MPI an error on one rank ends the job rather than leave the others waiting.
+    except (CodecError, distributed.DistributedError) as err:
         print(f"fitsae decompress: {err}", file=sys.stderr)
+        distributed.abort(2)
         return 2
     except OSError as err:  # a read-only or full output directory
         from fitsae.outputs import describe_os_error
 
         print(f"fitsae decompress: cannot write: {describe_os_error(err)}", file=sys.stderr)
+        distributed.abort(2)
         return 2
+    except Exception:
+        import logging
+
+        logging.getLogger("fitsae").exception("fitsae decompress failed on this rank; ending every rank")
+        distributed.abort(1)
+        raise
     return 0

@@ -148,21 +148,28 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
     list of dict
         Per container: source, container, planes, pixels, channels kept per tile, payload and
         file bits per pixel, RMSE/σ_noise achieved, sizes and whether the file grew; then one
-        ``{"rejected": ...}`` per unusable input HDU.
+        ``{"rejected": ...}`` per unusable input HDU. Under ``mpirun``/``srun`` the input files
+        are shared among the ranks (:func:`fitsae.distributed.my_share`), each rank writing its
+        own containers; rank 0 returns every summary in input order, the other ranks [].
     """
     from dataclasses import replace
 
     from fitsae.data.manifest import index_paths
 
+    from fitsae import distributed
+
     if select not in SELECTIONS:
         raise CodecError(f"select {select!r}: must be one of {', '.join(SELECTIONS)}")
-    frozen = artifact.load_frozen(artifact.freeze(run_dir, checkpoint))
+    comm = distributed.comm()
+    # Rank 0 freezes (tables may be fitted, minutes), the others load what it wrote.
+    frozen = artifact.load_frozen(comm.bcast(artifact.freeze(run_dir, checkpoint) if distributed.is_root() else None))
     channels = int(frozen.model.latent_channels)
     if not 1 <= int(eta) <= channels:
         raise CodecError(f"--eta {eta}: must be in 1..{channels} (the model's latent channels)")
     geometry = Geometry.of(frozen.model, int(tile))
     # edge=pad: compression takes images of any size, none is "too small for a tile".
-    manifest, rejected = index_paths(list(inputs), replace(frozen.cfg.data, edge="pad"))
+    manifest, rejected = index_paths(list(inputs), replace(frozen.cfg.data, edge="pad"),
+                                     comm if comm.Get_size() > 1 else None)
     if len(manifest) == 0:
         reasons = "; ".join(f"{r['path']} HDU {r['hdu']}: {r['reason']}" for r in rejected) or "no FITS files found"
         raise CodecError(f"nothing to compress in {', '.join(map(str, inputs))}: {reasons}")
@@ -190,7 +197,8 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
 
         predictor = Predictor(frozen)
     summaries = []
-    for source, rows in by_file.items():
+    for source in distributed.my_share(by_file):
+        rows = by_file[source]
         if quantization is None:
             encoded = [_encode_plane(codec, frozen.cfg.data, geometry, row, int(eta), select) for row in rows]
         else:
@@ -220,7 +228,8 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
         })
         if quantization is not None:
             summaries[-1].update(bounded.summary([s for _, s in encoded]))
-    return summaries + [{"rejected": r} for r in rejected]
+    summaries = distributed.gather_shares(summaries)
+    return summaries + [{"rejected": r} for r in rejected] if distributed.is_root() else []
 
 
 # --- decoding --------------------------------------------------------------------------------
