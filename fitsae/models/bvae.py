@@ -7,7 +7,7 @@ at the image's noise σ (β = 1 is the negative ELBO). Fixing log β at inferenc
 point. Like the tunable AEs, optimizer 1 trains encoder and mean decoder on that objective and
 optimizer 2 a variance decoder on the NLL at the posterior mean with z and μ held fixed; log β and
 the reparameterisation noise are drawn in the graph from (seed, rank, step). Conditioning is FiLM,
-with no BatchNorm, because batch statistics would mix samples conditioned on different β.
+with no BatchNorm (:mod:`fitsae.models.bvae_networks`).
 
 One reason for the per-sample β (:func:`fitsae.models.bvae_losses.beta_objective`): the seed
 notebook's batch-averaged β carried no β signal (DESIGN.md, "The science in five lines").
@@ -19,15 +19,15 @@ import math
 
 import keras
 import tensorflow as tf
-from keras import layers, ops
 
 from fitsae import losses
 from fitsae.models.bvae_losses import beta_objective, diag_gaussian_kl, gaussian_nll_sum, kl_per_sample
+from fitsae.models.bvae_networks import conv_decoder, conv_encoder, dense_decoder, dense_encoder
 from fitsae.models.inference import InferenceModule
 from fitsae.models.masking import step_seed
 from fitsae.models.protocol import TileScoring
 
-__all__ = ["BetaVAE", "BVAEInference", "FiLM", "build_bvae", "ACTIVE_NATS"]
+__all__ = ["BetaVAE", "BVAEInference", "build_bvae", "ACTIVE_NATS"]
 
 # A latent channel is "active" for an image when it carries more than this many nats per latent
 # position (Burda et al. 2016 use a 0.01 variance threshold; in nats it is the same order).
@@ -38,100 +38,6 @@ ACTIVE_NATS = 0.01
 # from feeding huge z into the decoder (a hard clip let it: docs/measurements.md, "β-VAE"); the
 # lower bound (σ_z ≈ 5e-5, ≈ 10 nats per latent value) is far below what any trained β uses.
 _LOGVAR_Z_BOUNDS = (-20.0, 4.0)
-
-
-@keras.saving.register_keras_serializable(package="fitsae")
-class FiLM(layers.Layer):
-    """Feature-wise linear modulation ``h · (1 + γ(c)) + δ(c)`` by a conditioning vector ``c``.
-
-    γ and δ start at zero, so an untrained network is the unconditioned one and learns how much to
-    listen to log β. Works on dense ``(B, N)`` and conv ``(B, H, W, N)`` activations.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.project = None
-
-    def build(self, input_shape):
-        h_shape, _ = input_shape
-        self.project = layers.Dense(2 * h_shape[-1], kernel_initializer="zeros", name="project")
-        self.project.build(input_shape[1])
-
-    def call(self, inputs):
-        h, c = inputs
-        gamma, delta = ops.split(self.project(c), 2, axis=-1)
-        for _ in range(len(h.shape) - 2):
-            gamma = ops.expand_dims(gamma, 1)
-            delta = ops.expand_dims(delta, 1)
-        return h * (1.0 + gamma) + delta
-
-
-def _embed_logbeta(logbeta_in, mc, name: str):
-    """Map log β (B, 1) to a small conditioning vector; the fixed rescaling maps U(a, b) to [-1, 1]."""
-    a, b = mc.bvae.logbeta_range
-    half = 0.5 * (b - a)
-    u = layers.Rescaling(1.0 / half, offset=-(0.5 * (a + b)) / half, name=f"{name}_unit")(logbeta_in)
-    return layers.Dense(mc.bvae.conditioning_units, activation=mc.activation, name=f"{name}_embed")(u)
-
-
-def _dense_encoder(mc, image_shape):
-    x_in = keras.Input(image_shape, name="x")
-    lb_in = keras.Input((1,), name="logbeta")
-    c = _embed_logbeta(lb_in, mc, "enc")
-    h = layers.Flatten()(x_in)
-    for i, width in enumerate(mc.hidden):
-        h = layers.Dense(width, activation=mc.activation, name=f"enc_dense{i}")(h)
-        h = FiLM(name=f"enc_film{i}")([h, c])
-    stats = layers.Dense(2 * mc.latent_channels, name="enc_head")(h)
-    return keras.Model([x_in, lb_in], stats, name="encoder")
-
-
-def _dense_decoder(mc, image_shape, name):
-    z_in = keras.Input((mc.latent_channels,), name="z")
-    lb_in = keras.Input((1,), name="logbeta")
-    c = _embed_logbeta(lb_in, mc, name)
-    h = z_in
-    for i, width in enumerate(reversed(mc.hidden)):
-        h = layers.Dense(width, activation=mc.activation, name=f"{name}_dense{i}")(h)
-        h = FiLM(name=f"{name}_film{i}")([h, c])
-    out = layers.Dense(math.prod(image_shape), name=f"{name}_head")(h)
-    out = layers.Reshape(image_shape)(out)
-    return keras.Model([z_in, lb_in], out, name=name)
-
-
-def _conv_stage(h, c, mc, filters, stride, name, transpose=False):
-    """One resolution change (stride ``stride``) plus ``blocks_per_stage`` stride-1 convolutions,
-    each followed by FiLM so every layer knows the β it is working for."""
-    conv = layers.Conv2DTranspose if transpose else layers.Conv2D
-    h = conv(filters, mc.kernel_size, strides=stride, padding="same", activation=mc.activation, name=f"{name}")(h)
-    h = FiLM(name=f"{name}_film")([h, c])
-    for j in range(mc.blocks_per_stage):
-        h = layers.Conv2D(filters, mc.kernel_size, padding="same", activation=mc.activation, name=f"{name}_b{j}")(h)
-        h = FiLM(name=f"{name}_b{j}_film")([h, c])
-    return h
-
-
-def _conv_encoder(mc, image_shape):
-    x_in = keras.Input((None, None, image_shape[-1]), name="x")
-    lb_in = keras.Input((1,), name="logbeta")
-    c = _embed_logbeta(lb_in, mc, "enc")
-    h = x_in
-    for i, (filters, stride) in enumerate(zip(mc.filters, mc.stage_strides)):
-        h = _conv_stage(h, c, mc, filters, stride, f"enc_conv{i}")
-    stats = layers.Conv2D(2 * mc.latent_channels, mc.kernel_size, padding="same", name="enc_head")(h)
-    return keras.Model([x_in, lb_in], stats, name="encoder")
-
-
-def _conv_decoder(mc, image_shape, name):
-    z_in = keras.Input((None, None, mc.latent_channels), name="z")
-    lb_in = keras.Input((1,), name="logbeta")
-    c = _embed_logbeta(lb_in, mc, name)
-    h = z_in
-    stages = list(zip(mc.filters, mc.stage_strides))[::-1]
-    for i, (filters, stride) in enumerate(stages):
-        h = _conv_stage(h, c, mc, filters, stride, f"{name}_deconv{i}", transpose=True)
-    out = layers.Conv2D(image_shape[-1], mc.kernel_size, padding="same", name=f"{name}_head")(h)
-    return keras.Model([z_in, lb_in], out, name=name)
 
 
 def _as_column(logbeta: tf.Tensor) -> tf.Tensor:
@@ -180,9 +86,9 @@ class BetaVAE(TileScoring, keras.Model):
             if not model_cfg.hidden:
                 raise ValueError("model.kind=bvae with bvae.architecture=dense needs at least one width in model.hidden")
             self.stride = 1
-            self.encoder = _dense_encoder(model_cfg, self.image_shape)
-            self.mean_decoder = _dense_decoder(model_cfg, self.image_shape, "mean_decoder")
-            self.var_decoder = _dense_decoder(model_cfg, self.image_shape, "var_decoder")
+            self.encoder = dense_encoder(model_cfg, self.image_shape)
+            self.mean_decoder = dense_decoder(model_cfg, self.image_shape, "mean_decoder")
+            self.var_decoder = dense_decoder(model_cfg, self.image_shape, "var_decoder")
         else:
             if not model_cfg.filters:
                 raise ValueError("model.kind=bvae with bvae.architecture=conv needs at least one stage in model.filters")
@@ -194,9 +100,9 @@ class BetaVAE(TileScoring, keras.Model):
                     f"bvae conv: image {h}x{w} is not divisible by the total stride {self.stride} "
                     f"(product of model.strides); choose a tile/crop that is a multiple of {self.stride}"
                 )
-            self.encoder = _conv_encoder(model_cfg, self.image_shape)
-            self.mean_decoder = _conv_decoder(model_cfg, self.image_shape, "mean_decoder")
-            self.var_decoder = _conv_decoder(model_cfg, self.image_shape, "var_decoder")
+            self.encoder = conv_encoder(model_cfg, self.image_shape)
+            self.mean_decoder = conv_decoder(model_cfg, self.image_shape, "mean_decoder")
+            self.var_decoder = conv_decoder(model_cfg, self.image_shape, "var_decoder")
 
     # ------------------------------------------------------------------ shapes and variables
     def latent_shape(self, height, width) -> tuple:
