@@ -67,9 +67,9 @@ def evaluation_batches(manifest: Manifest, data_cfg, seed: int, batch_size: int,
     (B, S, S): the noiseless tile in physical units, pixel for pixel aligned with ``x``, NaN for
     planes without truth. Every batch carries ``background`` (B,): the tile's plane's robust
     median in physical units, the sky level whatever the normalization (``offset`` is 0 under
-    ``none``, so it cannot say how far above the sky a pixel is). With ``originals``, ``pixels`` (B, S, S): the tile's pixels exactly as
-    stored (unfilled, never normalized), and what its plane stores — ``bitpix``, ``bscale``,
-    ``bzero`` (B,). See :meth:`fitsae.data.pipeline.Pipeline.tile_pixels`.
+    ``none``, so it cannot say how far above the sky a pixel is). With ``originals``, ``pixels``
+    (B, S, S): the tile's pixels exactly as stored (unfilled, never normalized), and what its
+    plane stores — ``bitpix``, ``bscale``, ``bzero`` (B,). See :meth:`fitsae.data.pipeline.Pipeline.tile_pixels`.
     With ``what``, rank 0 logs progress lines with an ETA (:mod:`fitsae.progress`).
     """
     from fitsae.data.pipeline import Pipeline
