@@ -340,6 +340,17 @@ def test_bad_inputs_are_clear_errors(conv_run, tmp_path, capsys):
     assert code == 2 and "would both be written to" in err and not (tmp_path / "both").exists()
 
 
+def kept_and_payload(out: Path) -> tuple[dict, int]:
+    """Tiles per η′ kept and coded bytes, over the one-tile containers in ``out``."""
+    kept, payload = Counter(), 0
+    for container in out.glob("*.fae.fits"):
+        with fits.open(container) as hdul:
+            (tile,) = hdul["TILES", 1].data
+            kept[str(tile["ETA"])] += 1
+            payload += len(tile["DATA"])
+    return dict(kept), payload
+
+
 def test_compress_and_evaluate_choose_the_same_channels_and_bytes(conv_run, tmp_path, capsys):
     """Evaluation scores tiles through the codec's own encoder: on planes that are one tile each,
     both keep the same η′ and count the same coded bytes."""
@@ -352,13 +363,8 @@ def test_compress_and_evaluate_choose_the_same_channels_and_bytes(conv_run, tmp_
     for row in report["results"]:
         out = tmp_path / f"c{row['eta']}"
         _compress(conv_run["run"], fields, out, capsys, "--eta", str(row["eta"]))
-        kept, payload = Counter(), 0
-        for container in out.glob("*.fae.fits"):
-            with fits.open(container) as hdul:
-                (tile,) = hdul["TILES", 1].data
-                kept[str(tile["ETA"])] += 1
-                payload += len(tile["DATA"])
-        assert dict(kept) == row["ae"]["tiles_by_eta_kept"], row["eta"]
+        kept, payload = kept_and_payload(out)
+        assert kept == row["ae"]["tiles_by_eta_kept"], row["eta"]
         assert 8.0 * payload / (8 * 16 * 16) == pytest.approx(row["ae"]["bits_per_pixel_coded"], rel=1e-12)
 
 

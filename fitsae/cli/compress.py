@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="output .fits file (one input file) or directory (<stem>.fae.fits per input)")
     p.add_argument("--checkpoint", default="latest", help="'latest' (default) or a step number")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="per tile, STEPS Adam steps on the latents against the model's own rate-distortion "
+                   "objective before coding (models trained for rate; ~0.1 s per step per 256x256 tile on one "
+                   "core; fewer flux errors, more bits: README). Default 0: the encoder's latents as they are")
     p.add_argument("--tile", type=int, default=256,
                    help="side of the square tiles each plane is cut into and coded alone (default 256; a "
                    "multiple of the model's stride; dense models use their own image size)")
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tile < 1:
         print(f"fitsae compress: --tile must be positive, got {args.tile}", file=sys.stderr)
         return 2
+    if args.refine < 0:
+        print(f"fitsae compress: --refine must be >= 0 steps, got {args.refine}", file=sys.stderr)
+        return 2
     # Typos are answered before TensorFlow loads (seconds).
     missing = DataConfig(paths=list(args.inputs)).missing_paths()
     if len(missing) == len(args.inputs):
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.init_workers()  # under mpirun/srun the ranks share the files
         results = compress_files(args.run_dir, args.inputs, args.eta, args.out, args.checkpoint,
                                  select="fixed" if args.fixed_eta else "best", tile=args.tile,
-                                 quantization=quantization, family=args.residual_density)
+                                 quantization=quantization, family=args.residual_density, refine=args.refine)
     # An error may be one rank's alone (its files, its disk): the others would wait for it in a
     # collective for ever, so under MPI every error ends the job (in one process abort returns).
     except (CodecError, distributed.DistributedError) as err:

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=Path, metavar="REPORT",
                    help="β-VAE runs: a tunable AE's report.json whose AE, PCA and fpack rows are drawn "
                    "on the same rate-distortion plot")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="score what `fitsae compress --refine STEPS` writes: each budget's latents refined per "
+                   "tile (models trained for rate; default 0)")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write RUN/tb/eval scalars")
     p.add_argument("--no-plots", action="store_true", help="write report.json/CSV only")
     p.add_argument("--plot-only", type=Path, metavar="DIR",
@@ -133,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"fitsae evaluate: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
-    if args.pca_tiles < 1 or args.fpack_tiles < 0:
-        print("fitsae evaluate: --pca-tiles must be >= 1 and --fpack-tiles >= 0", file=sys.stderr)
+    if args.pca_tiles < 1 or args.fpack_tiles < 0 or args.refine < 0:
+        print("fitsae evaluate: --pca-tiles must be >= 1, --fpack-tiles and --refine >= 0", file=sys.stderr)
         return 2
 
     from fitsae import distributed
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             watch_timeout=args.watch_timeout, batch_size=args.batch_size, max_tiles=args.max_tiles,
             pca_data=args.pca_data, pca_tiles=args.pca_tiles, fpack_tiles=args.fpack_tiles,
             fpack=args.fpack_tiles > 0, tensorboard=not args.no_tensorboard, plots=not args.no_plots,
-            logbetas=logbetas, compare=args.compare,
+            logbetas=logbetas, compare=args.compare, refine=args.refine,
             bounded_levels=tuple(float(v) for v in args.bounded_levels.split(",")) if args.bounded_levels else (),
         )
         run(options)

@@ -73,10 +73,11 @@ class Choice:
 class TileCodec:
     """A model plus its frozen tables: encode, choose η′, code and decode tiles."""
 
-    def __init__(self, model, tables: LatentTables):
+    def __init__(self, model, tables: LatentTables, refiner=None):
         self.model = model
         self.tables = tables
         self.channels = int(model.latent_channels)
+        self.refiner = refiner  # a fitsae.codec.refine.Refiner: budgets' integers refined per tile
 
     # --- model I/O ---------------------------------------------------------------------------
 
@@ -150,6 +151,8 @@ class TileCodec:
             ``{η: Choice}`` with the budget choice (the η′ with the smallest error among η′ = 0,
             the tile's median alone, and :func:`fitsae.budget.candidates`; ties keep the smaller
             η′), and ``{η: Choice}`` with the plain mask (exactly η channels, every tile).
+            With a refiner, each budget's own integers (η′ = η, in both) are refined; the smaller
+            candidates are the encoder's, rounded.
         """
         budgets = sorted(int(b) for b in budgets)
         z = self.latents(x)
@@ -165,7 +168,7 @@ class TileCodec:
         best.offer(BACKGROUND, error0, np.zeros(z.shape[:-1] + (top,), np.int64), mu0, mu0_phys)
         chosen, plain = {}, {}
         for kept in decodes:
-            k = self.tables.symbols(z[..., :kept])
+            k = self._integers(x, z[..., :kept], refine=kept in budgets)
             mu = self.mean(k)
             mu_phys = to_physical(mu)
             error = np.sum(np.where(weight, (target - mu_phys) ** 2, 0.0), axis=(1, 2))
@@ -178,6 +181,13 @@ class TileCodec:
                 eta, (symbols, c_mu, c_phys) = trial.eta.copy(), trial.arrays
                 chosen[kept] = Choice(eta, symbols[..., :kept], c_mu, c_phys, trial.error.copy(), bg_phys)
         return chosen, plain
+
+    def _integers(self, x: np.ndarray, z: np.ndarray, refine: bool) -> np.ndarray:
+        """Integers of latents ``z`` (N, …, η′): rounded, or refined tile by tile
+        (:mod:`fitsae.codec.refine`) at a budget when the codec has a refiner."""
+        if not refine or self.refiner is None:
+            return self.tables.symbols(z)
+        return np.stack([self.refiner.symbols(x[i], z[i])[0] for i in range(len(x))])
 
     # --- bytes -------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from fitsae.codec.container import FORMAT, FORMAT_V1, Plane, Tile, pack_mask, re
 from fitsae.codec.encoder import BACKGROUND, TileCodec, background_value, mu_checksum
 from fitsae.entropy import CodingError
 from fitsae.codec.errors import CodecError
+from fitsae.codec.refine import refiner_for
 from fitsae.codec.planes import Geometry, normalized, pad, physical, plane_record, read_plane, \
     stored_hdu
 from fitsae.data.normalize import normalize, sigma_to_physical
@@ -101,12 +102,13 @@ def _encode_plane(codec: TileCodec, data_cfg, geometry: Geometry, row, eta: int,
     return plane, stats
 
 
-def _primary(frozen, eta: int, select: str, geometry: Geometry) -> fits.Header:
+def _primary(frozen, eta: int, select: str, geometry: Geometry, refine: int) -> fits.Header:
     header = fits.Header()
     header["MODDIG"] = frozen.digest  # SHA-256 of the frozen model (weights and tables)
     header["CKPTSTEP"] = (int(frozen.step), "checkpoint step the model was frozen from")
     header["ETA"] = (int(eta), "budget: most latent channels a tile keeps")
     header["ETASEL"] = (select, "best: each tile keeps its best eta' <= ETA")
+    header["REFINE"] = (int(refine), "latent refinement steps per tile (0: none)")
     header["LATCH"] = (int(frozen.model.latent_channels), "latent channels C of the model")
     header["TILEH"], header["TILEW"] = (int(v) for v in geometry.tile)
     header["NORM"] = (frozen.cfg.data.normalization, "data.normalization")
@@ -117,7 +119,8 @@ def _primary(frozen, eta: int, select: str, geometry: Geometry) -> fits.Header:
 
 
 def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest", select="best",
-                   tile: int = DEFAULT_TILE, quantization=None, family: str = "best") -> list[dict]:
+                   tile: int = DEFAULT_TILE, quantization=None, family: str = "best",
+                   refine: int = 0) -> list[dict]:
     """Compress every image plane of ``inputs`` (one container per input file).
 
     Parameters
@@ -142,6 +145,9 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
         are coded, each within Δ/2 (bit-exact for ``lossless``); default the lossy mode (μ only).
     family : {"best", "laplace", "gaussian"}
         Density of the pixels around the model's mean in those modes.
+    refine : int
+        Adam steps per tile on the budget's latents (:mod:`fitsae.codec.refine`; models trained
+        for rate only); 0, the default, codes the encoder's latents as they are.
 
     Returns
     -------
@@ -190,7 +196,11 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
         (out.parent if single_file else out).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CodecError(f"{out}: cannot create the output directory: {err.strerror or err}") from err
-    codec = TileCodec(frozen.model, frozen.tables)
+    try:
+        refiner = refiner_for(frozen.model, frozen.cfg.data, refine)
+    except ValueError as err:
+        raise CodecError(f"{run_dir}: {err}") from err
+    codec = TileCodec(frozen.model, frozen.tables, refiner)
     predictor = None
     if quantization is not None:
         from fitsae.codec.predict import Predictor
@@ -207,7 +217,7 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
         planes = [p for p, _ in encoded]
         target = targets[source]
         try:
-            primary = _primary(frozen, eta, select, geometry)
+            primary = _primary(frozen, eta, select, geometry, refine)
             if quantization is not None:
                 primary.update(bounded.header_cards(quantization, family))
             size = write_container(target, primary, planes)

@@ -179,6 +179,7 @@ def build_report(ctx, step: int, book: MetricBook, data_range, tiles: int, examp
             "latent_channels": ctx.geometry.channels,
             "stride": ctx.geometry.stride,
             "config": to_dict(ctx.cfg.model),
+            "refine_steps": int(opts.refine),
         },
         "data": {
             "paths": [str(p) for p in opts.data],

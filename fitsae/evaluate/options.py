@@ -52,6 +52,7 @@ class EvalOptions:
     logbetas: list[float] | None = None  # β-VAE runs: the log10 β grid (default: spread over training range)
     compare: Path | None = None  # β-VAE runs: a tunable AE's report.json to draw on the same RD axes
     bounded_levels: tuple = ()  # quantize levels of the error-bounded modes to score (fitsae.evaluate.bounded)
+    refine: int = 0  # encoder-side refinement steps per tile, as `fitsae compress --refine` (fitsae.codec.refine)
 
     @property
     def out_dir(self) -> Path:

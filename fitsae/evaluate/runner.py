@@ -59,10 +59,15 @@ def _checkpoint_steps(run_dir) -> list[int]:
 def _evaluate_one(ctx: EvalContext, model, step: int, out_dir: Path) -> dict:
     from fitsae.codec.artifact import tables_for
     from fitsae.codec.encoder import TileCodec
+    from fitsae.codec.refine import refiner_for
 
     opts = ctx.options
     log.info("evaluating checkpoint step %d at η = %s", step, ctx.etas)
-    codec = TileCodec(model, tables_for(opts.run_dir, ctx.cfg, model, step))
+    try:
+        refiner = refiner_for(model, ctx.data_cfg, opts.refine)
+    except ValueError as err:
+        raise EvaluationError(f"{opts.run_dir}: {err}") from err
+    codec = TileCodec(model, tables_for(opts.run_dir, ctx.cfg, model, step), refiner)
     book, data_range, tiles, examples = score_checkpoint(
         codec, ctx.test_manifest, ctx.data_cfg, ctx.geometry, ctx.etas, ctx.pca, ctx.seed,
         ctx.batch_size, opts.max_tiles, opts.example_size,

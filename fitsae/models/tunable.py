@@ -222,17 +222,11 @@ class TunableAutoencoder(TileScoring, keras.Model):
         logvar = self.decode_var(z_var, training=training)
         mse = losses.mse(x, mu)
         nll = losses.gaussian_nll(x, tf.stop_gradient(mu), logvar)
-        cfg = self.model_config
-        distortion = mse if cfg.distortion_weight_softening is None else \
-            losses.weighted_mse(x, mu, cfg.distortion_weight_softening)
-        if cfg.flux_weight is not None:
-            flux = losses.window_flux_error(x, mu, cfg.flux_window, softening)
-            distortion = distortion + cfg.flux_weight * flux
+        distortion, flux = self._distortion(x, mu, softening)
+        if flux is not None:
             out["flux"] = flux
         if self.trains_rate:
-            share = tf.cast(eta, tf.float32) / float(self.latent_channels)
-            lam = cfg.rate_lambda * tf.pow(share, cfg.rate_lambda_eta_power)
-            primary = tf.reduce_mean(lam * distortion + out["bpp"])
+            primary = tf.reduce_mean(self._rate_lambda(eta) * distortion + out["bpp"])
         else:
             primary = tf.reduce_mean(distortion)
         return {
@@ -243,6 +237,54 @@ class TunableAutoencoder(TileScoring, keras.Model):
             "eta": tf.cast(eta, tf.float32),
             **out,
         }
+
+
+    def _distortion(self, x, mu, softening):
+        """Per-example distortion the primary loss weighs by λ, and the flux term in it (or None)."""
+        cfg = self.model_config
+        distortion = losses.mse(x, mu) if cfg.distortion_weight_softening is None else \
+            losses.weighted_mse(x, mu, cfg.distortion_weight_softening)
+        if cfg.flux_weight is None:
+            return distortion, None
+        flux = losses.window_flux_error(x, mu, cfg.flux_window, softening)
+        return distortion + cfg.flux_weight * flux, flux
+
+    def _rate_lambda(self, eta):
+        """λ(η) = λ·(η/C)^p, the distortion's weight against bits at η kept channels."""
+        share = tf.cast(eta, tf.float32) / float(self.latent_channels)
+        return self.model_config.rate_lambda * tf.pow(share, self.model_config.rate_lambda_eta_power)
+
+    def coding_loss(self, x, latents, softening=None):
+        """The training objective of coding ``x`` with given latents, as a file would code them.
+
+        Parameters
+        ----------
+        x : tf.Tensor
+            (1, H, W, 1) normalized tile.
+        latents : tf.Tensor
+            (1, …, η) its first η latent channels, before rounding.
+        softening : float, optional
+            As in :meth:`compute_losses` (only a flux term uses it).
+
+        Returns
+        -------
+        tf.Tensor
+            Scalar λ(η)·distortion + bits per pixel under the prior, of the *rounded* latents,
+            the other channels zero: what training scores at this η, on the integers a file
+            holds. The rounding is straight-through (identity gradient), so encoder-side
+            refinement (:mod:`fitsae.codec.refine`) can descend it; a lower value is a better
+            tile by the model's own standard.
+        """
+        if not self.trains_rate:
+            raise ValueError("coding_loss needs a model trained for rate (model.rate_lambda): it has no prior")
+        eta = latents.shape[-1]
+        rounded = latents + tf.stop_gradient(tf.round(latents) - latents)
+        dropped = tf.zeros(tf.concat([tf.shape(rounded)[:-1], [self.latent_channels - eta]], 0), rounded.dtype)
+        full = tf.concat([rounded, dropped], -1)
+        pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
+        bpp = tf.reduce_sum(self.prior.bits(full)[..., :eta]) / pixels
+        distortion, _ = self._distortion(x, self.decode_mean(full), softening)
+        return self._rate_lambda(eta) * tf.reduce_sum(distortion) + bpp
 
 
 class TunableInference(InferenceModule):
