@@ -26,7 +26,7 @@ from fitsae.codec.container import FORMAT, FORMAT_V1, Plane, Tile, pack_mask, re
 from fitsae.codec.encoder import BACKGROUND, TileCodec, background_value, mu_checksum
 from fitsae.entropy import CodingError
 from fitsae.codec.errors import CodecError
-from fitsae.codec.refine import refiner_for
+from fitsae.codec.refine import refiner_for, refusal
 from fitsae.codec.planes import Geometry, normalized, pad, physical, plane_record, read_plane, \
     stored_hdu
 from fitsae.data.normalize import normalize, sigma_to_physical
@@ -166,6 +166,13 @@ def compress_files(run_dir, inputs: list[str], eta: int, out, checkpoint="latest
 
     if select not in SELECTIONS:
         raise CodecError(f"select {select!r}: must be one of {', '.join(SELECTIONS)}")
+    if refine:
+        from fitsae import config as fconfig
+        from fitsae.train.config import ExperimentConfig
+
+        problem = refusal(fconfig.load(ExperimentConfig, Path(run_dir) / "params.yaml").model)
+        if problem:
+            raise CodecError(f"{run_dir}: {problem}")
     comm = distributed.comm()
     # Rank 0 freezes (tables may be fitted, minutes), the others load what it wrote.
     frozen = artifact.load_frozen(comm.bcast(artifact.freeze(run_dir, checkpoint) if distributed.is_root() else None))

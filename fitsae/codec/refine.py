@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LEARNING_RATE", "Refiner", "refiner_for"]
+__all__ = ["LEARNING_RATE", "Refiner", "refiner_for", "refusal"]
 
 LEARNING_RATE = 0.1  # latent units (the rounding step is 1): a step crosses a rounding edge in ~5 iterations
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8
@@ -39,9 +39,9 @@ class Refiner:
     def __init__(self, model, steps: int, softening=None, learning_rate: float = LEARNING_RATE):
         if int(steps) < 1:
             raise ValueError(f"refinement needs at least one step, got {steps}")
-        if not model.trains_rate:
-            raise ValueError("refinement needs a model trained for rate (model.rate_lambda): it descends the "
-                             "bits under the model's prior, and this model has none")
+        problem = refusal(model.model_config)
+        if problem:
+            raise ValueError(problem)
         self.model, self.steps, self.softening = model, int(steps), softening
         self.learning_rate = float(learning_rate)
         self._state: dict[tuple, tuple] = {}
@@ -101,6 +101,15 @@ class Refiner:
         if last < best:
             best, best_y = last, y.numpy()
         return np.rint(best_y[0]).astype(np.int64), start, best
+
+
+def refusal(model_config) -> str | None:
+    """Why a model of this config cannot be refined, or None: read from the config alone, so a
+    caller can refuse before it loads or freezes the model (which may fit tables for minutes)."""
+    if model_config.rate_lambda is None:
+        return ("refinement needs a model trained for rate (model.rate_lambda): it descends the bits "
+                "under the model's prior, and this model has none")
+    return None
 
 
 def refiner_for(model, data_cfg, steps: int):
