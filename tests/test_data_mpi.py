@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,33 @@ def test_two_ranks_shard_disjointly_and_cover_the_dataset(tmp_path, mpirun):
             assert all(set(ea) | set(eb) == set(range(16)) for ea, eb in epochs)
         # Evaluation: every tile exactly once over the ranks.
         assert sorted(a["eval"] + b["eval"]) == list(range(16))
+
+
+_SEES_OTHER_FILES = """
+import json, os, sys
+from fitsae import distributed
+from fitsae.data.config import DataConfig
+from fitsae.data.manifest import index_paths
+distributed.init_workers()
+comm = distributed.comm()
+os.chdir(f"rank{comm.Get_rank()}")
+manifest, rejected = index_paths(["data"], DataConfig(tile=16), comm)
+with open(f"../out{comm.Get_rank()}.json", "w") as f:
+    json.dump({"paths": [row.path for row in manifest], "rejected": rejected}, f)
+"""
+
+
+@pytest.mark.mpi
+def test_every_rank_indexes_the_files_rank_0_found(tmp_path, mpirun):
+    # Each rank resolves "data" in its own working directory, where rank 1 sees one file fewer:
+    # a stand-in for files appearing while a job starts. The job indexes rank 0's list.
+    rng = np.random.default_rng(0)
+    for rank, count in ((0, 3), (1, 2)):
+        (tmp_path / f"rank{rank}" / "data").mkdir(parents=True)
+        for i in range(count):
+            fits.PrimaryHDU(gaussian_field(rng, (16, 16))).writeto(tmp_path / f"rank{rank}" / "data" / f"im{i}.fits")
+    result = mpirun(2, [sys.executable, "-c", _SEES_OTHER_FILES], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    expected = [str(tmp_path / "rank0" / "data" / f"im{i}.fits") for i in range(3)]
+    for rank in range(2):
+        assert json.loads((tmp_path / f"out{rank}.json").read_text()) == {"paths": expected, "rejected": []}

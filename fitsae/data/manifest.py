@@ -299,8 +299,10 @@ def index_paths(paths: Sequence[str], cfg: DataConfig | None = None, comm=None) 
     cfg : DataConfig, optional
         Tile size, stride and edge policy decide which images are too small; defaults otherwise.
     comm : mpi4py communicator, optional
-        When given (e.g. ``fitsae.distributed.comm()``), rank ``r`` scans files ``r::size`` and
-        every rank receives the full, input-ordered result.
+        When given (e.g. ``fitsae.distributed.comm()``), rank 0 alone expands ``paths`` (one walk
+        of a shared file system, not one per rank, and one file list even if files appear
+        meanwhile), rank ``r`` scans files ``r::size`` of it and every rank receives the full,
+        input-ordered result.
 
     Returns
     -------
@@ -309,8 +311,10 @@ def index_paths(paths: Sequence[str], cfg: DataConfig | None = None, comm=None) 
         ``{"path", "hdu", "reason"}`` for every file or HDU that could not be used.
     """
     cfg = cfg or DataConfig()
-    files, rejected = expand_paths(paths)
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    files, rejected = expand_paths(paths) if rank == 0 else (None, None)
+    if size > 1:
+        files, rejected = comm.bcast((files, rejected))
     mine = {i: _index_file(files[i], cfg) for i in range(rank, len(files), size)}
     if size > 1:
         merged = {}
