@@ -31,19 +31,27 @@ def _cli(args, capsys):
     return code, captured.out, captured.err
 
 
-def test_refined_integers_score_the_objective_reported_and_below_the_encoders_own(rate_run):
+def _tile_and_latents(run, eta=2):
+    """The run's model, a 32×32 tile with a star on noise, and its encoder latents (…, η)."""
     import tensorflow as tf
 
     from fitsae.codec.load import load_checkpoint
-    from fitsae.codec.refine import Refiner
 
-    _, model, _ = load_checkpoint(rate_run["run"])
+    _, model, _ = load_checkpoint(run)
     rng = np.random.default_rng(4)
     yy, xx = np.mgrid[:32, :32]
     x = (rng.normal(size=(32, 32)) + 30.0 * np.exp(-((yy - 11) ** 2 + (xx - 20) ** 2) / 6.0)).astype(np.float32)
+    z = np.asarray(model.encode(tf.constant(x[None, ..., None]), tf.constant([model.latent_channels])), np.float32)
+    return model, x, z[0, ..., :eta]
+
+
+def test_refined_integers_score_the_objective_reported_and_below_the_encoders_own(rate_run):
+    import tensorflow as tf
+
+    from fitsae.codec.refine import Refiner
+
+    model, x, z = _tile_and_latents(rate_run["run"])
     tile = tf.constant(x[None, ..., None])
-    eta = 2
-    z = np.asarray(model.encode(tile, tf.constant([model.latent_channels])), np.float32)[0, ..., :eta]
     k, before, after = Refiner(model, steps=30).symbols(x, z)
 
     def objective(integers):
@@ -52,6 +60,16 @@ def test_refined_integers_score_the_objective_reported_and_below_the_encoders_ow
     assert before == pytest.approx(objective(np.rint(z)), rel=1e-5)
     assert after == pytest.approx(objective(k.astype(np.float32)), rel=1e-5)
     assert after < before
+
+
+def test_a_step_far_too_large_ends_no_higher_than_the_default_step(rate_run):
+    # Halving on a stall brings a 3000× step down to the scale that pays, and past it.
+    from fitsae.codec.refine import LEARNING_RATE, Refiner
+
+    model, x, z = _tile_and_latents(rate_run["run"])
+    _, _, default = Refiner(model, steps=150).symbols(x, z)
+    _, _, huge = Refiner(model, steps=150, learning_rate=3000 * LEARNING_RATE).symbols(x, z)
+    assert huge <= default
 
 
 def test_a_refined_file_decodes_to_its_integers_and_differs_from_the_unrefined_one(rate_run, tmp_path, capsys):

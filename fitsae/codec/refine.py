@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["LEARNING_RATE", "Refiner", "refiner_for", "refusal"]
+__all__ = ["LEARNING_RATE", "PATIENCE", "Refiner", "refiner_for", "refusal"]
 
 LEARNING_RATE = 0.1  # latent units (the rounding step is 1): a step crosses a rounding edge in ~5 iterations
+PATIENCE = 10  # steps without a new best before the step size is halved, from the best iterate
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8
 
 
@@ -54,7 +55,8 @@ class Refiner:
             return self._state[shape]
         y, m, v = (tf.Variable(tf.zeros(shape, tf.float32), trainable=False) for _ in range(3))
         t = tf.Variable(0.0, trainable=False)
-        model, softening, rate = self.model, self.softening, self.learning_rate
+        rate = tf.Variable(self.learning_rate, trainable=False)
+        model, softening = self.model, self.softening
 
         @tf.function
         def loss(x):
@@ -74,29 +76,44 @@ class Refiner:
             y.assign_sub(rate * m_hat / (tf.sqrt(v_hat) + _EPSILON))
             return value  # of y before the update
 
-        self._state[shape] = ((y, m, v, t), step, loss)
+        self._state[shape] = ((y, m, v, t, rate), step, loss)
         return self._state[shape]
 
     def symbols(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Integers (…, η) for one normalized tile ``x`` (H, W) from its encoder latents ``z`` (…, η).
 
         Returns the integers and the objective before and after (the after is ≤ the before).
+        After :data:`PATIENCE` steps without a new best, Adam restarts from the best iterate with
+        half the step: a model whose objective is steep in its latents (a finer latent grid) gains
+        nothing at the default step, which moves every latent at once.
         """
         import tensorflow as tf
 
-        (y, m, v, t), step, loss = self._compiled((1,) + tuple(z.shape))
+        (y, m, v, t, rate), step, loss = self._compiled((1,) + tuple(z.shape))
         tile = tf.constant(np.asarray(x, np.float32)[None, ..., None])
         y.assign(np.asarray(z, np.float32)[None])
-        m.assign(tf.zeros_like(m))
-        v.assign(tf.zeros_like(v))
-        t.assign(0.0)
+        rate.assign(self.learning_rate)
+
+        def restart():
+            m.assign(tf.zeros_like(m))
+            v.assign(tf.zeros_like(v))
+            t.assign(0.0)
+
+        restart()
         start = best = float(loss(tile))
-        best_y = y.numpy()
+        best_y, stalled = y.numpy(), 0
         for _ in range(self.steps):
             before = y.numpy()
             value = float(step(tile))
             if value < best:
-                best, best_y = value, before
+                best, best_y, stalled = value, before, 0
+            else:
+                stalled += 1
+            if stalled == PATIENCE:
+                y.assign(best_y)
+                rate.assign(rate * 0.5)
+                restart()
+                stalled = 0
         last = float(loss(tile))
         if last < best:
             best, best_y = last, y.numpy()
