@@ -30,11 +30,14 @@ class Refiner:
     Parameters
     ----------
     model : TunableAutoencoder
-        A model trained for rate (it has a prior; ``coding_loss`` refuses others).
+        A model trained for rate (it has a prior; :func:`refusal` says why others are refused).
     steps : int
         Adam steps per tile and η (≥ 1).
     softening : float, optional
         The data's asinh softening, for a model whose loss has a flux term.
+    learning_rate : float
+        Adam's first step, in latent units; halved after :data:`PATIENCE` steps without a new
+        best, so a step too large for the model costs steps, not the result.
     """
 
     def __init__(self, model, steps: int, softening=None, learning_rate: float = LEARNING_RATE):
