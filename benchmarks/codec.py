@@ -14,13 +14,21 @@ direction, with the bits/pixel each wrote.
 With ``--quantize-level Q`` fitsae runs in its error-bounded mode (``compress --quantize-level Q``:
 the pixels themselves coded, each within Δ/2) and RICE_1 at the same q.
 
-Usage: python benchmarks/codec.py --run-dir RUN [--n 16] [--size 256] [--eta 16] [--repeat 3] [--quantize-level Q]
+With ``--refine STEPS`` (lossy mode, a model trained for rate) fitsae also encodes the same files
+with ``compress --refine STEPS`` in the same run, and the cost of refinement is printed as seconds
+per Adam step per tile: (refined − plain encode time) / (STEPS × tiles), which includes building
+the refiner's graph once per call (use enough tiles and steps), beside the ratio of the two
+encode times and the bits/pixel each wrote.
+
+Usage: python benchmarks/codec.py --run-dir RUN [--n 16] [--size 256] [--eta 16] [--repeat 3]
+                                  [--quantize-level Q | --refine STEPS]
 (RUN: a trained run, e.g. demo/run after ./scripts/demo.sh).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -52,7 +60,10 @@ def main() -> None:
     p.add_argument("--eta", type=int, default=16)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--quantize-level", type=float, help="fitsae's error-bounded mode at this q (RICE_1 at the same)")
+    p.add_argument("--refine", type=int, default=0, help="also encode with compress --refine STEPS (lossy mode)")
     args = p.parse_args()
+    if args.refine and args.quantize_level:
+        p.error("--refine times the lossy mode: drop --quantize-level")
     from fitsae.codec.quantize import Quantization
 
     quant = Quantization("quantize", level=args.quantize_level, seed=1) if args.quantize_level else None
@@ -85,10 +96,16 @@ def main() -> None:
                 with fits.open(f) as hdul:
                     np.asarray(hdul[1].data)
 
-        results = {name: _best(fn, args.repeat) for name, fn in
-                   (("fitsae encode", fitsae_encode), ("fitsae decode", fitsae_decode),
-                    ("RICE_1 encode", rice_encode), ("RICE_1 decode", rice_decode))}
+        def refined_encode():
+            compress_files(args.run_dir, [str(f) for f in files], args.eta, root / "refined", refine=args.refine)
+
+        timed = [("fitsae encode", fitsae_encode), ("fitsae decode", fitsae_decode),
+                 ("RICE_1 encode", rice_encode), ("RICE_1 decode", rice_decode)]
+        if args.refine:
+            timed.append((f"refine {args.refine}", refined_encode))
+        results = {name: _best(fn, args.repeat) for name, fn in timed}
         fae_bits = 8.0 * sum(f.stat().st_size for f in (root / "fae").glob("*.fae.fits")) / pixels
+        refined_bits = 8.0 * sum(f.stat().st_size for f in (root / "refined").glob("*.fae.fits")) / pixels
         rice_bits = 8.0 * sum(f.stat().st_size for f in (root / "rice").glob("*.fits")) / pixels
     print(f"{args.n} GalSim fields of {args.size}², {megabytes:.1f} MB of float32 input; best of {args.repeat}")
     for name, seconds in results.items():
@@ -99,6 +116,12 @@ def main() -> None:
     mode = f"q={args.quantize_level:g}" if quant else "lossy"
     print(f"  file bits/pixel (with headers): fitsae η≤{args.eta} {mode} {fae_bits:.3f}, RICE_1 q={rice_q:g} "
           f"{rice_bits:.3f}")
+    if args.refine:
+        tiles = args.n * math.ceil(args.size / 256) ** 2
+        plain, refined = results["fitsae encode"], results[f"refine {args.refine}"]
+        print(f"  refined/plain encode time: {refined / plain:.2f}; refinement "
+              f"{(refined - plain) / (args.refine * tiles):.3f} s per step per 256×256 tile ({tiles} tiles); "
+              f"file bits/pixel refined {refined_bits:.3f}")
 
 
 if __name__ == "__main__":
