@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from eval_helpers import ASTROPY_DATA, CONV, CONV_RATE, DENSE, clean_env, shared_run, write_fields
+from eval_helpers import ASTROPY_DATA, CONV, CONV_RATE, DENSE, clean_env, shared_run, train_run, write_fields
 from fitsae.cli import main
 
 M13 = ASTROPY_DATA / "hdu" / "compressed" / "tests" / "data" / "m13.fits"
@@ -479,3 +479,26 @@ def test_a_file_one_rank_cannot_write_ends_the_two_rank_job(conv_run, tmp_path, 
                       str(sources), "--out", str(tmp_path / "out")], env={"TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
     assert proc.returncode == 2 and "field001.fae.fits: cannot write the container" in proc.stderr, \
         proc.stdout + proc.stderr
+
+
+def test_a_variance_decoder_unsure_everywhere_writes_no_sigma_beyond_the_tile_range(tmp_path, capsys):
+    """σ pinned near ``logvar_max`` (e⁵ noise units under the asinh stretch) taken through the
+    stretch claims errors far beyond any pixel of the tile; the SIGMA plane must never exceed
+    max(HI − μ, μ − LO), the largest error the tile's recorded range allows, and reach it there."""
+    train_dir = write_fields(tmp_path / "train", 4, seed=1)
+    test_dir = write_fields(tmp_path / "test", 1, seed=2)
+    run = train_run(tmp_path / "run", train_dir, {**CONV, "logvar_min": 9.0, "logvar_max": 10.0}, steps=2,
+                    checkpoint_every=2, data={"normalization": "asinh"})
+    source = next(test_dir.glob("*.fits"))
+    _compress(run, source, tmp_path / "c.fae.fits", capsys, "--eta", "2", "--tile", "16")
+    assert _cli(["decompress", str(tmp_path / "c.fae.fits"), "--out", str(tmp_path / "d.fits"), "--sigma"],
+                capsys)[0] == 0
+    with fits.open(tmp_path / "c.fae.fits") as container, fits.open(tmp_path / "d.fits") as decoded:
+        rows = container["TILES", 1].data
+        mu, sigma = decoded[0].data.astype(np.float64), decoded["SIGMA", 1].data.astype(np.float64)
+    assert len(rows) == 4
+    for row in rows:
+        cut = (slice(row["Y0"], row["Y0"] + row["H"]), slice(row["X0"], row["X0"] + row["W"]))
+        reach = np.maximum(row["HI"] - mu[cut], mu[cut] - row["LO"])
+        assert np.all(sigma[cut] <= reach * (1 + 1e-6)), (row["Y0"], row["X0"], sigma[cut].max(), reach.max())
+        assert np.allclose(sigma[cut], reach, rtol=1e-5)

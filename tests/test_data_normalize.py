@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from fitsae.data.config import DataConfig
-from fitsae.data.normalize import (denormalize, image_parameters, normalize, robust_stats, sigma_to_physical,
-                                   sigma_to_physical_first_order)
+from fitsae.data.normalize import (decoded_sigma, denormalize, image_parameters, normalize, robust_stats,
+                                   sigma_to_physical, sigma_to_physical_first_order)
 from data_helpers import gaussian_field
 
 
@@ -171,3 +171,22 @@ def test_index_takes_noise_from_option_header_or_integer_aware_estimate(tmp_path
     assert (keyword.noise, keyword.noise_source) == (1.5, "header")
     assert index_cli.main([str(tmp_path), "--tile", "64", "--noise", "2.5", "--out", str(out)]) == 0
     assert [(r.noise, r.noise_source) for r in Manifest.load(out)] == [(2.5, "config")] * 2
+
+
+def test_decoded_sigma_is_the_stretched_sigma_capped_at_each_tile_range():
+    """A batch of two tiles, each with its own offset, scale and range: σ is the stretch's RMS
+    where that lies within max(hi − μ, μ − lo) of the tile, and exactly that reach beyond."""
+    cfg = DataConfig(normalization="asinh", asinh_softening=10.0)
+    offset, scale = np.array([100.0, 50.0]), np.array([3.0, 2.0])
+    lo, hi = np.array([90.0, 40.0]), np.array([400.0, 9000.0])
+    mu_phys = np.array([[[[100.0], [390.0]]], [[[60.0], [8000.0]]]])  # (2, 1, 2, 1)
+    sigma = np.array([[[[0.5], [30.0]]], [[[1.0], [0.2]]]])  # normalized; 30 = 3 softenings: unsure
+    stretched = sigma_to_physical(sigma, normalize(mu_phys, offset[:, None, None, None],
+                                                   scale[:, None, None, None], cfg), scale, cfg)
+    reach = np.maximum(hi[:, None, None, None] - mu_phys, mu_phys - lo[:, None, None, None])
+    assert stretched[0, 0, 1, 0] > reach[0, 0, 1, 0]  # the unsure pixel's RMS is beyond the tile's range
+    np.testing.assert_allclose(decoded_sigma(sigma, mu_phys, offset, scale, lo, hi, cfg),
+                               np.minimum(stretched, reach), rtol=1e-12)
+    assert np.sum(stretched < reach) == 3  # the three others keep the stretch's σ
+    one = decoded_sigma(sigma[1, 0], mu_phys[1, 0], offset[1], scale[1], lo[1], hi[1], cfg)  # one tile, scalars
+    np.testing.assert_allclose(one, np.minimum(stretched, reach)[1, 0], rtol=1e-12)

@@ -29,7 +29,7 @@ from fitsae.codec.errors import CodecError
 from fitsae.codec.refine import refiner_for, refusal
 from fitsae.codec.planes import Geometry, normalized, pad, physical, plane_record, read_plane, \
     stored_hdu
-from fitsae.data.normalize import normalize, sigma_to_physical
+from fitsae.data.normalize import decoded_sigma
 
 __all__ = ["SELECTIONS", "DEFAULT_TILE", "compress_files", "decompress_file", "parse_section", "container_format"]
 
@@ -307,10 +307,9 @@ def _decode_tile(codec: TileCodec, data_cfg, geometry: Geometry, plane: Plane, t
     sig = None
     if sigma:
         log_var = codec.log_variance(k)[0, :tile.h, :tile.w].astype(np.float64)
-        # The stretch's slope at the μ written (clipped, background tiles included), not at the
-        # model's unclipped μ: the SIGMA plane describes the decoded pixels.
-        sig = sigma_to_physical(np.exp(0.5 * log_var), normalize(mu, plane.offset, plane.scale, data_cfg),
-                                plane.scale, data_cfg)
+        # At the μ written (clipped, background tiles included), not at the model's unclipped μ:
+        # the SIGMA plane describes the decoded pixels.
+        sig = decoded_sigma(np.exp(0.5 * log_var), mu, plane.offset, plane.scale, tile.lo, tile.hi, data_cfg)
     mask = unpack_mask(tile.mask, (tile.h, tile.w))
     return mu32, sig, mask, matches
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["MAD_TO_SIGMA", "PlaneStats", "robust_stats", "noise_estimate", "image_parameters", "denormalize",
-           "sigma_to_physical", "sigma_to_physical_first_order", "normalize", "standardize", "stretch"]
+           "sigma_to_physical", "sigma_to_physical_first_order", "decoded_sigma", "normalize", "standardize",
+           "stretch"]
 
 MAD_TO_SIGMA = 1.482602218505602
 _SIGMA_CAP = 6.0  # largest σ/a taken through the stretch exactly (sigma_to_physical)
@@ -244,6 +245,38 @@ def sigma_to_physical(sigma, mu, scale, cfg) -> np.ndarray:
     beyond_slope = np.maximum(half_e2 - 2.0 * np.expm1(0.5 * s2), 0.0)
     variance = np.square(np.cosh(m)) * half_e2 + np.square(np.sinh(m)) * beyond_slope
     return _times_scale(a * np.sqrt(variance), scale)
+
+
+def decoded_sigma(sigma, mu_phys, offset, scale, lo, hi, cfg) -> np.ndarray:
+    """The σ of decoded pixels in physical units, as ``fitsae decompress --sigma`` writes it.
+
+    The model's σ (normalized units) taken through the stretch at the decoded μ
+    (:func:`sigma_to_physical`), capped at max(hi − μ, μ − lo). Every original pixel of a tile lies
+    in its range [lo, hi] (the container's ``LO``/``HI``: the tile's minimum and maximum) and the
+    decoder clips μ into it, so no pixel's error can exceed that. Why: where the variance decoder
+    is unsure of a star core brighter than it was trained on, it pins σ near ``logvar_max`` and the
+    stretch turns that σ into a factor e^(σ/a) of brightness; the Gaussian's second moment through
+    the stretch then reaches ~10¹³ σ_noise on astropy's M13, a σ no pixel of the file could have.
+
+    Parameters
+    ----------
+    sigma : array
+        The variance decoder's σ, normalized units.
+    mu_phys : array
+        The decoded μ, physical units, already clipped to [lo, hi].
+    offset, scale, lo, hi : float, or array (B,)
+        The plane's normalization and the tile's range: scalars for one tile, or one per tile of
+        a batch (B, ...).
+    """
+    mu_phys = np.asarray(mu_phys, np.float64)
+
+    def per_tile(v):
+        v = np.asarray(v, np.float64)
+        return _expand(v, mu_phys.ndim, np) if v.ndim else v
+
+    mu = normalize(mu_phys, per_tile(offset), per_tile(scale), cfg)
+    reach = np.maximum(per_tile(hi) - mu_phys, mu_phys - per_tile(lo))
+    return np.minimum(sigma_to_physical(sigma, mu, scale, cfg), reach)
 
 
 def sigma_to_physical_first_order(sigma, mu, scale, cfg) -> np.ndarray:

@@ -77,7 +77,10 @@ class GaussianSums:
         # digitize puts z < edges[0] in bin 0 and z >= edges[-1] in the last bin: under/overflow.
         self.z_hist += np.bincount(np.digitize(z.ravel(), Z_BIN_EDGES), minlength=len(Z_BIN_EDGES) + 1)
         if sigma_phys is not None:
-            zp = (np.asarray(x_phys, np.float64) - np.asarray(mu_phys, np.float64)) / np.asarray(sigma_phys, np.float64)
+            # σ = 0 only where the tile's range is one value (decoded_sigma): there the error is 0 too.
+            error = np.asarray(x_phys, np.float64) - np.asarray(mu_phys, np.float64)
+            sigma = np.asarray(sigma_phys, np.float64)
+            zp = np.divide(error, sigma, out=np.zeros_like(error), where=sigma > 0)
             azp = np.abs(zp)
             self.physical += [zp.size, zp.sum(), (zp * zp).sum(), (azp < 1.0).sum(), (azp < 2.0).sum()]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from fitsae import distributed
 from fitsae.data.evalset import evaluation_batches, to_physical
-from fitsae.data.normalize import sigma_to_physical
+from fitsae.data.normalize import decoded_sigma
 from fitsae.evaluate.comparisons import PCA_STEP, pca_code
 from fitsae.evaluate.flux_sums import detect_tiles
 from fitsae.evaluate.geometry import Geometry
@@ -125,7 +125,8 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             log_var = codec.per_tile(pick.symbols, pick.eta, variance=True)[..., None]
             mu, mu_phys = pick.mu[..., None].astype(np.float64), pick.mu_phys[..., None]
             book.errors(("ae_fixed_mask", eta)).update(x_phys, plain_pick.mu_phys[..., None], noise_phys, truth_phys)
-            sigma_phys = sigma_to_physical(np.exp(0.5 * log_var), mu, batch["scale"], data_cfg)
+            sigma_phys = decoded_sigma(np.exp(0.5 * log_var), mu_phys, batch["offset"], batch["scale"], lo, hi,
+                                       data_cfg)
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys, truth_phys, sigma_phys)
             book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys, truth_phys)
             book.kept(("ae_kept", eta), top).update(pick.eta)
