@@ -260,3 +260,25 @@ def test_the_error_against_the_truth_is_split_by_the_bands_of_the_observed_pixel
     assert bands[(-5.0, 3.0)]["rmse_over_noise_truth"] == pytest.approx(1.0)
     assert bands[(30.0, 100.0)]["rmse_over_noise_truth"] == pytest.approx(4.0)
     assert bands[(10.0, 30.0)]["rmse_over_noise_truth"] is None
+
+
+def test_sigma_is_judged_per_band_where_the_pooled_std_hides_it():
+    """σ twice too wide on faint pixels and twice too narrow on bright ones: the pooled std of
+    z = (x − x̂)/σ comes out near 1, each band says its own (0.5 and 2), across a reduce."""
+    rng = np.random.default_rng(4)
+    truth = np.where(rng.random((2, 16, 16)) < 0.2, 50.0, 0.0)  # background 0, σ_noise 1: bands "-5–3σ", "30–100σ"
+    x = truth + rng.normal(size=truth.shape)
+    error = rng.normal(size=truth.shape) * np.where(truth > 0, 3.0, 1.0)
+    sigma = np.where(truth > 0, 1.5, 2.0)
+    book = MetricBook()
+    for i in range(2):
+        book.bands("b").update(x[i:i + 1], x[i:i + 1] - error[i:i + 1], np.zeros(1), np.ones(1), None,
+                               sigma[i:i + 1])
+    book.reduce()
+    bands = {(b["snr_low"], b["snr_high"]): b for b in book["b"].summary()}
+    faint, bright = error[truth == 0] / 2.0, error[truth > 0] / 1.5
+    assert bands[(-5.0, 3.0)]["sigma_z_std_physical"] == pytest.approx(np.std(faint))
+    assert bands[(30.0, 100.0)]["sigma_z_std_physical"] == pytest.approx(np.std(bright))
+    assert bands[(30.0, 100.0)]["coverage_1sigma_physical"] == pytest.approx(np.mean(np.abs(bright) < 1))
+    assert np.std(faint) < 0.6 and np.std(bright) > 1.7 and 0.8 < np.std(error / sigma) < 1.25
+    assert bands[(10.0, 30.0)]["sigma_z_std_physical"] is None

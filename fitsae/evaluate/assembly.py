@@ -205,7 +205,8 @@ def build_report(ctx, step: int, book: MetricBook, data_range, tiles: int, examp
                 "sigma_z_std": "std of (x − μ)/σ, normalized units",
                 "sigma_z_std_physical": "std of (x − μ)/σ in physical units, σ as `fitsae decompress --sigma` "
                                         "writes it (the model's Gaussian taken exactly through the stretch); "
-                                        "coverage_*_physical likewise",
+                                        "coverage_*_physical likewise; in ae.bands, the same within each "
+                                        "brightness band",
                 "error": "e = x̂ − x, reconstruction minus reference; mean_error (physical units) and "
                          "mean_error_over_noise are its mean (the bias), max_abs_error(_over_noise) its ℓ∞ norm, "
                          "median/p99_abs_error_over_noise the median and 99th percentile of |e|/σ_noise "

@@ -34,7 +34,9 @@ class BandSums:
     the sums by the true pixel's signal-to-noise (x − background)/σ_noise, with the fixed
     ``BAND_EDGES``, shows where a method loses and whether each band's error falls with η; the
     robust figures per band (median and 99th percentile of |x̂ − x|/σ_noise) say what the typical
-    pixel of the band sees.
+    pixel of the band sees. With the σ map, the std of z = (x − x̂)/σ and the fraction |z| < 1 per
+    band say where σ is calibrated: over all pixels a σ too wide on the sky and too narrow on the
+    sources can pool to a std of 1.
     """
 
     n: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
@@ -43,9 +45,12 @@ class BandSums:
     max_abs_over_noise: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
     n_truth: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
     sse_truth_over_noise: np.ndarray = field(default_factory=lambda: np.zeros(len(BAND_EDGES) + 1))
+    # per band: (pixels with σ, Σz, Σz², #|z| < 1) of z = (x − x̂)/σ, physical units
+    z_sums: np.ndarray = field(default_factory=lambda: np.zeros((len(BAND_EDGES) + 1, 4)))
 
     def update(self, x_phys: np.ndarray, recon_phys: np.ndarray, background_phys: np.ndarray,
-               noise_phys: np.ndarray, truth_phys: np.ndarray | None = None) -> None:
+               noise_phys: np.ndarray, truth_phys: np.ndarray | None = None,
+               sigma_phys: np.ndarray | None = None) -> None:
         """Add a batch.
 
         Parameters
@@ -57,6 +62,9 @@ class BandSums:
         truth_phys : array (B, ...), optional
             The noiseless truth (NaN on tiles without one): the error against it is summed in
             the same bands, those of the observed pixel, so both errors describe the same pixels.
+        sigma_phys : array (B, ...), optional
+            The predicted σ of ``recon_phys`` in physical units (as ``decompress --sigma`` writes
+            it); σ = 0, a tile whose range is one value, counts as z = 0.
         """
         x = np.asarray(x_phys, dtype=np.float64)
         shape = (-1,) + (1,) * (x.ndim - 1)
@@ -71,6 +79,12 @@ class BandSums:
             members = abs_err[band == k]
             self.hist[k] += abs_histogram(members)
             self.max_abs_over_noise[k] = max(self.max_abs_over_noise[k], float(members.max()))
+        if sigma_phys is not None:
+            error = (x - np.asarray(recon_phys, dtype=np.float64).reshape(x.shape)).ravel()
+            sigma = np.asarray(sigma_phys, dtype=np.float64).reshape(x.shape).ravel()
+            z = np.divide(error, sigma, out=np.zeros_like(error), where=sigma > 0)
+            for column, weights in enumerate((None, z, z * z, (np.abs(z) < 1.0).astype(np.float64))):
+                self.z_sums[:, column] += np.bincount(band, weights=weights, minlength=size)
         if truth_phys is not None:
             recon = np.asarray(recon_phys, dtype=np.float64).reshape(x.shape)
             truth_err = ((recon - np.asarray(truth_phys, dtype=np.float64).reshape(x.shape)) / noise).ravel()
@@ -80,7 +94,7 @@ class BandSums:
 
     def vector(self) -> np.ndarray:
         return np.concatenate([self.n, self.sse_over_noise, self.n_truth, self.sse_truth_over_noise,
-                               self.hist.ravel()])
+                               self.z_sums.ravel(), self.hist.ravel()])
 
     def load(self, values: np.ndarray) -> None:
         size = len(BAND_EDGES) + 1
@@ -88,7 +102,8 @@ class BandSums:
         self.sse_over_noise = np.array(values[size:2 * size], dtype=np.float64)
         self.n_truth = np.array(values[2 * size:3 * size], dtype=np.float64)
         self.sse_truth_over_noise = np.array(values[3 * size:4 * size], dtype=np.float64)
-        self.hist = np.array(values[4 * size:], dtype=np.float64).reshape(size, ABS_BINS)
+        self.z_sums = np.array(values[4 * size:8 * size], dtype=np.float64).reshape(size, 4)
+        self.hist = np.array(values[8 * size:], dtype=np.float64).reshape(size, ABS_BINS)
 
     def maxima(self) -> np.ndarray:
         return self.max_abs_over_noise.copy()
@@ -101,7 +116,8 @@ class BandSums:
         ``rmse_over_noise``, ``median_abs_error_over_noise`` and ``p99_abs_error_over_noise``
         within the band (None if empty) and ``share_of_error``, the band's part of the pooled
         squared error; ``rmse_over_noise_truth`` is the error against the noiseless truth in the
-        same band (None without truth)."""
+        same band (None without truth); ``sigma_z_std_physical`` and ``coverage_1sigma_physical``
+        are the std of z = (x − x̂)/σ and the fraction |z| < 1 in the band (None without σ)."""
         total_n, total_err = float(self.n.sum()), float(self.sse_over_noise.sum())
         lows, highs = (None, *BAND_EDGES), (*BAND_EDGES, None)
         return [
@@ -110,9 +126,18 @@ class BandSums:
              "rmse_over_noise": math.sqrt(e / n) if n else None,
              **{f"{name}_abs_error_over_noise": hist_quantile(h, q, m) if n else None for name, q in QUANTILES},
              "share_of_error": float(e) / total_err if total_err else math.nan,
-             "rmse_over_noise_truth": math.sqrt(et / nt) if nt else None}
-            for lo, hi, n, e, h, m, nt, et in zip(lows, highs, self.n, self.sse_over_noise, self.hist,
-                                                  self.max_abs_over_noise, self.n_truth,
-                                                  self.sse_truth_over_noise, strict=True)
+             "rmse_over_noise_truth": math.sqrt(et / nt) if nt else None,
+             **_z_summary(*zs)}
+            for lo, hi, n, e, h, m, nt, et, zs in zip(lows, highs, self.n, self.sse_over_noise, self.hist,
+                                                      self.max_abs_over_noise, self.n_truth,
+                                                      self.sse_truth_over_noise, self.z_sums, strict=True)
         ]
+
+
+def _z_summary(n: float, z_sum: float, z2_sum: float, within_1: float) -> dict:
+    if not n:
+        return {"sigma_z_std_physical": None, "coverage_1sigma_physical": None}
+    mean = z_sum / n
+    return {"sigma_z_std_physical": math.sqrt(max(z2_sum / n - mean * mean, 0.0)),
+            "coverage_1sigma_physical": within_1 / n}
 

@@ -295,6 +295,11 @@ def _band_lines(report: dict) -> list[str]:
         for i, band in enumerate(trend):
             values = " ".join(f"{_num(r['ae']['bands'][i].get('rmse_over_noise_truth'), '.3f'):>6}" for r in rows)
             lines.append(f"{_band_label(band['snr_low'], band['snr_high']):>11} {'':>8} {'':>6}  {values}")
+    if any(r["ae"]["bands"][i].get("sigma_z_std_physical") is not None for r in rows for i in range(len(trend))):
+        lines.append("the same bands, AE std of (x − μ)/σ, physical units (1: σ calibrated in the band)")
+        for i, band in enumerate(trend):
+            values = " ".join(f"{_num(r['ae']['bands'][i].get('sigma_z_std_physical'), '.3f'):>6}" for r in rows)
+            lines.append(f"{_band_label(band['snr_low'], band['snr_high']):>11} {'':>8} {'':>6}  {values}")
     return lines
 
 

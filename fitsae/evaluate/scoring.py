@@ -128,7 +128,8 @@ def score_checkpoint(codec, manifest, data_cfg, geometry: Geometry, etas: list[i
             sigma_phys = decoded_sigma(np.exp(0.5 * log_var), mu_phys, batch["offset"], batch["scale"], lo, hi,
                                        data_cfg)
             book.gaussian(("ae", eta)).update(x64, mu, log_var, x_phys, mu_phys, noise_phys, truth_phys, sigma_phys)
-            book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys, truth_phys)
+            book.bands(("ae_bands", eta)).update(x_phys, mu_phys, background_phys, noise_phys, truth_phys,
+                                                 sigma_phys)
             book.kept(("ae_kept", eta), top).update(pick.eta)
             for choice, key in ((pick, "ae_rate"), (plain_pick, "ae_fixed_mask_rate")):
                 for i in range(len(x)):
