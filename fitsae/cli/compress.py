@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="latest", help="'latest' (default) or a step number")
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="per tile, STEPS Adam steps on the latents against the model's own rate-distortion "
-                   "objective before coding (models trained for rate; ~0.1 s per step per 256x256 tile on one "
-                   "core; fewer flux errors, more bits: README). Default 0: the encoder's latents as they are")
+                   "objective before coding (models trained for rate; ~0.2 s per step per 256x256 tile on two "
+                   "cores; fewer flux errors, more bits: README). Default 0: the encoder's latents as they are")
     p.add_argument("--tile", type=int, default=256,
                    help="side of the square tiles each plane is cut into and coded alone (default 256; a "
                    "multiple of the model's stride; dense models use their own image size)")

@@ -9,8 +9,8 @@ refined files decode with any fitsae that reads the format.
 Why: the encoder is one small network amortized over every tile, and at a fixed η its output is
 not the integers the decoder and prior would score best for *this* tile. A few hundred Adam steps
 on the latents (straight-through rounding, no randomness) close part of that gap, at the price of
-more bits and of ~0.1 s per step per 256×256 tile on one CPU core; what it buys is measured in the
-README ("Compressing files").
+more bits and of encoding time (``benchmarks/codec.py --refine``); what it buys and costs is
+measured in the README ("Compressing files").
 """
 
 from __future__ import annotations
