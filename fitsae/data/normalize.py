@@ -256,7 +256,7 @@ def decoded_sigma(sigma, mu_phys, offset, scale, lo, hi, cfg) -> np.ndarray:
     decoder clips μ into it, so no pixel's error can exceed that. Why: where the variance decoder
     is unsure of a star core brighter than it was trained on, it pins σ near ``logvar_max`` and the
     stretch turns that σ into a factor e^(σ/a) of brightness; the Gaussian's second moment through
-    the stretch then reaches ~10¹³ σ_noise on astropy's M13, a σ no pixel of the file could have.
+    the stretch then exceeds, by orders of magnitude, any error a pixel of the file could have.
 
     Parameters
     ----------

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fitsae.evaluate.calibration import physical_z
 from fitsae.evaluate.error_sums import ABS_BINS, QUANTILES, abs_histogram, hist_quantile
 
 __all__ = ["BAND_EDGES", "BandSums"]
@@ -80,9 +81,7 @@ class BandSums:
             self.hist[k] += abs_histogram(members)
             self.max_abs_over_noise[k] = max(self.max_abs_over_noise[k], float(members.max()))
         if sigma_phys is not None:
-            error = (x - np.asarray(recon_phys, dtype=np.float64).reshape(x.shape)).ravel()
-            sigma = np.asarray(sigma_phys, dtype=np.float64).reshape(x.shape).ravel()
-            z = np.divide(error, sigma, out=np.zeros_like(error), where=sigma > 0)
+            z = physical_z(x, np.asarray(recon_phys).reshape(x.shape), np.asarray(sigma_phys).reshape(x.shape)).ravel()
             for column, weights in enumerate((None, z, z * z, (np.abs(z) < 1.0).astype(np.float64))):
                 self.z_sums[:, column] += np.bincount(band, weights=weights, minlength=size)
         if truth_phys is not None:

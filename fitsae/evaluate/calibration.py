@@ -19,12 +19,20 @@ import numpy as np
 
 from fitsae.evaluate.error_sums import ErrorSums
 
-__all__ = ["Z_BIN_EDGES", "GaussianSums"]
+__all__ = ["Z_BIN_EDGES", "GaussianSums", "physical_z"]
 
 # Fixed bin edges so every rank (and every run) histograms z identically and the counts can be
 # summed exactly; outside ±6σ goes to the under/overflow bins.
 Z_BIN_EDGES = np.linspace(-6.0, 6.0, 49)
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def physical_z(x_phys, mu_phys, sigma_phys) -> np.ndarray:
+    """z = (x − μ)/σ in physical units, float64, 0 where σ = 0: σ is 0 only where a tile's range
+    is one value (:func:`fitsae.data.normalize.decoded_sigma`), and there the error is 0 too."""
+    error = np.asarray(x_phys, np.float64) - np.asarray(mu_phys, np.float64)
+    sigma = np.broadcast_to(np.asarray(sigma_phys, np.float64), error.shape)
+    return np.divide(error, sigma, out=np.zeros_like(error), where=sigma > 0)
 
 
 @dataclass
@@ -77,10 +85,7 @@ class GaussianSums:
         # digitize puts z < edges[0] in bin 0 and z >= edges[-1] in the last bin: under/overflow.
         self.z_hist += np.bincount(np.digitize(z.ravel(), Z_BIN_EDGES), minlength=len(Z_BIN_EDGES) + 1)
         if sigma_phys is not None:
-            # σ = 0 only where the tile's range is one value (decoded_sigma): there the error is 0 too.
-            error = np.asarray(x_phys, np.float64) - np.asarray(mu_phys, np.float64)
-            sigma = np.asarray(sigma_phys, np.float64)
-            zp = np.divide(error, sigma, out=np.zeros_like(error), where=sigma > 0)
+            zp = physical_z(x_phys, mu_phys, sigma_phys)
             azp = np.abs(zp)
             self.physical += [zp.size, zp.sum(), (zp * zp).sum(), (azp < 1.0).sum(), (azp < 2.0).sum()]
 
