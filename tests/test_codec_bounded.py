@@ -328,3 +328,23 @@ def test_widening_moves_every_width_up_the_table_by_whole_entries():
     np.testing.assert_array_equal(wider.offset, prediction.offset)
     np.testing.assert_allclose(wider.width[:2], 2 * prediction.width[:2], rtol=1e-15)  # three entries: ×2
     assert prediction.width[2] == wider.width[2] == WIDTHS[-1]  # the table's end holds
+
+
+@pytest.mark.parametrize("which", ["galsim", "blank", "m13"])
+def test_the_sigma_plane_is_the_rms_error_of_the_decoded_pixels(which, run, galsim_field, tmp_path, capsys):
+    source = {"galsim": galsim_field, "blank": _scaled_int_with_blank(tmp_path / "b.fits"), "m13": M13}[which]
+    container, decoded = tmp_path / "c.fae.fits", tmp_path / "d.fits"
+    mode = ("--lossless",) if which == "m13" else ("--quantize-level", 1)
+    assert _cli(["compress", "--run-dir", run, "--eta", 4, "--tile", 32, "--dither-seed", 11, *mode, source,
+                 "--out", container], capsys)[0] == 0
+    assert _cli(["decompress", container, "--out", decoded, "--sigma"], capsys)[0] == 0
+    x, _, _ = _source(source)
+    x_hat, _, _ = _source(decoded)
+    sigma = fits.getdata(decoded, "SIGMA").astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(sigma), np.isnan(x))
+    good = ~np.isnan(x)
+    if which == "m13":
+        assert np.all(sigma[good] == 0)
+        return
+    measured, claimed = np.sqrt(np.mean((x_hat - x)[good] ** 2)), np.sqrt(np.mean(sigma[good] ** 2))
+    assert 0.9 < measured / claimed < 1.1, (measured, claimed)

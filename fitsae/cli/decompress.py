@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "then the models/ of the run recorded in the container)")
     p.add_argument("--section", help="decode only rows y0:y1 and columns x0:x1 of every plane (0-based, end "
                    "exclusive): 'y0:y1,x0:x1'; only the tiles it touches are decoded")
-    p.add_argument("--sigma", action="store_true", help="add a SIGMA image HDU (predicted 1σ, physical units)")
+    p.add_argument("--sigma", action="store_true", help="add a SIGMA image HDU: the decoded pixels' 1σ error, physical units (the "
+                   "model's in the lossy mode; the quantization's in the error-bounded modes)")
     p.add_argument("--run-dir", type=Path, help="version-1 containers: run directory (default: RUNDIR in it)")
     p.add_argument("--checkpoint", help="version-1 containers: step number (default: CKPTSTEP in it)")
     return p

@@ -231,6 +231,9 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
                 where: str, sigma: bool):
     """One tile's pixels (physical float64, NaN where masked), σ map or None, and NaN/BLANK mask.
 
+    The σ map is the RMS error of the decoded pixels (:meth:`TileFrame.rms_error`; 0 at exact
+    zeros), which is what ``--sigma`` promises: the model's σ only shaped the coding.
+
     Raises :class:`CodecError` naming ``where`` and the tile when the bytes do not decode or
     the decoded pixels fail their checksum.
     """
@@ -262,7 +265,9 @@ def decode_tile(codec, predictor, data_cfg, geometry, plane, tile, index: int, s
     if pixel_checksum(values) != b.checksum:
         raise CodecError(f"{name}: the decoded pixels fail their checksum (the coded bytes were altered, or "
                          "this machine computes the model's prediction differently)")
-    return values, (np.where(bad, np.nan, sig) if sigma else None), bad
+    # The σ of what decodes, not of the model's prediction: the pixels are the original's to Δ/2.
+    error = np.where(zeros, 0.0, frame.rms_error())
+    return values, (np.where(bad, np.nan, error) if sigma else None), bad
 
 
 def summary(stats: list[dict]) -> dict:

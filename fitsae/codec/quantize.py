@@ -139,6 +139,18 @@ class TileFrame:
         """x̂ in physical units (float64) of integers ``k``."""
         return self.zero + (np.asarray(k, np.float64) - self.u) * self.delta
 
+    def rms_error(self) -> float:
+        """The RMS of x̂ − x over the tile, physical units: the σ of these modes' decoded pixels.
+
+        Subtractive dither makes the error uniform on [−Δ/2, Δ/2] whatever the pixel: Δ/√12. An
+        integer step of n stored units rounds to one of n values a unit apart, equally often where
+        the pixels spread over more than a step: unit·√((n² − 1)/12), so 0 when lossless (n = 1).
+        """
+        if not self.integer:
+            return self.delta / math.sqrt(12.0)
+        unit = abs(self.delta) / self.units
+        return unit * math.sqrt((self.units ** 2 - 1) / 12.0)
+
     def to_grid(self, value: np.ndarray) -> np.ndarray:
         """Physical values → the k frame (floats): where a prediction sits among the integers."""
         return (np.asarray(value, np.float64) - self.zero) / self.delta + self.u
