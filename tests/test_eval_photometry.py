@@ -77,3 +77,19 @@ def test_bad_images_are_refused_with_the_reason():
     sources = detect_sources(field(), 1.0, radius=4.0)
     with pytest.raises(ValueError, match="shape"):
         aperture_fluxes(sources, np.zeros((32, 32)))
+
+
+def test_the_flux_medians_interval_is_the_order_statistics_n_over_2_plus_or_minus_a_root_n():
+    """Sources split over two tiles: the 95 % interval of the median |ΔF|/F is the n/2 ± 0.98·√n-th
+    smallest of the n values, within the histogram's bin width, and holds the median."""
+    from fitsae.evaluate.flux_sums import FluxSums
+
+    errors = np.random.default_rng(0).lognormal(-4.0, 1.0, 400) * np.where(np.arange(400) % 2, 1, -1)
+    sums = FluxSums()
+    sums.update(errors[:150], 150)
+    sums.update(errors[150:], 250)
+    figures = sums.summary()
+    low, high = figures["median_abs_relative_flux_error_ci95"]
+    expected = np.quantile(np.abs(errors), [0.5 - 0.98 / 20, 0.5 + 0.98 / 20])
+    assert low == pytest.approx(expected[0], rel=0.05) and high == pytest.approx(expected[1], rel=0.05)
+    assert low < figures["median_abs_relative_flux_error"] < high

@@ -246,12 +246,15 @@ def _photometry_lines(report: dict) -> list[str]:
              "the same apertures measured on each reconstruction" + (
                  ", against the original's fluxes and (vs truth) the noiseless truth's" if truth else ""),
              f"{'eta':>5} " + " ".join(f"{m + (' truth' if k != 'photometry' else ''):>11}"
-                                       for k in keys for m in ("model", "codec", "PCA"))]
+                                       for k in keys for m in ("model", "codec", "PCA"))
+             + f" {'codec 95 % interval':>21}"]
     for row in rows:
         values = [flux(row, m, k).get("median_abs_relative_flux_error") for k in keys
                   for m in ("ae_fixed_mask", "ae", "pca")]
+        interval = flux(row, "ae").get("median_abs_relative_flux_error_ci95")
+        span = "–".join(_num(100 * v, ".3f") for v in interval) if interval else "—"
         lines.append(f"{row['eta']:>5} " + " ".join(
-            f"{_num(None if v is None else 100 * v, '.3f'):>11}" for v in values))
+            f"{_num(None if v is None else 100 * v, '.3f'):>11}" for v in values) + f" {span:>21}")
     ref = report.get("photometry_reference")
     if ref:
         floor = ref["truth_vs_original"]["median_abs_relative_flux_error"]
