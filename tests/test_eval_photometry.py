@@ -93,3 +93,10 @@ def test_the_flux_medians_interval_is_the_order_statistics_n_over_2_plus_or_minu
     expected = np.quantile(np.abs(errors), [0.5 - 0.98 / 20, 0.5 + 0.98 / 20])
     assert low == pytest.approx(expected[0], rel=0.05) and high == pytest.approx(expected[1], rel=0.05)
     assert low < figures["median_abs_relative_flux_error"] < high
+
+
+def test_without_sources_the_flux_median_is_nan_and_its_interval_none():
+    from fitsae.evaluate.flux_sums import FluxSums
+
+    figures = FluxSums().summary()
+    assert math.isnan(figures["median_abs_relative_flux_error"]) and figures["median_abs_relative_flux_error_ci95"] is None

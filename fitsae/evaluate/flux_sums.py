@@ -76,7 +76,8 @@ class FluxSums:
     def summary(self) -> dict:
         """``median_abs_relative_flux_error`` (a fraction) and its 95 % interval
         (``median_abs_relative_flux_error_ci95``), ``mean_relative_flux_error`` (the bias),
-        ``n_sources`` (whole apertures) and ``n_used`` (SNR ≥ ``snr_min`` on the original).
+        ``n_sources`` (whole apertures) and ``n_used`` (SNR ≥ ``snr_min`` on the original); the
+        median is NaN and the interval None without sources.
 
         The interval is the median's distribution-free one, the order statistics n/2 ± 1.96·√n/2
         of the n sources (the number of sources below the true median is binomial): a median of a
@@ -85,7 +86,7 @@ class FluxSums:
         used = int(self.used)
         half = 0.98 / math.sqrt(used) if used else math.nan
         interval = [hist_quantile(self.hist, max(0.5 - half, 0.0), self.peak),
-                    hist_quantile(self.hist, min(0.5 + half, 1.0), self.peak)] if used else [math.nan, math.nan]
+                    hist_quantile(self.hist, min(0.5 + half, 1.0), self.peak)] if used else None
         return {"median_abs_relative_flux_error": hist_quantile(self.hist, 0.5, self.peak) if used else math.nan,
                 "median_abs_relative_flux_error_ci95": interval,
                 "mean_relative_flux_error": self.signed / used if used else math.nan,
