@@ -100,3 +100,14 @@ def test_without_sources_the_flux_median_is_nan_and_its_interval_none():
 
     figures = FluxSums().summary()
     assert math.isnan(figures["median_abs_relative_flux_error"]) and figures["median_abs_relative_flux_error_ci95"] is None
+
+
+def test_the_printed_photometry_table_shows_the_codecs_interval_in_percent():
+    from fitsae.evaluate.report import _photometry_lines
+
+    figure = {"median_abs_relative_flux_error": 0.0104, "median_abs_relative_flux_error_ci95": [0.0085, 0.0128],
+              "n_used": 189, "n_sources": 208, "snr_min": 20.0}
+    report = {"results": [{"eta": 4, "ae": {"photometry": figure}, "ae_fixed_mask": {"photometry": figure},
+                           "pca": {"photometry": figure}}]}
+    header, columns, row = _photometry_lines(report)
+    assert columns.endswith("codec 95 % interval") and row.endswith("0.850–1.280")

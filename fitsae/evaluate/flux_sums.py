@@ -80,13 +80,16 @@ class FluxSums:
         median is NaN and the interval None without sources.
 
         The interval is the median's distribution-free one, the order statistics n/2 ± 1.96·√n/2
-        of the n sources (the number of sources below the true median is binomial): a median of a
-        few hundred sources moves by a tenth of itself, so a figure near a target is judged by it.
+        of the n sources (the number of sources below the true median is binomial). Why: a median
+        of a couple of hundred sources is uncertain by a sizeable part of itself, so a figure near a
+        target can only be judged with it.
         """
         used = int(self.used)
-        half = 0.98 / math.sqrt(used) if used else math.nan
-        interval = [hist_quantile(self.hist, max(0.5 - half, 0.0), self.peak),
-                    hist_quantile(self.hist, min(0.5 + half, 1.0), self.peak)] if used else None
+        interval = None
+        if used:
+            half = 0.98 / math.sqrt(used)
+            interval = [hist_quantile(self.hist, max(0.5 - half, 0.0), self.peak),
+                        hist_quantile(self.hist, min(0.5 + half, 1.0), self.peak)]
         return {"median_abs_relative_flux_error": hist_quantile(self.hist, 0.5, self.peak) if used else math.nan,
                 "median_abs_relative_flux_error_ci95": interval,
                 "mean_relative_flux_error": self.signed / used if used else math.nan,
