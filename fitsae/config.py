@@ -11,6 +11,7 @@ typo in a cluster job otherwise costs a whole allocation before anyone notices.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,11 +23,29 @@ from fitsae.errors import FitsaeError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load", "dump"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load", "dump", "parse_yaml"]
 
 
 class ConfigError(FitsaeError, ValueError):
     """A configuration value or key that fitsae cannot accept; the message names it."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a number, as YAML 1.2 and users do.
+
+    PyYAML follows YAML 1.1, whose floats need a dot (``1.0e-3``): a learning rate written
+    ``3e-3`` came back as the string '3e-3' and the strict loader refused it as not a number.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document, safely (no Python objects), exponents without a dot read as numbers."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -133,8 +152,9 @@ def to_dict(instance: Any) -> dict:
 def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
     """Apply ``section.key=value`` overrides to a nested mapping, in order.
 
-    Values are parsed with ``yaml.safe_load`` so ``--set train.steps=10`` is an int and
-    ``--set data.paths=[a.fits,b.fits]`` a list. Keys are validated later by :func:`from_dict`.
+    Values are parsed as YAML (:func:`parse_yaml`) so ``--set train.steps=10`` is an int,
+    ``--set optimizer.learning_rate=3e-3`` a float and ``--set data.paths=[a.fits,b.fits]`` a
+    list. Keys are validated later by :func:`from_dict`.
     """
     result = _deep_copy(mapping)
     for item in overrides:
@@ -142,7 +162,7 @@ def apply_overrides(mapping: dict, overrides: Sequence[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from err
         parts = key.strip().split(".")
@@ -161,14 +181,14 @@ def _deep_copy(mapping: dict) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    """Read a YAML mapping with :func:`parse_yaml`; errors name the file."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from err
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path} is not valid YAML: {err}") from err
     if data is None:

@@ -31,6 +31,15 @@ def test_defaults_yaml_then_overrides(tmp_path):
     assert cfg == Outer(inner=Inner(lr=0.01, schedule="cosine", widths=[4, 5], crop=32), steps=20, flag=True)
 
 
+def test_an_exponent_without_a_dot_is_a_number_in_the_file_and_in_overrides(tmp_path):
+    # YAML 1.1, which PyYAML follows, reads 1e-3 as the string '1e-3'.
+    path = tmp_path / "c.yaml"
+    path.write_text("inner:\n  lr: 1e-3\n")
+    assert load(Outer, path).inner.lr == 0.001
+    assert load(Outer, path, ["inner.lr=3e-3"]).inner.lr == 0.003
+    assert load(Outer, path, ["inner.lr=-.5E+2"]).inner.lr == -50.0
+
+
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("inner:\n  lrr: 0.1\n")

@@ -96,6 +96,13 @@ def test_check_reads_the_config_and_data_paths_without_training(tmp_path, capsys
     assert not (tmp_path / "r").exists()
 
 
+def test_a_learning_rate_written_3e_3_passes_the_check(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    code = main(["--config", str(REPO / "train" / "smoke.yaml"), "--run-dir", str(tmp_path / "r"), "--check",
+                 "--set", f"data.paths=[{tmp_path / 'data'}]", "--set", "optimizer.learning_rate=3e-3"])
+    assert code == 0, capsys.readouterr().err
+
+
 def test_relative_data_paths_resume_from_another_directory(tmp_path, monkeypatch):
     import yaml
 

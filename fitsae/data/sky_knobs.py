@@ -182,7 +182,7 @@ def knobs_from_strings(items: Sequence[str]) -> SkyKnobs:
         if not sep:
             raise ValueError(f"--knob {item!r}: expected name=value")
         try:
-            mapping[key.strip()] = yaml.safe_load(raw)
+            mapping[key.strip()] = fconfig.parse_yaml(raw)
         except yaml.YAMLError as err:
             raise ValueError(f"--knob {item!r}: value is not valid YAML ({err})") from err
     try:
