@@ -90,7 +90,9 @@ class ModelConfig:
         data's ``asinh_softening`` this is the squared error in physical noise units divided by a
         variance that grows with the flux as Poisson noise does (a 300σ core: w ≈ 30 where the
         physical error would weigh it ≈ 900 and the stretch 1), so bright cores get their due
-        without the faint sky losing all of it.
+        without the faint sky losing all of it. The weight comes from the noisy target, so pixels
+        the noise pushed up weigh more and fluxes come out high (README, photometry); no shipped
+        config uses it.
     flux_weight : float, optional
         Adds ``flux_weight`` × the windowed flux error (:func:`fitsae.losses.window_flux_error`)
         to the distortion of optimizer 1; unset (default): none. For conv and dense models.
