@@ -2,14 +2,15 @@
 
 For simulated float fields that carry a ``TRUTH`` plane (``fitsae simulate``), compresses the files
 with a trained run at each budget η (:func:`fitsae.codec.compress_files`), decodes them, detects
-sources on each original with its noise σ and measures the same apertures on the decoded image, the
-original and the truth (as ``fitsae evaluate`` does on whole-image tiles). Prints, per band of the
-sources' SNR on the original (and all SNR ≥ 20 sources together), the median |ΔF|/F of the decoded
-image against the original and against the truth, its signed median against the truth (the bias),
-and the truth's own against the original: the noise floor, where a codec that kept the sources
-exactly and dropped all of the noise would stand. Why: the median over all sources (the figure in
-report.json) mixes faint sources, whose error is their noise, with bright ones, whose error is the
-model's; this says which one sets it.
+sources on each original at 5σ (σ: the fpack noise estimate of the whole image; ``fitsae evaluate``
+takes it per tile from the index, so its source counts can differ slightly) and measures the same
+apertures on the decoded image, the original and the truth (:mod:`fitsae.evaluate.photometry`, as
+``fitsae evaluate`` does). Prints, per band of the sources' SNR on the original (and all SNR ≥ 20
+sources together), the median |ΔF|/F of the decoded image against the original and against the
+truth, its signed median against the truth (the bias), and the truth's own against the original: the
+noise floor, where a codec that kept the sources exactly and dropped all of the noise would stand.
+Why: the median over all sources (the figure in report.json) mixes faint sources, whose error is
+their noise, with bright ones, whose error is the model's; this says which one sets it.
 
 Usage: python benchmarks/photometry.py --run-dir RUN [--eta 4,16] FILE_OR_DIR...
 (RUN: a trained run, e.g. demo/run after ./scripts/demo.sh; files e.g.

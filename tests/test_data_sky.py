@@ -114,6 +114,10 @@ def test_a_knob_fixed_to_one_value_is_the_value_the_field_records(knob, key, val
     assert sky_field(np.random.default_rng(5), 32, knobs).header[key][0] == value
 
 
+def test_a_knob_written_with_an_exponent_and_no_dot_is_a_number():
+    assert knobs_from_strings(["sky=[1e2, 15e1]"]).sky == (100.0, 150.0)
+
+
 def test_knobs_are_strict():
     assert knobs_from_strings(["sky=[5, 5]", "cluster_probability=1"]).sky == (5.0, 5.0)
     with pytest.raises(ValueError, match="knob.nope"):
